@@ -1,0 +1,58 @@
+# Two commands do all the set-up on a fresh Debian machine (as root):
+#   make demo   - the main job: the web UI on http://127.0.0.1:8000/
+#   make test   - the whole suite: lint, types, Django checks, pytest on SQLite and PostgreSQL
+SHELL := /bin/bash
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+# PostgreSQL for the second run of the suite; scripts/ensure-postgres.sh starts one if needed.
+PG_URL ?= postgres://postgres:postgres@127.0.0.1:5432/appliance
+
+.PHONY: demo test lint typecheck djcheck pytest pytest-sqlite pytest-pg debian-deps venv bench format clean
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): requirements.txt requirements-dev.txt
+	@command -v python3 >/dev/null || { echo "python3 is needed (apt-get install python3 python3-venv)"; exit 1; }
+	test -x $(PY) || python3 -m venv .venv || { apt-get install -y python3-venv && python3 -m venv .venv; }
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+debian-deps:
+	@scripts/ensure-debian.sh iproute2 tcpdump ucarp
+
+lint: venv
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+typecheck: venv
+	.venv/bin/mypy .
+
+djcheck: venv
+	$(PY) manage.py check
+	$(PY) manage.py makemigrations --check --dry-run
+
+pytest-sqlite: venv debian-deps
+	env -u DATABASE_URL .venv/bin/pytest
+
+# The engine's tests do not touch the database: the PostgreSQL run is the Django suite.
+pytest-pg: venv
+	@scripts/ensure-postgres.sh
+	DATABASE_URL=$(PG_URL) .venv/bin/pytest -m "not netns" --ignore=tests/carp
+
+pytest: pytest-sqlite pytest-pg
+
+test: lint typecheck djcheck pytest
+
+format: venv
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
+
+demo: venv debian-deps
+	scripts/demo.sh
+
+bench: venv
+	$(PY) bench/api_latency.py
+
+clean:
+	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache var

@@ -1,0 +1,53 @@
+"""Suite-wide pytest configuration.
+
+Tests marked ``netns`` (and ``interop``, which implies it) build their own
+network namespaces and so need root and iproute2. On a developer's machine
+without root they are skipped; CI sets ``REQUIRE_NETNS=1``, and then a
+namespace test that was skipped (for any reason) fails the run, so these
+tests can never silently stop running there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+_skipped_netns: list[str] = []
+
+
+def _netns_unavailable_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root to create network namespaces"
+    if shutil.which("ip") is None:
+        return "needs iproute2 (the ip command)"
+    return None
+
+
+def _netns_required() -> bool:
+    return os.environ.get("REQUIRE_NETNS") == "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reason = _netns_unavailable_reason()
+    for item in items:
+        if "interop" in item.keywords and "netns" not in item.keywords:
+            item.add_marker(pytest.mark.netns)
+        if "netns" in item.keywords and reason is not None:
+            if _netns_required():
+                raise pytest.UsageError(f"REQUIRE_NETNS=1 but namespace tests cannot run: {reason}")
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and "netns" in report.keywords:
+        _skipped_netns.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _netns_required() and _skipped_netns:
+        print(f"\nREQUIRE_NETNS=1 and {len(_skipped_netns)} namespace test(s) were skipped:")
+        for nodeid in _skipped_netns:
+            print(f"  {nodeid}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
