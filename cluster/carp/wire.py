@@ -1,0 +1,243 @@
+"""Encode and decode CARP v2 advertisements: the 36-byte header, checksum, counter, HMAC.
+
+Pure and stdlib only. Every fact here is from CARP.md "The advertisement",
+checked against adverts a real ucarp sent (tests/carp/data/). scapy is not
+used: its CARP HMAC helper matches no real peer (CARP.md).
+
+Public API:
+    encode(vhid, advbase, advskew, demote, counter, password, addresses) -> bytes
+    decode(data, password, addresses) -> Advertisement      every check, or DecodeError
+    decode_unverified(data) -> Advertisement                 every check but the HMAC
+    parse(data) -> Advertisement                             only the length; for the pcap tool
+    verify_hmac(advert, password, addresses) -> bool
+    compute_hmac(password, vhid, addresses, counter) -> bytes
+    hmac_message(vhid, addresses, counter) -> bytes
+    checksum_ok(data) -> bool,  internet_checksum(data) -> int
+    pack(advert) -> bytes                                    the fields as given, checksum filled in
+    check_ttl(ttl)                                           DecodeError(BAD_TTL) unless 255
+DecodeError.reason is a DecodeFailure naming the check that failed.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import ipaddress
+import struct
+from collections.abc import Iterable
+
+from cluster.carp.types import (
+    CARP_AUTHLEN,
+    CARP_TYPE_ADVERTISEMENT,
+    CARP_VERSION,
+    Advertisement,
+    IPAddress,
+    IPInterface,
+)
+
+__all__ = [
+    "CARP_TTL",
+    "DIGEST_LEN",
+    "HEADER_LEN",
+    "DecodeError",
+    "DecodeFailure",
+    "check_ttl",
+    "checksum_ok",
+    "compute_hmac",
+    "decode",
+    "decode_unverified",
+    "encode",
+    "hmac_message",
+    "internet_checksum",
+    "pack",
+    "parse",
+    "verify_hmac",
+]
+
+# CARP.md table: type/version, vhid, advskew, authlen, demote, advbase, checksum,
+# 64-bit counter, 20-byte HMAC-SHA1.
+_HEADER = struct.Struct("!BBBBBBHQ20s")
+HEADER_LEN = _HEADER.size  # 36
+DIGEST_LEN = 20
+_CHECKSUM_OFFSET = 6
+# CARP.md: IPv4 TTL / IPv6 hop limit must be 255; anything else is dropped.
+CARP_TTL = 255
+_MAX_COUNTER = 2**64 - 1
+
+
+class DecodeFailure(enum.StrEnum):
+    """Which check an incoming packet failed; the runner counts drops per value."""
+
+    TOO_SHORT = "too_short"
+    TOO_LONG = "too_long"
+    BAD_VERSION = "bad_version"
+    BAD_TYPE = "bad_type"
+    BAD_AUTHLEN = "bad_authlen"
+    BAD_CHECKSUM = "bad_checksum"
+    BAD_HMAC = "bad_hmac"
+    # Checked by the caller with the IP layer and the configured vhosts:
+    BAD_TTL = "bad_ttl"
+    WRONG_VHID = "wrong_vhid"
+
+
+class DecodeError(ValueError):
+    """A packet is not a valid CARP advert for us; `reason` says which check failed."""
+
+    def __init__(self, reason: DecodeFailure, detail: str = "") -> None:
+        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
+        self.reason = reason
+        self.detail = detail
+
+
+AddressLike = IPAddress | IPInterface
+
+
+def _ip(address: AddressLike) -> IPAddress:
+    if isinstance(address, ipaddress.IPv4Interface | ipaddress.IPv6Interface):
+        return address.ip
+    return address
+
+
+def internet_checksum(data: bytes) -> int:
+    """RFC 1071 ones' complement sum; over the 36 CARP bytes only, no pseudo-header (CARP.md)."""
+    if len(data) % 2:
+        data += b"\x00"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def checksum_ok(data: bytes) -> bool:
+    """True if the checksum field of this 36-byte header is right."""
+    return internet_checksum(data[:HEADER_LEN]) == 0
+
+
+def hmac_message(vhid: int, addresses: Iterable[AddressLike], counter: int) -> bytes:
+    """The bytes CARP hashes (CARP.md "The HMAC", verified against ucarp here).
+
+    0x02 0x01 (version, type) | vhid | IPv4 VIPs 4 bytes each, sorted ascending |
+    IPv6 VIPs 16 bytes each, sorted ascending | the 8 counter bytes.
+    FreeBSD 10+ hashes every address like this; ucarp hashes its one IPv4 address.
+    """
+    ips = [_ip(a) for a in addresses]
+    v4 = sorted(a for a in ips if isinstance(a, ipaddress.IPv4Address))
+    v6 = sorted(a for a in ips if isinstance(a, ipaddress.IPv6Address))
+    return b"".join(
+        [
+            bytes([CARP_VERSION, CARP_TYPE_ADVERTISEMENT, vhid]),
+            *(a.packed for a in v4),
+            *(a.packed for a in v6),
+            counter.to_bytes(8, "big"),
+        ]
+    )
+
+
+def compute_hmac(
+    password: bytes, vhid: int, addresses: Iterable[AddressLike], counter: int
+) -> bytes:
+    """HMAC-SHA1 keyed with the passphrase bytes as they are (no hashing, CARP.md)."""
+    return hmac.new(password, hmac_message(vhid, addresses, counter), hashlib.sha1).digest()
+
+
+def pack(advert: Advertisement) -> bytes:
+    """The 36 bytes of `advert` exactly as given (digest included), with the checksum computed."""
+    raw = _HEADER.pack(
+        (advert.version << 4) | advert.type,
+        advert.vhid,
+        advert.advskew,
+        advert.authlen,
+        advert.demote,
+        advert.advbase,
+        0,
+        advert.counter,
+        advert.digest,
+    )
+    cksum = internet_checksum(raw)
+    return raw[:_CHECKSUM_OFFSET] + cksum.to_bytes(2, "big") + raw[_CHECKSUM_OFFSET + 2 :]
+
+
+def encode(
+    vhid: int,
+    advbase: int,
+    advskew: int,
+    demote: int,
+    counter: int,
+    password: bytes,
+    addresses: Iterable[AddressLike],
+) -> bytes:
+    """Build one advert: the 36-byte CARP header with checksum and HMAC (CARP.md).
+
+    Raises ValueError for fields out of range (our own bug, not a peer's).
+    """
+    for name, value in (("advbase", advbase), ("advskew", advskew), ("demote", demote)):
+        if not 0 <= value <= 255:
+            raise ValueError(f"{name} must be 0..255, not {value}")
+    if not 1 <= vhid <= 255:
+        raise ValueError(f"vhid must be 1..255, not {vhid}")
+    if not 0 <= counter <= _MAX_COUNTER:
+        raise ValueError("counter must fit in 64 bits")
+    digest = compute_hmac(password, vhid, addresses, counter)
+    return pack(Advertisement(vhid, advbase, advskew, counter, digest, demote=demote))
+
+
+def parse(data: bytes) -> Advertisement:
+    """The header fields of `data`, checking only the length (the pcap tool shows bad ones)."""
+    if len(data) < HEADER_LEN:
+        raise DecodeError(DecodeFailure.TOO_SHORT, f"{len(data)} bytes, need {HEADER_LEN}")
+    vt, vhid, advskew, authlen, demote, advbase, _cksum, counter, digest = _HEADER.unpack_from(data)
+    return Advertisement(
+        vhid=vhid,
+        advbase=advbase,
+        advskew=advskew,
+        counter=counter,
+        digest=digest,
+        demote=demote,
+        authlen=authlen,
+        version=vt >> 4,
+        type=vt & 0x0F,
+    )
+
+
+def decode_unverified(data: bytes) -> Advertisement:
+    """Decode and check everything but the HMAC: length, version, type, authlen, checksum.
+
+    The runner uses it to find the vhid (and so the password) before `verify_hmac`.
+    """
+    advert = parse(data)
+    if len(data) > HEADER_LEN:
+        # The advert is exactly 36 bytes (CARP.md); extra bytes would escape our checksum.
+        raise DecodeError(DecodeFailure.TOO_LONG, f"{len(data)} bytes, expected {HEADER_LEN}")
+    if advert.version != CARP_VERSION:
+        raise DecodeError(DecodeFailure.BAD_VERSION, f"version {advert.version}")
+    if advert.type != CARP_TYPE_ADVERTISEMENT:
+        raise DecodeError(DecodeFailure.BAD_TYPE, f"type {advert.type}")
+    if advert.authlen != CARP_AUTHLEN:
+        raise DecodeError(DecodeFailure.BAD_AUTHLEN, f"authlen {advert.authlen}")
+    if not checksum_ok(data):
+        raise DecodeError(DecodeFailure.BAD_CHECKSUM)
+    return advert
+
+
+def verify_hmac(advert: Advertisement, password: bytes, addresses: Iterable[AddressLike]) -> bool:
+    """True if the advert's digest is the one `password` and `addresses` give (constant time)."""
+    expected = compute_hmac(password, advert.vhid, addresses, advert.counter)
+    return hmac.compare_digest(expected, advert.digest)
+
+
+def decode(data: bytes, password: bytes, addresses: Iterable[AddressLike]) -> Advertisement:
+    """Decode an advert and check it all, HMAC included; raise DecodeError naming the failed check.
+
+    `addresses` are the virtual addresses configured for the advert's vhid.
+    """
+    advert = decode_unverified(data)
+    if not verify_hmac(advert, password, addresses):
+        raise DecodeError(DecodeFailure.BAD_HMAC, f"vhid {advert.vhid}")
+    return advert
+
+
+def check_ttl(ttl: int) -> None:
+    """Raise DecodeError(BAD_TTL) unless the IPv4 TTL / IPv6 hop limit is 255 (CARP.md)."""
+    if ttl != CARP_TTL:
+        raise DecodeError(DecodeFailure.BAD_TTL, f"ttl {ttl}")
