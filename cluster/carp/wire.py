@@ -103,7 +103,7 @@ def internet_checksum(data: bytes) -> int:
     """RFC 1071 ones' complement sum; over the 36 CARP bytes only, no pseudo-header (CARP.md)."""
     if len(data) % 2:
         data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF

@@ -1,0 +1,398 @@
+"""The CARP state machine of one virtual host: pure, no I/O, no clock.
+
+How the runner drives it
+------------------------
+1. Build one ``VirtualHost(config)`` per vhid (``link_up=False`` if the
+   interface is down at start), then ``actions = vh.handle(Start(), now)``.
+2. Loop: sleep until ``min(vh.next_deadline() for each vhost)`` (None means no
+   deadline: INIT) or until a packet arrives, then read ``now`` from the Clock.
+3. For each vhost whose ``next_deadline()`` is not None and ``<= now``:
+   ``vh.handle(Timeout(), now)`` (or ``vh.tick(now)``). A Timeout before the
+   deadline does nothing, so spurious wake-ups are harmless. Fire due deadlines
+   *before* handling packets read in the same wake-up: a late packet must not
+   undo a timeout that had already expired.
+4. For each packet: drop it unless its TTL/hop limit is 255 (``wire.check_ttl``)
+   and its source is not the node's own address; ``wire.decode_unverified``;
+   find the vhost by (interface, vhid) or drop it as ``wrong_vhid``; check
+   ``wire.verify_hmac(advert, config.password, config.addresses)`` or drop it as
+   ``bad_hmac``; then ``vh.handle(AdvertReceived(advert, packet.source), now)``.
+5. Perform the returned actions in order, through the ports:
+   ``SendAdvert`` -> ``wire.encode(vhid, advbase, advskew, demote, counter,
+   config.password, config.addresses)`` with the vhost's 64-bit counter (FreeBSD:
+   random start, +1 per advert), then ``PacketLink.send``; ``AddAddresses`` /
+   ``RemoveAddresses`` -> ``AddressManager``; ``SendGratuitous`` ->
+   ``GratuitousSender.announce``; ``Transitioned`` -> log and ``StatePublisher``.
+6. Link state: ``LinkDown()`` / ``LinkUp()``; node demotion (maintenance,
+   health check, a link down on another interface): ``SetDemotion(level,
+   reason)`` to every vhost; config changes for the same (interface, vhid):
+   ``Reconfigure(config)``; on SIGTERM: ``Stop()`` to each vhost and perform
+   the actions (bow-out adverts, addresses removed) before exiting.
+
+``handle`` never raises for anything a peer sends; it raises ``IllegalTransition``
+only on a bug (a transition missing from ``TRANSITIONS``) and ValueError for a
+bad ``SetDemotion`` level or a ``Reconfigure`` of another vhid or interface.
+
+Sources: CARP.md "Timers and priority" and "Transitions on a valid advert";
+OpenBSD/FreeBSD ``carp_input``/``carp_setrun``/``carp_master_down``; ucarp ``carp.c``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+
+from cluster.carp import timers
+from cluster.carp.types import (
+    Action,
+    AddAddresses,
+    Advertisement,
+    AdvertReceived,
+    Event,
+    IPAddress,
+    LinkDown,
+    LinkUp,
+    Reason,
+    Reconfigure,
+    RemoveAddresses,
+    SendAdvert,
+    SendGratuitous,
+    SetDemotion,
+    Start,
+    State,
+    Stop,
+    Timeout,
+    Transitioned,
+    VirtualHostConfig,
+)
+
+__all__ = ["TRANSITIONS", "IllegalTransition", "VirtualHost", "check_transition"]
+
+_DEMOTION_REASONS = frozenset(
+    {Reason.DEMOTED, Reason.MAINTENANCE, Reason.HEALTH_CHECK, Reason.LINK_DOWN}
+)
+
+# Every transition a virtual host may make, and the reasons allowed for it.
+TRANSITIONS: Mapping[tuple[State, State], frozenset[Reason]] = {
+    (State.INIT, State.BACKUP): frozenset({Reason.STARTUP, Reason.LINK_UP}),
+    (State.BACKUP, State.MASTER): frozenset({Reason.MASTER_DOWN, Reason.PREEMPTED, Reason.BOW_OUT}),
+    (State.MASTER, State.BACKUP): frozenset({Reason.HIGHER_PRIORITY_SEEN} | _DEMOTION_REASONS),
+    (State.MASTER, State.INIT): frozenset({Reason.SHUTDOWN, Reason.LINK_DOWN}),
+    (State.BACKUP, State.INIT): frozenset({Reason.SHUTDOWN, Reason.LINK_DOWN}),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A transition (or a reason for it) that TRANSITIONS does not allow: a bug, never input."""
+
+
+def check_transition(old: State, new: State, reason: Reason) -> None:
+    """Raise IllegalTransition unless TRANSITIONS allows `old -> new` for `reason`."""
+    allowed = TRANSITIONS.get((old, new))
+    if allowed is None:
+        raise IllegalTransition(f"{old.value} -> {new.value} is not a CARP transition")
+    if reason not in allowed:
+        raise IllegalTransition(f"{old.value} -> {new.value} cannot happen for {reason.value}")
+
+
+def _ticks(advbase: int, advskew: int) -> int:
+    """An advert interval in 1/256 s, so that intervals compare exactly (ties matter)."""
+    return advbase * 256 + advskew
+
+
+class VirtualHost:
+    """One CARP virtual host: INIT, BACKUP or MASTER, driven by `handle(event, now)`.
+
+    Holds only the protocol state (state, deadlines, demotion, link); the
+    advert counter, sockets and addresses belong to the runner.
+    """
+
+    def __init__(self, config: VirtualHostConfig, *, link_up: bool = True) -> None:
+        self._config = config
+        self._state = State.INIT
+        self._running = False
+        self._link_up = link_up
+        self._demotion = 0
+        self._demotion_reason = Reason.DEMOTED
+        self._advert_due: float | None = None  # MASTER: the next periodic advert
+        self._master_down_at: float | None = None  # BACKUP: declare the master down
+        self._last_heard = 0.0  # BACKUP: last valid advert (or becoming BACKUP)
+        self._adverts_until_gratuitous: int | None = None  # MASTER: the repeat after takeover
+
+    # ---- read-only views ----
+
+    @property
+    def config(self) -> VirtualHostConfig:
+        return self._config
+
+    @property
+    def vhid(self) -> int:
+        return self._config.vhid
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def running(self) -> bool:
+        """True between Start and Stop (the state is INIT while the link is down)."""
+        return self._running
+
+    @property
+    def link_up(self) -> bool:
+        return self._link_up
+
+    @property
+    def demotion(self) -> int:
+        return self._demotion
+
+    @property
+    def advskew(self) -> int:
+        """The advskew we advertise: configured plus demotion, capped at 240 (FreeBSD)."""
+        return timers.demoted_advskew(self._config.advskew, self._demotion)
+
+    @property
+    def demote_byte(self) -> int:
+        """OpenBSD's demote counter as we send it (byte 4)."""
+        return min(self._demotion, 255)
+
+    @property
+    def advert_interval(self) -> float:
+        return timers.advert_interval(self._config.advbase, self.advskew)
+
+    @property
+    def master_down_interval(self) -> float:
+        return timers.master_down_interval(self._config.advbase, self.advskew)
+
+    def next_deadline(self) -> float | None:
+        """When the runner must hand us a Timeout next; None while INIT."""
+        if self._state is State.MASTER:
+            return self._advert_due
+        if self._state is State.BACKUP:
+            return self._master_down_at
+        return None
+
+    # ---- the one entry point ----
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        """Apply one event at time `now` (seconds, monotonic); return the actions to perform."""
+        match event:
+            case Start():
+                return self._on_start(now)
+            case Stop():
+                return self._on_stop()
+            case Timeout():
+                return self._on_timeout(now)
+            case AdvertReceived(advert=advert, source=source):
+                return self._on_advert(advert, source, now)
+            case LinkDown():
+                return self._on_link_down()
+            case LinkUp():
+                return self._on_link_up(now)
+            case SetDemotion(level=level, reason=reason):
+                return self._on_set_demotion(level, reason, now)
+            case Reconfigure(config=config):
+                return self._on_reconfigure(config, now)
+        raise TypeError(f"not a CARP event: {event!r}")
+
+    def tick(self, now: float) -> list[Action]:
+        """Shorthand for `handle(Timeout(), now)`."""
+        return self._on_timeout(now)
+
+    # ---- handlers ----
+
+    def _on_start(self, now: float) -> list[Action]:
+        """INIT -> BACKUP; the first master appears after one master-down interval (CARP.md)."""
+        if self._running:
+            return []
+        self._running = True
+        if not self._link_up:
+            return []  # LinkUp will start us
+        return self._become_backup(now, Reason.STARTUP)
+
+    def _on_stop(self) -> list[Action]:
+        """Graceful stop: a MASTER bows out (advbase 255, advskew 255, OpenBSD) and
+        removes its addresses; every state goes to INIT for SHUTDOWN."""
+        self._running = False
+        actions: list[Action] = []
+        if self._state is State.MASTER:
+            actions.append(
+                SendAdvert(
+                    self.vhid, timers.BOW_OUT_ADVBASE, timers.BOW_OUT_ADVSKEW, self.demote_byte
+                )
+            )
+            actions.append(RemoveAddresses(self.vhid, self._config.addresses))
+        if self._state is not State.INIT:
+            actions.append(self._transition(State.INIT, Reason.SHUTDOWN))
+        return actions
+
+    def _on_timeout(self, now: float) -> list[Action]:
+        """MASTER: the periodic advert (and the repeated gratuitous ARP/NA two adverts
+        after takeover, CARP.md). BACKUP: no valid advert for a master-down interval."""
+        if self._state is State.MASTER:
+            if self._advert_due is None or now < self._advert_due:
+                return []
+            actions: list[Action] = [self._advert(now)]
+            if self._adverts_until_gratuitous is not None:
+                self._adverts_until_gratuitous -= 1
+                if self._adverts_until_gratuitous <= 0:
+                    self._adverts_until_gratuitous = None
+                    actions.append(SendGratuitous(self.vhid, self._config.addresses))
+            return actions
+        if self._state is State.BACKUP:
+            if self._master_down_at is None or now < self._master_down_at:
+                return []
+            return self._become_master(now, Reason.MASTER_DOWN)
+        return []
+
+    def _on_advert(self, advert: Advertisement, source: IPAddress, now: float) -> list[Action]:
+        """A valid advert from a peer (CARP.md "Transitions on a valid advert")."""
+        if self._state is State.INIT or advert.vhid != self.vhid:
+            return []
+        if source == self._config.src_ip:
+            return []  # our own advert looped back; the runner should have dropped it
+        theirs = _ticks(advert.advbase, advert.advskew)
+        ours = _ticks(self._config.advbase, self.advskew)
+        if self._state is State.BACKUP:
+            if advert.is_bow_out:
+                # OpenBSD's graceful stop: the master is leaving, take over now.
+                return self._become_master(now, Reason.BOW_OUT)
+            if self._config.preempt and theirs > ours:
+                # carp_input BACKUP: "pre-empting a slower master".
+                return self._become_master(now, Reason.PREEMPTED)
+            if timers.will_time_out(advert.interval, self._config.advbase):
+                # carp_input BACKUP: "master will time out", so treat it as down now.
+                return self._become_master(now, Reason.MASTER_DOWN)
+            self._last_heard = now
+            self._arm_master_down()
+            return []
+        # MASTER: yield to a better interval; on a tie the lower source address wins (ucarp).
+        if advert.is_bow_out:
+            return []  # another master leaving: nothing to win back
+        if theirs < ours or (theirs == ours and self._loses_tie(source)):
+            return self._step_down(now)
+        # ucarp: "Non-preferred master advertising: reasserting control of VIP
+        # with another gratuitous arp" - after a split brain, win the switches back.
+        return [SendGratuitous(self.vhid, self._config.addresses)]
+
+    def _on_link_down(self) -> list[Action]:
+        """Leave MASTER (addresses removed, no advert: the link is gone) and wait in INIT;
+        no adverts and no takeovers until LinkUp."""
+        if not self._link_up:
+            return []
+        self._link_up = False
+        actions: list[Action] = []
+        if self._state is State.MASTER:
+            actions.append(RemoveAddresses(self.vhid, self._config.addresses))
+        if self._state is not State.INIT:
+            actions.append(self._transition(State.INIT, Reason.LINK_DOWN))
+        return actions
+
+    def _on_link_up(self, now: float) -> list[Action]:
+        """Back to BACKUP with a fresh master-down timer (if started)."""
+        if self._link_up:
+            return []
+        self._link_up = True
+        if not self._running:
+            return []
+        return self._become_backup(now, Reason.LINK_UP)
+
+    def _on_set_demotion(self, level: int, reason: Reason, now: float) -> list[Action]:
+        """Demotion: advertised both as advskew + level (capped at 240, FreeBSD) and in
+        the demote byte (OpenBSD). A MASTER advertises the change at once (FreeBSD
+        carp_demote_adj sends on every vhost); a BACKUP waits longer before taking over."""
+        if level < 0:
+            raise ValueError(f"demotion level cannot be negative: {level}")
+        if reason not in _DEMOTION_REASONS:
+            raise ValueError(f"not a demotion reason: {reason.value}")
+        changed = level != self._demotion
+        self._demotion = level
+        self._demotion_reason = reason
+        if not changed:
+            return []
+        return self._after_priority_change(now)
+
+    def _on_reconfigure(self, config: VirtualHostConfig, now: float) -> list[Action]:
+        """Converge to a new configuration of the same vhid: a MASTER removes the addresses
+        that went, adds and announces the new ones, and advertises the new values at once."""
+        old = self._config
+        if (config.vhid, config.interface) != (old.vhid, old.interface):
+            raise ValueError("Reconfigure cannot change the vhid or interface")
+        if config == old:
+            return []
+        self._config = config
+        actions: list[Action] = []
+        if self._state is State.MASTER:
+            gone = tuple(a for a in old.addresses if a not in config.addresses)
+            new = tuple(a for a in config.addresses if a not in old.addresses)
+            if gone:
+                actions.append(RemoveAddresses(self.vhid, gone))
+            if new:
+                actions.append(AddAddresses(self.vhid, new))
+                actions.append(SendGratuitous(self.vhid, new))
+        return actions + self._after_priority_change(now)
+
+    # ---- helpers ----
+
+    def _after_priority_change(self, now: float) -> list[Action]:
+        if self._state is State.MASTER:
+            return [self._advert(now)]
+        if self._state is State.BACKUP:
+            self._arm_master_down()
+        return []
+
+    def _loses_tie(self, source: IPAddress) -> bool:
+        """ucarp: on equal intervals the lower source address stays MASTER. Without our
+        own address (or across address families) yield, as the BSDs do on any tie."""
+        own = self._config.src_ip
+        if own is None or source.version != own.version:
+            return True
+        if isinstance(source, ipaddress.IPv4Address) and isinstance(own, ipaddress.IPv4Address):
+            return source < own
+        if isinstance(source, ipaddress.IPv6Address) and isinstance(own, ipaddress.IPv6Address):
+            return source < own
+        return True
+
+    def _advert(self, now: float) -> SendAdvert:
+        """One advert with the demoted advskew; the next periodic one is an interval away."""
+        self._advert_due = now + self.advert_interval
+        return SendAdvert(self.vhid, self._config.advbase, self.advskew, self.demote_byte)
+
+    def _arm_master_down(self) -> None:
+        self._master_down_at = self._last_heard + self.master_down_interval
+
+    def _become_backup(self, now: float, reason: Reason) -> list[Action]:
+        transitioned = self._transition(State.BACKUP, reason)
+        self._last_heard = now
+        self._arm_master_down()
+        return [transitioned]
+
+    def _become_master(self, now: float, reason: Reason) -> list[Action]:
+        """Takeover (CARP.md): add the addresses, advertise at once, gratuitous ARP/NA
+        at once and again two adverts later."""
+        transitioned = self._transition(State.MASTER, reason)
+        self._adverts_until_gratuitous = timers.GRATUITOUS_REPEAT_ADVERTS
+        return [
+            AddAddresses(self.vhid, self._config.addresses),
+            self._advert(now),
+            SendGratuitous(self.vhid, self._config.addresses),
+            transitioned,
+        ]
+
+    def _step_down(self, now: float) -> list[Action]:
+        """MASTER -> BACKUP for a better master: one last advert first (CARP.md), then
+        the addresses go. The reason is our demotion's if we are demoted."""
+        reason = self._demotion_reason if self._demotion else Reason.HIGHER_PRIORITY_SEEN
+        last = SendAdvert(self.vhid, self._config.advbase, self.advskew, self.demote_byte)
+        actions: list[Action] = [last, RemoveAddresses(self.vhid, self._config.addresses)]
+        return actions + self._become_backup(now, reason)
+
+    def _transition(self, new: State, reason: Reason) -> Transitioned:
+        """Enforce TRANSITIONS, switch state, reset the other state's timers."""
+        old = self._state
+        check_transition(old, new, reason)
+        self._state = new
+        self._advert_due = None
+        self._master_down_at = None
+        if new is not State.MASTER:
+            self._adverts_until_gratuitous = None
+        return Transitioned(self.vhid, old, new, reason)
