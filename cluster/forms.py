@@ -1,0 +1,198 @@
+"""The console's forms.
+
+They only carry the posted text to ``cluster.services`` in the shape it
+takes (``AliasData`` / ``NodeData``): the addresses box becomes a list, the
+per-node selects become the priorities, a blank field is left out. Every rule,
+"is required" included, is checked once by the service, and its messages are
+put back next to the fields with ``add_service_errors``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django import forms
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+
+from cluster import choices
+from cluster.models import Node
+from cluster.services import AliasData, NodeData, PriorityData
+
+NOT_A_MEMBER = ""
+PRIORITY_CHOICES = [(NOT_A_MEMBER, "— not a member —"), *choices.Priority.choices]
+
+
+def add_service_errors(form: forms.Form, error: ValidationError) -> None:
+    """Show a service's ``ValidationError`` on ``form``, each message by its field.
+
+    A key the form has no field for becomes a non-field error, so no message
+    is ever lost.
+    """
+    for key, messages in error_items(error):
+        form.add_error(key if key in form.fields else None, messages)
+
+
+def error_items(error: ValidationError) -> Iterable[tuple[str, list[str]]]:
+    """The (field, messages) pairs of a ValidationError, whatever its shape."""
+    if not hasattr(error, "error_dict"):
+        return [(NON_FIELD_ERRORS, list(error.messages))]
+    return [
+        (key, [message for item in items for message in item.messages])
+        for key, items in error.error_dict.items()
+    ]
+
+
+def text_field(help_text: str, label: str | None = None, number: bool = False) -> forms.CharField:
+    """A field that passes its text on as typed; the service judges it."""
+    widget = forms.NumberInput() if number else forms.TextInput()
+    return forms.CharField(required=False, label=label, help_text=help_text, widget=widget)
+
+
+def blank_to_none(value: str) -> str | None:
+    """Leave a blank field out, so the service says that it is required."""
+    return value if value.strip() else None
+
+
+class AliasForm(forms.Form):
+    """An IP alias (one CARP virtual host) with one priority select per node."""
+
+    vhid = text_field(
+        f"Virtual host ID, {choices.VHID_MIN} to {choices.VHID_MAX}, unique on its interface.",
+        label="VHID",
+        number=True,
+    )
+    interface = text_field("The network interface that carries the addresses, e.g. eth0.")
+    advbase = text_field(
+        f"Seconds between advertisements, {choices.ADVBASE_MIN} to {choices.ADVBASE_MAX}. "
+        "A backup takes over after about three of them.",
+        label="Advbase",
+        number=True,
+    )
+    password = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text=(
+            f"Shared secret of the virtual host, at most {choices.PASSWORD_MAX_BYTES} bytes. "
+            "It is never shown again."
+        ),
+    )
+    addresses = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "data-autogrow": "", "spellcheck": "false"}),
+        help_text="One address per line, each with its prefix: 192.0.2.100/24 or 2001:db8::100/64.",
+    )
+    enabled = forms.BooleanField(required=False, help_text="Advertise this virtual host.")
+    preempt = forms.BooleanField(
+        required=False,
+        help_text="The node with the best priority takes the addresses back when it returns.",
+    )
+    description = forms.CharField(required=False)
+    # Not an input: it carries the service's priority messages to the page,
+    # shown under the per-node selects that make up the priorities.
+    priorities = forms.Field(required=False, disabled=True, label="Node priorities")
+
+    # Marked with * on the page; the service is what checks them.
+    REQUIRED: tuple[str, ...] = ("vhid", "interface", "password", "addresses", "priorities")
+    MAIN_FIELDS = (
+        "vhid",
+        "interface",
+        "advbase",
+        "password",
+        "addresses",
+        "enabled",
+        "preempt",
+        "description",
+    )
+
+    def __init__(
+        self, *args: Any, nodes: Sequence[Node], editing: bool = False, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.nodes = list(nodes)
+        if editing:
+            self.REQUIRED = tuple(name for name in self.REQUIRED if name != "password")
+            self.fields["password"].help_text = (
+                f"At most {choices.PASSWORD_MAX_BYTES} bytes. Leave blank to keep the "
+                "current password, which is never shown."
+            )
+        for node in self.nodes:
+            field = forms.ChoiceField(label=node.name, choices=PRIORITY_CHOICES, required=False)
+            field.node = node  # type: ignore[attr-defined]
+            self.fields[self.priority_field_name(node)] = field
+
+    @classmethod
+    def initial_from(cls, data: AliasData, nodes: Sequence[Node]) -> dict[str, Any]:
+        """The form's starting values from the service's ``alias_form_data``."""
+        initial: dict[str, Any] = {name: data.get(name) for name in cls.MAIN_FIELDS}
+        initial["addresses"] = "\n".join(data.get("addresses", []))
+        by_name = {item["node"]: item["priority"] for item in data.get("priorities", [])}
+        for node in nodes:
+            initial[cls.priority_field_name(node)] = by_name.get(node.name, NOT_A_MEMBER)
+        return initial
+
+    @staticmethod
+    def priority_field_name(node: Node) -> str:
+        return f"priority_{node.pk}"
+
+    def main_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in self.MAIN_FIELDS]
+
+    def priority_fields(self) -> list[forms.BoundField]:
+        return [self[self.priority_field_name(node)] for node in self.nodes]
+
+    def service_data(self) -> AliasData:
+        """The ``AliasData`` for ``services.create_alias`` / ``update_alias``."""
+        data = self.cleaned_data
+        priorities: list[PriorityData] = [
+            {"node": node.name, "priority": data[self.priority_field_name(node)]}
+            for node in self.nodes
+            if data[self.priority_field_name(node)] != NOT_A_MEMBER
+        ]
+        values: dict[str, Any] = {
+            "vhid": blank_to_none(data["vhid"]),
+            "interface": blank_to_none(data["interface"]),
+            "advbase": blank_to_none(data["advbase"]),
+            # Blank: required on create, "keep the current one" on edit.
+            "password": data["password"],
+            "addresses": [line.strip() for line in data["addresses"].splitlines() if line.strip()],
+            "priorities": priorities,
+            "enabled": data["enabled"],
+            "preempt": data["preempt"],
+            "description": data["description"],
+        }
+        return values  # type: ignore[return-value]
+
+
+class NodeForm(forms.Form):
+    """A cluster node: one appliance with its own address."""
+
+    name = text_field(
+        f"Lowercase letters, digits and hyphens, at most {choices.NODE_NAME_MAX_LENGTH}."
+    )
+    address = text_field("The node's own IPv4 or IPv6 address, without prefix. Never a VIP.")
+    interface = text_field("The interface CARP runs on, e.g. eth0.")
+    ordinal = text_field(
+        f"{choices.ORDINAL_MIN} to {choices.ORDINAL_MAX}, unique. It orders the nodes within "
+        "a tier: the derived advskew grows with it.",
+        number=True,
+    )
+    maintenance = forms.BooleanField(
+        required=False, help_text="The node gives up its addresses and takes none."
+    )
+
+    REQUIRED = ("name", "address", "interface", "ordinal")
+
+    def service_data(self) -> NodeData:
+        """The ``NodeData`` for ``services.create_node`` / ``update_node``."""
+        values: dict[str, Any] = {
+            name: blank_to_none(value) if isinstance(value, str) else value
+            for name, value in self.cleaned_data.items()
+        }
+        return values  # type: ignore[return-value]
+
+
+def node_initial(node: Node) -> dict[str, Any]:
+    """A node's current values for its edit form."""
+    return {name: getattr(node, name) for name in NodeForm.base_fields}

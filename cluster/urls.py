@@ -1,0 +1,38 @@
+"""The console's pages; the project's root URLconf includes them at ``/``."""
+
+from __future__ import annotations
+
+from django.contrib.auth import views as auth_views
+from django.urls import path, reverse_lazy
+
+from cluster import views
+
+app_name = "console"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(
+            template_name="registration/login.html",
+            redirect_authenticated_user=True,
+            next_page=reverse_lazy("console:alias-list"),
+        ),
+        name="login",
+    ),
+    path(
+        "logout/",
+        auth_views.LogoutView.as_view(next_page=reverse_lazy("console:login")),
+        name="logout",
+    ),
+    path("system/advanced/ip-alias/", views.alias_list, name="alias-list"),
+    path("system/advanced/ip-alias/add/", views.alias_add, name="alias-add"),
+    path("system/advanced/ip-alias/<int:pk>/edit/", views.alias_edit, name="alias-edit"),
+    path("system/advanced/ip-alias/<int:pk>/delete/", views.alias_delete, name="alias-delete"),
+    path("system/cluster/", views.cluster_overview, name="cluster"),
+    path("system/cluster/nodes/", views.node_list, name="node-list"),
+    path("system/cluster/nodes/add/", views.node_add, name="node-add"),
+    path("system/cluster/nodes/<int:pk>/edit/", views.node_edit, name="node-edit"),
+    path("system/cluster/nodes/<int:pk>/delete/", views.node_delete, name="node-delete"),
+    path("system/audit/", views.audit_log, name="audit-log"),
+]

@@ -1,0 +1,288 @@
+"""The console's pages: thin views over ``cluster.services``.
+
+A view reads with the ORM, writes only through a service, and shows a
+service's ``ValidationError`` on its form. ``change_required`` guards every
+view that can change something: the support role gets 403 from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods
+
+from cluster import access, choices, services
+from cluster.forms import AliasForm, NodeForm, add_service_errors, error_items, node_initial
+from cluster.models import AuditEntry, IPAlias, Node
+
+View = Callable[..., HttpResponse]
+AUDIT_PAGE_SIZE = 50
+
+
+def _guard(allowed: Callable[[Any], bool], refusal: str) -> Callable[[View], View]:
+    """A decorator: log in first, then 403 unless ``allowed(user)``."""
+
+    def decorate(view: View) -> View:
+        @wraps(view)
+        def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not allowed(request.user):
+                raise PermissionDenied(refusal)
+            return view(request, *args, **kwargs)
+
+        return login_required(guarded)
+
+    return decorate
+
+
+#: Pages that only read: either role.
+view_required = _guard(access.can_view, "Your account has no role in this cluster.")
+#: Pages that change something: administrators only; support gets 403.
+change_required = _guard(access.can_change, "Your role cannot change the configuration.")
+
+
+@dataclass(frozen=True)
+class TierCell:
+    """One node's part in one alias: its tier and the advskew it advertises."""
+
+    tier: str
+    label: str
+    advskew: int
+
+
+@dataclass(frozen=True)
+class AliasRow:
+    """An alias with one cell per node, in the nodes' column order."""
+
+    alias: IPAlias
+    addresses: list[str]
+    cells: list[TierCell | None]
+    nodes: Sequence[Node]
+
+    @property
+    def expected_owner(self) -> Node | None:
+        """The member that should be master: the lowest advskew not in maintenance."""
+        members = [
+            (cell.advskew, node)
+            for cell, node in zip(self.cells, self.nodes, strict=True)
+            if cell is not None and not node.maintenance
+        ]
+        return min(members, key=lambda member: member[0])[1] if members else None
+
+
+def alias_rows(nodes: Sequence[Node]) -> list[AliasRow]:
+    """Every alias with its addresses and per-node tiers, in three queries."""
+    rows = []
+    for alias in services.aliases_with_relations():
+        by_node = {priority.node_id: priority for priority in alias.priorities.all()}
+        cells: list[TierCell | None] = []
+        for node in nodes:
+            priority = by_node.get(node.pk)
+            cells.append(
+                None
+                if priority is None
+                else TierCell(priority.priority, priority.get_priority_display(), priority.advskew)
+            )
+        addresses = [address.address for address in alias.addresses.all()]
+        rows.append(AliasRow(alias=alias, addresses=addresses, cells=cells, nodes=nodes))
+    return rows
+
+
+@view_required
+def home(request: HttpRequest) -> HttpResponse:
+    return redirect("console:alias-list")
+
+
+@view_required
+def alias_list(request: HttpRequest) -> HttpResponse:
+    nodes = list(Node.objects.all())
+    context = {
+        "page_title": "IP ALIAS addresses",
+        "nav": "ip-alias",
+        "nodes": nodes,
+        "rows": alias_rows(nodes),
+        "colspan": len(nodes) + 10,
+    }
+    return render(request, "console/alias_list.html", context)
+
+
+@change_required
+def alias_add(request: HttpRequest) -> HttpResponse:
+    nodes = list(Node.objects.all())
+    form = AliasForm(request.POST or None, nodes=nodes)
+    if request.method == "POST" and form.is_valid():
+        try:
+            alias = services.create_alias(request.user, form.service_data())
+        except ValidationError as error:
+            add_service_errors(form, error)
+        else:
+            messages.success(request, f"Added {alias.label}.")
+            return redirect("console:alias-list")
+    return render_alias_form(request, form, None)
+
+
+@change_required
+def alias_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    alias = get_object_or_404(IPAlias, pk=pk)
+    nodes = list(Node.objects.all())
+    initial = AliasForm.initial_from(services.alias_form_data(alias), nodes)
+    form = AliasForm(request.POST or None, nodes=nodes, editing=True, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            alias = services.update_alias(request.user, alias, form.service_data())
+        except ValidationError as error:
+            add_service_errors(form, error)
+        else:
+            messages.success(request, f"Saved {alias.label}.")
+            return redirect("console:alias-list")
+    return render_alias_form(request, form, alias)
+
+
+def render_alias_form(request: HttpRequest, form: AliasForm, alias: IPAlias | None) -> HttpResponse:
+    title = f"Edit IP alias {alias.label}" if alias else "Add IP alias"
+    context = {"page_title": title, "nav": "ip-alias", "form": form, "alias": alias}
+    return render(request, "console/alias_form.html", context)
+
+
+@change_required
+@require_http_methods(["GET", "POST"])
+def alias_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    alias = get_object_or_404(IPAlias, pk=pk)
+    if request.method == "POST":
+        label = alias.label
+        services.delete_alias(request.user, alias)
+        messages.success(request, f"Deleted {label}.")
+        return redirect("console:alias-list")
+    return render_confirm_delete(
+        request,
+        nav="ip-alias",
+        crumbs=["Advanced view", "IP ALIAS addresses"],
+        question=f"Delete the IP alias {alias.label}?",
+        consequence=(
+            "Every node gives up its addresses ("
+            + ", ".join(address.address for address in alias.addresses.all())
+            + ") and stops advertising this VHID."
+        ),
+        cancel_url=reverse("console:alias-list"),
+    )
+
+
+def render_confirm_delete(
+    request: HttpRequest, *, status: int = 200, **context: Any
+) -> HttpResponse:
+    context.setdefault("page_title", context["question"].rstrip("?"))
+    return render(request, "console/confirm_delete.html", context, status=status)
+
+
+@view_required
+def cluster_overview(request: HttpRequest) -> HttpResponse:
+    nodes = list(Node.objects.all())
+    context = {
+        "page_title": "Cluster",
+        "nav": "cluster",
+        "nodes": nodes,
+        "rows": alias_rows(nodes),
+        "colspan": len(nodes) + 3,
+    }
+    return render(request, "console/cluster.html", context)
+
+
+@view_required
+def node_list(request: HttpRequest) -> HttpResponse:
+    nodes = Node.objects.annotate(alias_count=Count("priorities"))
+    context = {
+        "page_title": "Cluster nodes",
+        "nav": "nodes",
+        "nodes": nodes,
+        "max_nodes": choices.MAX_NODES,
+    }
+    return render(request, "console/node_list.html", context)
+
+
+@change_required
+def node_add(request: HttpRequest) -> HttpResponse:
+    form = NodeForm(request.POST or None, initial={"ordinal": next_free_ordinal()})
+    if request.method == "POST" and form.is_valid():
+        try:
+            node = services.create_node(request.user, form.service_data())
+        except ValidationError as error:
+            add_service_errors(form, error)
+        else:
+            messages.success(request, f"Added node {node.name}.")
+            return redirect("console:node-list")
+    return render_node_form(request, form, None)
+
+
+@change_required
+def node_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    node = get_object_or_404(Node, pk=pk)
+    form = NodeForm(request.POST or None, initial=node_initial(node))
+    if request.method == "POST" and form.is_valid():
+        try:
+            node = services.update_node(request.user, node, form.service_data())
+        except ValidationError as error:
+            add_service_errors(form, error)
+        else:
+            messages.success(request, f"Saved node {node.name}.")
+            return redirect("console:node-list")
+    return render_node_form(request, form, node)
+
+
+def next_free_ordinal() -> int | None:
+    used = set(Node.objects.values_list("ordinal", flat=True))
+    free = [n for n in range(choices.ORDINAL_MIN, choices.ORDINAL_MAX + 1) if n not in used]
+    return free[0] if free else None
+
+
+def render_node_form(request: HttpRequest, form: NodeForm, node: Node | None) -> HttpResponse:
+    title = f"Edit node {node.name}" if node else "Add cluster node"
+    context = {"page_title": title, "nav": "nodes", "form": form, "node": node}
+    return render(request, "console/node_form.html", context)
+
+
+@change_required
+@require_http_methods(["GET", "POST"])
+def node_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    node = get_object_or_404(Node, pk=pk)
+    errors: list[str] = []
+    if request.method == "POST":
+        try:
+            services.delete_node(request.user, node, force=request.POST.get("force") == "1")
+        except ValidationError as error:
+            errors = [message for _key, found in error_items(error) for message in found]
+        else:
+            messages.success(request, f"Deleted node {node.name}.")
+            return redirect("console:node-list")
+    used_by = IPAlias.objects.filter(priorities__node=node).distinct()
+    return render_confirm_delete(
+        request,
+        status=400 if errors else 200,
+        nav="nodes",
+        crumbs=["Cluster nodes"],
+        question=f"Delete the node {node.name}?",
+        consequence=(
+            f"{node.name} ({node.address}) leaves the cluster: it is removed from every "
+            "IP alias it is a member of, and its worker gets no more configuration."
+        ),
+        used_by=used_by,
+        errors=errors,
+        cancel_url=reverse("console:node-list"),
+    )
+
+
+@view_required
+def audit_log(request: HttpRequest) -> HttpResponse:
+    paginator = Paginator(AuditEntry.objects.select_related("actor"), AUDIT_PAGE_SIZE)
+    page = paginator.get_page(request.GET.get("page"))
+    context = {"page_title": "Audit log", "nav": "audit", "page": page}
+    return render(request, "console/audit_log.html", context)

@@ -1,0 +1,97 @@
+"""Helpers of the page tests: service input, form posts, and where a message sits."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.test import Client
+from django.utils.html import escape
+
+from cluster.models import Node
+
+ALIAS_PASSWORD = "TopSecret-42"
+ALIAS_URL = "/system/advanced/ip-alias/"
+NODES_URL = "/system/cluster/nodes/"
+
+
+def make_user(username: str) -> User:
+    return User.objects.create_user(username, password=f"{username}-password")
+
+
+def client_for(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def alias_data(**overrides: Any) -> dict[str, Any]:
+    """Valid service input for an alias on node1..node3."""
+    data: dict[str, Any] = {
+        "vhid": 1,
+        "interface": "eth0",
+        "advbase": 1,
+        "password": ALIAS_PASSWORD,
+        "addresses": ["192.0.2.101/24"],
+        "priorities": [
+            {"node": "node1", "priority": "primary"},
+            {"node": "node2", "priority": "secondary"},
+            {"node": "node3", "priority": "backup"},
+        ],
+        "description": "mail A",
+    }
+    data.update(overrides)
+    return data
+
+
+def alias_post(
+    nodes: Sequence[Node],
+    tiers: Sequence[str] = ("primary", "secondary", "backup"),
+    **overrides: Any,
+) -> dict[str, Any]:
+    """What the browser posts from the alias form; ``tiers`` in node order ("" = not a member)."""
+    post: dict[str, Any] = {
+        "vhid": "7",
+        "interface": "eth0",
+        "advbase": "1",
+        "password": "form-secret",
+        "addresses": "192.0.2.107/24\n2001:db8::107/64",
+        "enabled": "on",
+        "preempt": "on",
+        "description": "from the page",
+    }
+    for node, tier in zip(nodes, tiers, strict=False):
+        post[f"priority_{node.pk}"] = tier
+    post.update(overrides)
+    return {key: value for key, value in post.items() if value is not None}
+
+
+def node_post(**overrides: Any) -> dict[str, Any]:
+    post = {"name": "node4", "address": "192.0.2.14", "interface": "eth0", "ordinal": "4"}
+    post.update(overrides)
+    return {key: value for key, value in post.items() if value is not None}
+
+
+def field_block(html: str, field: str) -> str:
+    """The HTML of one form row (``id="row-<field>"``) up to the next row."""
+    row = rf'id="row-{re.escape(field)}"(.*?)(?=id="row-|class="form-actions")'
+    match = re.search(row, html, re.S)
+    assert match, f"no row for {field!r} on the page"
+    return match.group(1)
+
+
+def assert_field_error(response: Any, field: str, message: str) -> None:
+    """``message`` is the form's error for ``field`` and is shown in that field's row."""
+    assert response.status_code == 200
+    errors = response.context["form"].errors
+    assert message in errors.get(field, []), f"{field}: {errors.get(field)!r}"
+    assert escape(message) in field_block(response.content.decode(), field)
+
+
+def assert_form_error(response: Any, message: str) -> None:
+    """``message`` is shown above the form, not tied to a field."""
+    assert response.status_code == 200
+    assert message in response.context["form"].non_field_errors()
+    assert escape(message) in response.content.decode()
