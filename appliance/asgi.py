@@ -1,16 +1,11 @@
-"""
-ASGI config for appliance project.
+"""The ASGI entry point of the appliance's web process."""
 
-It exposes the ASGI callable as a module-level variable named ``application``.
-
-For more information on this file, see
-https://docs.djangoproject.com/en/5.2/howto/deployment/asgi/
-"""
+from __future__ import annotations
 
 import os
 
 from django.core.asgi import get_asgi_application
 
-os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'appliance.settings')
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "appliance.settings")
 
 application = get_asgi_application()

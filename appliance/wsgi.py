@@ -1,16 +1,11 @@
-"""
-WSGI config for appliance project.
+"""The WSGI entry point of the appliance's web process."""
 
-It exposes the WSGI callable as a module-level variable named ``application``.
-
-For more information on this file, see
-https://docs.djangoproject.com/en/5.2/howto/deployment/wsgi/
-"""
+from __future__ import annotations
 
 import os
 
 from django.core.wsgi import get_wsgi_application
 
-os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'appliance.settings')
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "appliance.settings")
 
 application = get_wsgi_application()

@@ -1,0 +1,17 @@
+"""The Celery app of the appliance, configured from Django's CELERY_* settings.
+
+Node workers run ``celery -A appliance worker -Q carp.<node> --pool solo``;
+the CARP engine starts from a worker bootstep (DESIGN rule 3).
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "appliance.settings")
+
+app = Celery("appliance")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()

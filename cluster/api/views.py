@@ -1,0 +1,55 @@
+"""Viewsets of the REST API: declarative, writes through ``cluster.services``."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from cluster import services
+from cluster.api.filters import AliasFilterSet, NodeFilterSet
+from cluster.api.serializers import AliasSerializer, NodeSerializer
+from cluster.models import IPAlias, Node
+
+
+class AliasViewSet(viewsets.ModelViewSet[IPAlias]):
+    """IP aliases (CARP virtual hosts) with their addresses and per-node priorities."""
+
+    serializer_class = AliasSerializer
+    filterset_class = AliasFilterSet
+    search_fields = ["description", "interface", "addresses__ip", "priorities__node__name"]
+    ordering_fields = ["vhid", "interface", "updated_at"]
+
+    def get_queryset(self) -> QuerySet[IPAlias]:
+        return services.aliases_with_relations().order_by("interface", "vhid")
+
+    def perform_destroy(self, instance: IPAlias) -> None:
+        services.delete_alias(self.request.user, instance)
+
+
+FORCE = OpenApiParameter(
+    "force",
+    OpenApiTypes.BOOL,
+    description="Delete the node even if aliases use it (their priorities go with it).",
+)
+
+
+class NodeViewSet(viewsets.ModelViewSet[Node]):
+    """The cluster's nodes (at most nine)."""
+
+    serializer_class = NodeSerializer
+    filterset_class = NodeFilterSet
+    search_fields = ["name", "address", "interface"]
+    ordering_fields = ["ordinal", "name"]
+
+    def get_queryset(self) -> QuerySet[Node]:
+        return Node.objects.order_by("ordinal")
+
+    @extend_schema(parameters=[FORCE])
+    def destroy(self, request: Request, *args: object, **kwargs: object) -> Response:
+        force = request.query_params.get("force", "").lower() in {"1", "true", "yes", "on"}
+        services.delete_node(request.user, self.get_object(), force=force)
+        return Response(status=204)

@@ -1,0 +1,249 @@
+"""The desired state of the cluster, plus its history.
+
+Every write goes through ``cluster.services``: these classes hold fields,
+constraints that the database enforces as a last line of defence, and small
+derived values. The messages users see come from ``cluster.validators`` and
+``cluster.services``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from cluster import choices, crypto, validators
+from cluster.advskew import derive_advskew
+
+
+class Node(models.Model):
+    """One appliance of the cluster (at most nine).
+
+    Its ``name`` names its Celery queue (``carp.<name>``) and appears in the
+    priority matrix; its ``address`` is its own unicast address, which no
+    alias may use; its ``ordinal`` (1..9) is what makes every node's derived
+    advskew distinct within a tier. A node in ``maintenance`` is expected to
+    give up its virtual hosts (the engine acts on this flag in a later issue).
+    """
+
+    name = models.CharField(
+        max_length=choices.NODE_NAME_MAX_LENGTH,
+        unique=True,
+        validators=[validators.validate_node_name],
+    )
+    address = models.GenericIPAddressField(unique=True, unpack_ipv4=True)
+    interface = models.CharField(
+        max_length=choices.INTERFACE_MAX_LENGTH, validators=[validators.validate_interface]
+    )
+    ordinal = models.PositiveSmallIntegerField(
+        unique=True, validators=[validators.validate_ordinal]
+    )
+    maintenance = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["ordinal"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ordinal__gte=choices.ORDINAL_MIN, ordinal__lte=choices.ORDINAL_MAX),
+                name="node_ordinal_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def queue_name(self) -> str:
+        """The Celery queue that this node's worker (and engine) consumes."""
+        return f"carp.{self.name}"
+
+
+class IPAlias(models.Model):
+    """One CARP virtual host: a VHID on an interface with its addresses.
+
+    The VHID is unique per interface. The password is stored encrypted (see
+    ``cluster.crypto``) because the engine needs the plaintext for the HMAC;
+    it is written through ``set_password`` and never rendered anywhere.
+    ``version`` goes up by one on every change so that an apply task (and the
+    engine) can tell a newer desired state from an older one.
+    """
+
+    vhid = models.PositiveSmallIntegerField("VHID", validators=[validators.validate_vhid])
+    interface = models.CharField(
+        max_length=choices.INTERFACE_MAX_LENGTH, validators=[validators.validate_interface]
+    )
+    advbase = models.PositiveSmallIntegerField(
+        default=choices.ADVBASE_DEFAULT, validators=[validators.validate_advbase]
+    )
+    password_encrypted = models.TextField(editable=False)
+    enabled = models.BooleanField(default=True)
+    # On by default: the appliance takes its role back when it returns.
+    preempt = models.BooleanField(default=True)
+    description = models.CharField(
+        max_length=choices.DESCRIPTION_MAX_LENGTH,
+        blank=True,
+        validators=[validators.validate_description],
+    )
+    version = models.PositiveIntegerField(default=1, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "IP alias"
+        verbose_name_plural = "IP aliases"
+        ordering = ["interface", "vhid"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["interface", "vhid"], name="ipalias_vhid_per_interface"
+            ),
+            models.CheckConstraint(
+                condition=Q(vhid__gte=choices.VHID_MIN, vhid__lte=choices.VHID_MAX),
+                name="ipalias_vhid_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(advbase__gte=choices.ADVBASE_MIN, advbase__lte=choices.ADVBASE_MAX),
+                name="ipalias_advbase_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.label
+
+    @property
+    def label(self) -> str:
+        """How messages name this alias: its VHID and interface, and description."""
+        text = f"VHID {self.vhid} on {self.interface}"
+        return f"{text} ({self.description})" if self.description else text
+
+    def set_password(self, raw: str) -> None:
+        self.password_encrypted = crypto.encrypt(raw)
+
+    def get_password(self) -> str:
+        """The plaintext, for the engine's HMAC only. Never render it."""
+        return crypto.decrypt(self.password_encrypted)
+
+
+class AliasAddress(models.Model):
+    """One address, with its prefix, of an alias.
+
+    The host address ``ip`` is unique across all aliases whatever the prefix,
+    so one address can never be claimed by two virtual hosts. ``address`` is
+    the text form users write and read, e.g. ``192.0.2.100/24``.
+    """
+
+    alias = models.ForeignKey(IPAlias, on_delete=models.CASCADE, related_name="addresses")
+    ip = models.GenericIPAddressField("IP", unique=True)
+    prefixlen = models.PositiveSmallIntegerField("prefix length")
+
+    class Meta:
+        verbose_name = "alias address"
+        verbose_name_plural = "alias addresses"
+        # Creation order is the order the administrator wrote them in.
+        ordering = ["alias_id", "id"]
+
+    def __str__(self) -> str:
+        return self.address
+
+    @property
+    def address(self) -> str:
+        return f"{self.ip}/{self.prefixlen}"
+
+
+class AliasPriority(models.Model):
+    """A node's tier (Primary, Secondary, Backup) for one alias.
+
+    A node takes part in an alias only through one of these rows; each node
+    appears at most once per alias and exactly one row per alias is Primary
+    (the database enforces "at most one"; the service enforces "exactly").
+    The advskew on the wire is derived, never stored: see ``cluster.advskew``.
+    """
+
+    alias = models.ForeignKey(IPAlias, on_delete=models.CASCADE, related_name="priorities")
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="priorities")
+    priority = models.CharField(max_length=16, choices=choices.Priority.choices)
+
+    class Meta:
+        verbose_name = "alias priority"
+        verbose_name_plural = "alias priorities"
+        ordering = ["alias_id", "node__ordinal"]
+        constraints = [
+            models.UniqueConstraint(fields=["alias", "node"], name="aliaspriority_node_once"),
+            models.UniqueConstraint(
+                fields=["alias"],
+                condition=Q(priority=choices.Priority.PRIMARY),
+                name="aliaspriority_one_primary",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.node_id}: {self.get_priority_display()}"
+
+    @property
+    def advskew(self) -> int:
+        return derive_advskew(self.priority, self.node.ordinal)
+
+
+class Transition(models.Model):
+    """A state change of one virtual host on one node, as the engine reported it.
+
+    Written by the engine bridge (a later issue); kept for the timeline on the
+    cluster page. The VHID is copied rather than linked so the history stays
+    readable after an alias is deleted.
+    """
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="transitions")
+    vhid = models.PositiveSmallIntegerField("VHID")
+    interface = models.CharField(max_length=choices.INTERFACE_MAX_LENGTH, blank=True)
+    from_state = models.CharField(max_length=16, choices=choices.CarpState.choices)
+    to_state = models.CharField(max_length=16, choices=choices.CarpState.choices)
+    reason = models.CharField(max_length=32, choices=choices.TransitionReason.choices)
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.node_id} VHID {self.vhid}: {self.from_state} -> {self.to_state}"
+
+
+class AuditEntry(models.Model):
+    """Who changed what, when, with the object before and after.
+
+    ``actor_name`` keeps the user's name after the user is deleted.
+    ``before`` and ``after`` are snapshots built by ``cluster.services``;
+    they never contain a password, only the mark ``(changed)`` when one was set.
+    """
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    actor_name = models.CharField(max_length=150)
+    action = models.CharField(max_length=16, choices=choices.AuditAction.choices)
+    object_type = models.CharField(max_length=64)
+    object_id = models.CharField(max_length=64)
+    object_repr = models.CharField(max_length=255)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = "audit entry"
+        verbose_name_plural = "audit entries"
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.actor_name} {self.action} {self.object_type} {self.object_repr}"
+
+    def changes(self) -> dict[str, tuple[Any, Any]]:
+        """The keys whose value differs between before and after."""
+        before, after = self.before or {}, self.after or {}
+        return {
+            key: (before.get(key), after.get(key))
+            for key in sorted(set(before) | set(after))
+            if before.get(key) != after.get(key)
+        }

@@ -1,0 +1,679 @@
+"""Every write to the cluster's desired state (DESIGN.md rule 4).
+
+Pages, the REST API and the admin all call these functions; none of them
+saves a model itself. Each function runs in one transaction, checks every
+rule (so a failed call changes nothing), raises
+``django.core.exceptions.ValidationError`` with a dict keyed by field name,
+writes an ``AuditEntry``, and after the commit asks each affected node to
+apply its configuration (``cluster.tasks.dispatch_apply``).
+
+Input shapes (plain dicts, so a form's ``cleaned_data``, a serializer's
+``validated_data`` or a test can pass them as they are)::
+
+    AliasData = {
+        "vhid": 42,                      # 1..255, unique per interface
+        "interface": "eth0",
+        "advbase": 1,                    # 1..255, default 1
+        "password": "s3cret",            # <= 19 bytes; required on create,
+                                         # "" or missing on update = keep
+        "addresses": ["192.0.2.100/24", "2001:db8::100/64"],
+        "priorities": [{"node": "node1", "priority": "primary"},
+                       {"node": "node2", "priority": "secondary"}],
+        "enabled": True, "preempt": True, "description": "mail",
+    }
+    NodeData = {"name": "node1", "address": "192.0.2.11", "interface": "eth0",
+                "ordinal": 1, "maintenance": False}
+
+Error keys are the input keys (``vhid``, ``interface``, ``advbase``,
+``password``, ``addresses``, ``priorities``, ``description``, ``name``,
+``address``, ``ordinal``, ``force``) and ``__all__`` when no field fits.
+
+``alias_form_data(alias)`` returns the AliasData of an existing alias
+(without its password) for edit forms.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NotRequired, TypedDict
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Prefetch, QuerySet
+
+from cluster import choices, validators
+from cluster.choices import AuditAction, Priority
+from cluster.models import AliasAddress, AliasPriority, AuditEntry, IPAlias, Node
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "AliasData",
+    "NodeData",
+    "PriorityData",
+    "alias_form_data",
+    "alias_snapshot",
+    "aliases_with_relations",
+    "create_alias",
+    "create_node",
+    "delete_alias",
+    "delete_node",
+    "node_snapshot",
+    "update_alias",
+    "update_node",
+    "validate_alias",
+    "validate_node",
+]
+
+
+class PriorityData(TypedDict):
+    node: str
+    priority: str
+
+
+class AliasData(TypedDict, total=False):
+    vhid: int
+    interface: str
+    advbase: int
+    password: str
+    addresses: list[str]
+    priorities: list[PriorityData]
+    enabled: bool
+    preempt: bool
+    description: str
+
+
+class NodeData(TypedDict, total=False):
+    name: str
+    address: str
+    interface: str
+    ordinal: int
+    maintenance: bool
+
+
+class _AliasDefaults(TypedDict):
+    advbase: int
+    enabled: bool
+    preempt: bool
+    description: str
+    password: NotRequired[str]
+
+
+ALIAS_DEFAULTS: _AliasDefaults = {
+    "advbase": choices.ADVBASE_DEFAULT,
+    "enabled": True,
+    "preempt": True,
+    "description": "",
+}
+ALIAS_REQUIRED = ("vhid", "interface", "addresses", "priorities")
+NODE_DEFAULTS: dict[str, Any] = {"maintenance": False}
+NODE_REQUIRED = ("name", "address", "interface", "ordinal")
+LABELS = {
+    "vhid": "VHID",
+    "interface": "Interface",
+    "advbase": "Advbase",
+    "password": "Password",
+    "addresses": "At least one address",
+    "priorities": "A Primary node",
+    "name": "Name",
+    "address": "Address",
+    "ordinal": "Ordinal",
+}
+
+Actor = Any  # a User, an AnonymousUser or None (a system change)
+
+
+# --------------------------------------------------------------------------
+# Reading helpers the pages, the API and the admin share.
+
+
+def aliases_with_relations() -> QuerySet[IPAlias]:
+    """All aliases with addresses and priorities (and their nodes) prefetched:
+    a constant number of queries however many aliases there are."""
+    return IPAlias.objects.prefetch_related(
+        "addresses",
+        Prefetch("priorities", queryset=AliasPriority.objects.select_related("node")),
+    )
+
+
+def alias_form_data(alias: IPAlias) -> AliasData:
+    """The AliasData of ``alias`` for an edit form: everything but the password."""
+    return {
+        "vhid": alias.vhid,
+        "interface": alias.interface,
+        "advbase": alias.advbase,
+        "addresses": [a.address for a in alias.addresses.all()],
+        "priorities": [
+            {"node": p.node.name, "priority": p.priority}
+            for p in sorted(alias.priorities.all(), key=lambda p: p.node.ordinal)
+        ],
+        "enabled": alias.enabled,
+        "preempt": alias.preempt,
+        "description": alias.description,
+    }
+
+
+def alias_snapshot(alias: IPAlias) -> dict[str, Any]:
+    """The audit log's picture of an alias. Never contains the password."""
+    data: dict[str, Any] = dict(alias_form_data(alias))
+    for item, prio in zip(
+        data["priorities"],
+        sorted(alias.priorities.all(), key=lambda p: p.node.ordinal),
+        strict=True,
+    ):
+        item["advskew"] = prio.advskew
+    data["version"] = alias.version
+    return data
+
+
+def node_snapshot(node: Node) -> dict[str, Any]:
+    return {
+        "name": node.name,
+        "address": node.address,
+        "interface": node.interface,
+        "ordinal": node.ordinal,
+        "maintenance": node.maintenance,
+    }
+
+
+# --------------------------------------------------------------------------
+# Validation
+
+
+class _Errors:
+    """Collects messages per field so one call reports every problem at once."""
+
+    def __init__(self) -> None:
+        self.by_field: dict[str, list[str]] = {}
+
+    def add(self, key: str, error: ValidationError | str) -> None:
+        messages = error.messages if isinstance(error, ValidationError) else [error]
+        self.by_field.setdefault(key, []).extend(messages)
+
+    def has(self, key: str) -> bool:
+        return key in self.by_field
+
+    def raise_if_any(self) -> None:
+        if self.by_field:
+            raise ValidationError(self.by_field)
+
+
+def _as_int(value: Any, key: str, errors: _Errors) -> int | None:
+    if isinstance(value, bool):
+        value = None
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        errors.add(key, f"{LABELS[key]} must be a whole number.")
+        return None
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    return bool(value)
+
+
+def _merged(
+    data: Mapping[str, Any],
+    current: Mapping[str, Any] | None,
+    defaults: Mapping[str, Any],
+    required: Iterable[str],
+    errors: _Errors,
+) -> dict[str, Any]:
+    """Fill a partial update from the current values, a create from the defaults."""
+    merged: dict[str, Any] = dict(defaults)
+    if current is not None:
+        merged.update(current)
+    merged.update({k: v for k, v in data.items() if v is not None})
+    for key in required:
+        if key not in merged:
+            errors.add(key, f"{LABELS[key]} is required.")
+    return merged
+
+
+@dataclass
+class AliasChange:
+    """A validated alias: what the write will store."""
+
+    vhid: int
+    interface: str
+    advbase: int
+    enabled: bool
+    preempt: bool
+    description: str
+    password: str | None  # None keeps the stored one
+    addresses: list[validators.IPInterface] = field(default_factory=list)
+    priorities: list[tuple[Node, str]] = field(default_factory=list)
+
+
+def validate_alias(
+    data: Mapping[str, Any], alias: IPAlias | None = None, partial: bool = False
+) -> AliasChange:
+    """Check ``data`` against every rule; raise ValidationError(dict) or return it cleaned.
+
+    ``alias`` is the alias being updated (None on create). With ``partial``,
+    missing keys keep the alias's current values.
+    """
+    errors = _Errors()
+    current = alias_form_data(alias) if (alias is not None and partial) else None
+    merged = _merged(data, current, ALIAS_DEFAULTS, ALIAS_REQUIRED, errors)
+
+    vhid = _as_int(merged["vhid"], "vhid", errors) if "vhid" in merged else None
+    if vhid is not None:
+        try:
+            validators.validate_vhid(vhid)
+        except ValidationError as exc:
+            errors.add("vhid", exc)
+            vhid = None
+
+    interface = str(merged.get("interface", "")).strip()
+    if "interface" in merged:
+        try:
+            validators.validate_interface(interface)
+        except ValidationError as exc:
+            errors.add("interface", exc)
+
+    advbase = _as_int(merged["advbase"], "advbase", errors)
+    if advbase is not None:
+        try:
+            validators.validate_advbase(advbase)
+        except ValidationError as exc:
+            errors.add("advbase", exc)
+
+    description = str(merged.get("description") or "")
+    try:
+        validators.validate_description(description)
+    except ValidationError as exc:
+        errors.add("description", exc)
+
+    password = _clean_password(data.get("password"), creating=alias is None, errors=errors)
+
+    if vhid is not None and not errors.has("interface"):
+        clash = IPAlias.objects.filter(vhid=vhid, interface=interface)
+        if alias is not None:
+            clash = clash.exclude(pk=alias.pk)
+        other = clash.first()
+        if other is not None:
+            owner = f" by alias '{other.description}'" if other.description else ""
+            errors.add("vhid", f"VHID {vhid} is already used on interface {interface}{owner}.")
+
+    addresses = _clean_addresses(merged.get("addresses"), alias, errors)
+    priorities = _clean_priorities(merged.get("priorities"), errors)
+    errors.raise_if_any()
+    # Both are set whenever no error was recorded.
+    assert vhid is not None
+    assert advbase is not None
+    return AliasChange(
+        vhid=vhid,
+        interface=interface,
+        advbase=advbase,
+        enabled=_as_bool(merged["enabled"]),
+        preempt=_as_bool(merged["preempt"]),
+        description=description,
+        password=password,
+        addresses=addresses,
+        priorities=priorities,
+    )
+
+
+def _clean_password(value: Any, creating: bool, errors: _Errors) -> str | None:
+    text = "" if value is None else str(value)
+    if not text:
+        if creating:
+            errors.add("password", "Password is required.")
+        return None
+    try:
+        validators.validate_password_length(text)
+    except ValidationError as exc:
+        errors.add("password", exc)
+        return None
+    return text
+
+
+def _clean_addresses(
+    value: Any, alias: IPAlias | None, errors: _Errors
+) -> list[validators.IPInterface]:
+    if value is None:
+        return []  # already reported as required
+    if isinstance(value, str):
+        value = value.split()
+    parsed: list[validators.IPInterface] = []
+    seen: set[str] = set()
+    for item in value:
+        try:
+            iface = validators.parse_alias_address(item)
+        except ValidationError as exc:
+            errors.add("addresses", exc)
+            continue
+        host = str(iface.ip)
+        if host in seen:
+            errors.add("addresses", f"{host} appears more than once.")
+            continue
+        seen.add(host)
+        parsed.append(iface)
+    if not parsed and not errors.has("addresses"):
+        errors.add("addresses", "At least one address is required.")
+    if not seen:
+        return parsed
+    taken = AliasAddress.objects.filter(ip__in=seen).select_related("alias")
+    if alias is not None:
+        taken = taken.exclude(alias=alias)
+    for row in taken:
+        errors.add("addresses", f"{row.ip} is already used by alias {row.alias.label}.")
+    for node in Node.objects.filter(address__in=seen):
+        errors.add("addresses", f"{node.address} is the own address of node {node.name}.")
+    return parsed
+
+
+def _clean_priorities(value: Any, errors: _Errors) -> list[tuple[Node, str]]:
+    if value is None:
+        return []  # already reported as required
+    rows: list[tuple[str, str]] = []
+    for item in value:
+        if not isinstance(item, Mapping) or "node" not in item or "priority" not in item:
+            errors.add("priorities", 'Each priority must name a "node" and a "priority".')
+            continue
+        rows.append((str(item["node"]), str(item["priority"])))
+    nodes = Node.objects.in_bulk([name for name, _ in rows], field_name="name")
+    result: list[tuple[Node, str]] = []
+    seen: set[str] = set()
+    tiers = ", ".join(str(t) for t in Priority.values)
+    for name, tier in rows:
+        if name in seen:
+            errors.add("priorities", f"{name} appears more than once.")
+            continue
+        seen.add(name)
+        if name not in nodes:
+            errors.add("priorities", f"There is no node named '{name}'.")
+            continue
+        if tier not in Priority.values:
+            errors.add("priorities", f"'{tier}' is not a priority; choose one of {tiers}.")
+            continue
+        result.append((nodes[name], tier))
+    primaries = sum(1 for _, tier in rows if tier == Priority.PRIMARY)
+    if primaries != 1:
+        errors.add("priorities", f"Exactly one node must be Primary (found {primaries}).")
+    return result
+
+
+@dataclass
+class NodeChange:
+    name: str
+    address: str
+    interface: str
+    ordinal: int
+    maintenance: bool
+
+
+def validate_node(
+    data: Mapping[str, Any], node: Node | None = None, partial: bool = False
+) -> NodeChange:
+    """Check ``data`` for a node; raise ValidationError(dict) or return it cleaned."""
+    errors = _Errors()
+    current = node_snapshot(node) if (node is not None and partial) else None
+    merged = _merged(data, current, NODE_DEFAULTS, NODE_REQUIRED, errors)
+    others = Node.objects.exclude(pk=node.pk) if node is not None else Node.objects.all()
+
+    name = str(merged.get("name", "")).strip()
+    if "name" in merged:
+        try:
+            validators.validate_node_name(name)
+        except ValidationError as exc:
+            errors.add("name", exc)
+        else:
+            if others.filter(name=name).exists():
+                errors.add("name", f"A node named {name} already exists.")
+
+    address = ""
+    if "address" in merged:
+        try:
+            address = validators.parse_host_address(merged["address"])
+        except ValidationError as exc:
+            errors.add("address", exc)
+        else:
+            owner = others.filter(address=address).first()
+            if owner is not None:
+                errors.add("address", f"{address} is the own address of node {owner.name}.")
+            used = AliasAddress.objects.filter(ip=address).select_related("alias").first()
+            if used is not None:
+                errors.add("address", f"{address} is already used by alias {used.alias.label}.")
+
+    interface = str(merged.get("interface", "")).strip()
+    if "interface" in merged:
+        try:
+            validators.validate_interface(interface)
+        except ValidationError as exc:
+            errors.add("interface", exc)
+
+    ordinal = _as_int(merged["ordinal"], "ordinal", errors) if "ordinal" in merged else None
+    if ordinal is not None:
+        try:
+            validators.validate_ordinal(ordinal)
+        except ValidationError as exc:
+            errors.add("ordinal", exc)
+        else:
+            holder = others.filter(ordinal=ordinal).first()
+            if holder is not None:
+                errors.add("ordinal", f"Ordinal {ordinal} is already used by node {holder.name}.")
+
+    if node is None and Node.objects.count() >= choices.MAX_NODES:
+        errors.add("__all__", "A cluster has at most nine nodes.")
+    errors.raise_if_any()
+    assert ordinal is not None
+    return NodeChange(
+        name=name,
+        address=address,
+        interface=interface,
+        ordinal=ordinal,
+        maintenance=_as_bool(merged["maintenance"]),
+    )
+
+
+# --------------------------------------------------------------------------
+# Writes
+
+
+def _actor_name(actor: Actor) -> str:
+    if actor is None or not getattr(actor, "is_authenticated", False):
+        return "system"
+    return str(actor.get_username())
+
+
+def _audit(
+    actor: Actor,
+    action: AuditAction,
+    obj: IPAlias | Node,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> AuditEntry:
+    authenticated = actor is not None and getattr(actor, "is_authenticated", False)
+    return AuditEntry.objects.create(
+        actor=actor if authenticated else None,
+        actor_name=_actor_name(actor),
+        action=action,
+        object_type=obj._meta.model_name or "",
+        object_id=str(obj.pk),
+        object_repr=str(obj)[:255],
+        before=before,
+        after=after,
+    )
+
+
+def _apply_on_commit(node_names: Iterable[str]) -> None:
+    """After the commit, tell each node to converge to its desired state."""
+    names = sorted(set(node_names))
+    if not names:
+        return
+    from cluster import tasks  # tasks import the Celery app; keep services importable alone
+
+    transaction.on_commit(lambda: tasks.dispatch_apply(names), robust=True)
+
+
+def _node_names(alias: IPAlias) -> set[str]:
+    return {p.node.name for p in alias.priorities.all()}
+
+
+def _reload(alias_pk: int) -> IPAlias:
+    return aliases_with_relations().get(pk=alias_pk)
+
+
+def _integrity_error() -> ValidationError:
+    # Two concurrent writes both passed validation; the database refused the second.
+    return ValidationError({"__all__": ["Another change got there first; please try again."]})
+
+
+def _store_alias(alias: IPAlias, change: AliasChange) -> None:
+    alias.vhid = change.vhid
+    alias.interface = change.interface
+    alias.advbase = change.advbase
+    alias.enabled = change.enabled
+    alias.preempt = change.preempt
+    alias.description = change.description
+    if change.password is not None:
+        alias.set_password(change.password)
+    alias.save()
+    # Replace the children: simple, and inside the transaction nothing sees the gap.
+    alias.addresses.all().delete()
+    alias.priorities.all().delete()
+    AliasAddress.objects.bulk_create(
+        AliasAddress(alias=alias, ip=str(i.ip), prefixlen=i.network.prefixlen)
+        for i in change.addresses
+    )
+    AliasPriority.objects.bulk_create(
+        AliasPriority(alias=alias, node=node, priority=tier) for node, tier in change.priorities
+    )
+
+
+def _with_password_mark(snapshot: dict[str, Any], changed: bool) -> dict[str, Any]:
+    if changed:
+        snapshot["password"] = choices.PASSWORD_CHANGED_MARK
+    return snapshot
+
+
+def create_alias(actor: Actor, data: Mapping[str, Any]) -> IPAlias:
+    """Create an alias with its addresses and priorities."""
+    try:
+        with transaction.atomic():
+            change = validate_alias(data)
+            alias = IPAlias(version=1)
+            _store_alias(alias, change)
+            alias = _reload(alias.pk)
+            after = _with_password_mark(alias_snapshot(alias), True)
+            _audit(actor, AuditAction.CREATE, alias, None, after)
+            _apply_on_commit(_node_names(alias))
+    except IntegrityError as exc:
+        raise _integrity_error() from exc
+    return alias
+
+
+def update_alias(
+    actor: Actor, alias: IPAlias, data: Mapping[str, Any], partial: bool = False
+) -> IPAlias:
+    """Change an alias. With ``partial`` only the keys given change. A blank
+    or missing password keeps the stored one."""
+    try:
+        with transaction.atomic():
+            # Lock the row so two concurrent updates cannot both take version N+1.
+            locked = IPAlias.objects.select_for_update().get(pk=alias.pk)
+            current = _reload(locked.pk)
+            before = alias_snapshot(current)
+            old_nodes = _node_names(current)
+            change = validate_alias(data, current, partial=partial)
+            current.version = locked.version + 1
+            _store_alias(current, change)
+            updated = _reload(current.pk)
+            after = _with_password_mark(alias_snapshot(updated), change.password is not None)
+            _audit(actor, AuditAction.UPDATE, updated, before, after)
+            _apply_on_commit(old_nodes | _node_names(updated))
+    except IntegrityError as exc:
+        raise _integrity_error() from exc
+    return updated
+
+
+def delete_alias(actor: Actor, alias: IPAlias) -> None:
+    """Delete an alias; its nodes drop its addresses on their next apply."""
+    with transaction.atomic():
+        current = _reload(alias.pk)
+        before = alias_snapshot(current)
+        nodes = _node_names(current)
+        _audit(actor, AuditAction.DELETE, current, before, None)
+        current.delete()
+        _apply_on_commit(nodes)
+
+
+def create_node(actor: Actor, data: Mapping[str, Any]) -> Node:
+    """Add a node (at most nine)."""
+    try:
+        with transaction.atomic():
+            change = validate_node(data)
+            node = Node.objects.create(**change.__dict__)
+            _audit(actor, AuditAction.CREATE, node, None, node_snapshot(node))
+            _apply_on_commit([node.name])
+    except IntegrityError as exc:
+        raise _integrity_error() from exc
+    return node
+
+
+def update_node(actor: Actor, node: Node, data: Mapping[str, Any], partial: bool = False) -> Node:
+    """Change a node. A new ordinal changes its derived advskews."""
+    try:
+        with transaction.atomic():
+            current = Node.objects.select_for_update().get(pk=node.pk)
+            before = node_snapshot(current)
+            change = validate_node(data, current, partial=partial)
+            for key, value in change.__dict__.items():
+                setattr(current, key, value)
+            current.save()
+            affected = IPAlias.objects.filter(priorities__node=current)
+            if before["ordinal"] != current.ordinal:
+                # The node's advskews changed: the aliases' desired state did too.
+                for alias in affected:
+                    alias.version += 1
+                    alias.save(update_fields=["version", "updated_at"])
+            _audit(actor, AuditAction.UPDATE, current, before, node_snapshot(current))
+            _apply_on_commit({before["name"], current.name})
+    except IntegrityError as exc:
+        raise _integrity_error() from exc
+    return current
+
+
+def delete_node(actor: Actor, node: Node, force: bool = False) -> None:
+    """Delete a node. If aliases use it, ``force`` must say so: its priorities
+    go with it, a lost Primary passes to the remaining node with the lowest
+    advskew, and an alias left with no node is disabled."""
+    with transaction.atomic():
+        current = Node.objects.select_for_update().get(pk=node.pk)
+        users = list(aliases_with_relations().filter(priorities__node=current).distinct())
+        if users and not force:
+            names = ", ".join(a.label for a in users)
+            count = f"{len(users)} alias" if len(users) == 1 else f"{len(users)} aliases"
+            raise ValidationError(
+                {
+                    "force": [
+                        f"Node {current.name} is used by {count} ({names}); "
+                        "confirm to delete it together with its priorities."
+                    ]
+                }
+            )
+        nodes_to_tell = {current.name}
+        for alias in users:
+            before = alias_snapshot(alias)
+            remaining = [p for p in alias.priorities.all() if p.node_id != current.pk]
+            nodes_to_tell |= {p.node.name for p in remaining}
+            AliasPriority.objects.filter(alias=alias, node=current).delete()
+            if remaining and not any(p.priority == Priority.PRIMARY for p in remaining):
+                heir = min(remaining, key=lambda p: p.advskew)
+                heir.priority = Priority.PRIMARY
+                heir.save(update_fields=["priority"])
+            if not remaining:
+                alias.enabled = False
+            alias.version += 1
+            alias.save(update_fields=["version", "enabled", "updated_at"])
+            refreshed = _reload(alias.pk)
+            _audit(actor, AuditAction.UPDATE, refreshed, before, alias_snapshot(refreshed))
+        _audit(actor, AuditAction.DELETE, current, node_snapshot(current), None)
+        current.delete()
+        _apply_on_commit(nodes_to_tell)
