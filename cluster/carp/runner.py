@@ -1,0 +1,653 @@
+"""The one protocol loop: many virtual hosts, one thread, sleeping until a packet or a deadline.
+
+Each iteration waits in ``select()`` on the raw CARP sockets, the wake-up eventfd
+(stop, reconfigure, link state) and the link watcher's eventfd, until the
+earliest deadline of all state machines (a heap, so hundreds of virtual hosts
+cost O(log n) per timer, not a scan). Then it:
+
+1. drains every link: own adverts and bad TTLs are dropped, the header is
+   checked (`wire.decode_unverified`), the vhid picks the virtual host whose
+   password and addresses verify the HMAC, and the advert goes to its machine;
+2. fires every deadline that has passed (`Timeout`);
+3. performs the actions the machines returned through the ports, in order.
+
+Packets that fail a check are counted per reason and logged at most once per
+reason every `DROP_LOG_INTERVAL` seconds: a peer with the wrong password sends
+one bad advert a second and must not flood the log. An exception from a port
+(netlink, a socket, a hook) is logged (rate-limited too) and the loop goes on:
+the data plane must keep serving the other virtual hosts.
+
+Thread safety: `request_stop`, `reconfigure`, `post_link_state` and `snapshot`
+may be called from any thread; everything else belongs to the loop's thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import logging
+import os
+import queue
+import random
+import select
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from cluster.carp import wire
+from cluster.carp.fsm import VirtualHost
+from cluster.carp.ports import AddressManager, Clock, GratuitousSender, PacketLink, StatePublisher
+from cluster.carp.types import (
+    Action,
+    AddAddresses,
+    AdvertReceived,
+    Event,
+    IPAddress,
+    IPInterface,
+    LinkDown,
+    LinkUp,
+    Reason,
+    ReceivedPacket,
+    Reconfigure,
+    RemoveAddresses,
+    SendAdvert,
+    SendGratuitous,
+    Start,
+    State,
+    Stop,
+    Timeout,
+    Transitioned,
+    VirtualHostConfig,
+)
+
+log = logging.getLogger("cluster.carp")
+
+DROP_LOG_INTERVAL = 10.0  # seconds between two log lines for the same drop reason
+_COUNTER_MASK = 2**64 - 1
+HostKey = tuple[str, int]  # (interface, vhid): a vhid is unique per interface only
+
+
+class SystemClock:
+    """`ports.Clock` on time.monotonic()."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+class LinkStateSource(Protocol):
+    """What the runner needs from `netlink.LinkWatcher` (an eventfd and a drain)."""
+
+    def fileno(self) -> int: ...
+
+    def drain(self) -> Sequence[Any]: ...  # items with .interface and .up
+
+
+LinkOpener = Callable[[str, IPAddress], PacketLink]
+
+
+def advert_source(config: VirtualHostConfig) -> IPAddress:
+    """The address a virtual host advertises from; its family picks IPv4 or IPv6 CARP."""
+    if config.src_ip is None:
+        raise ValueError(f"vhid {config.vhid}: the runner needs src_ip (the node's own address)")
+    return config.src_ip
+
+
+class Hooks:
+    """ucarp's upscript/downscript: ``<script> <interface> <vip>``, once per address.
+
+    Scripts run one after the other in a thread of their own, so a slow script
+    never stalls the protocol loop and an up/down pair always runs in order.
+    """
+
+    def __init__(self, upscript: str | None, downscript: str | None, timeout: float = 60) -> None:
+        self.upscript = upscript
+        self.downscript = downscript
+        self.timeout = timeout
+        self._queue: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def _submit(self, script: str | None, interface: str, addresses: Iterable[IPInterface]) -> None:
+        if not script:
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="carp-hooks", daemon=True)
+            self._thread.start()
+        for address in addresses:
+            self._queue.put([script, interface, str(address.ip)])
+
+    def up(self, interface: str, addresses: Iterable[IPInterface]) -> None:
+        self._submit(self.upscript, interface, addresses)
+
+    def down(self, interface: str, addresses: Iterable[IPInterface]) -> None:
+        self._submit(self.downscript, interface, addresses)
+
+    def _run(self) -> None:
+        while (argv := self._queue.get()) is not None:
+            try:
+                done = subprocess.run(argv, timeout=self.timeout, check=False)
+                if done.returncode != 0:
+                    log.warning("hook %s exited with %s", " ".join(argv), done.returncode)
+            except Exception:
+                log.exception("hook %s failed", " ".join(argv))
+
+    def close(self, wait: float = 5.0) -> None:
+        """Run what is queued (the downscripts of a stop), then end the thread."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=wait)
+            self._thread = None
+
+
+@dataclass(frozen=True, slots=True)
+class HostSnapshot:
+    interface: str
+    vhid: int
+    state: State
+    advbase: int
+    advskew: int
+    addresses: tuple[IPInterface, ...]
+    adverts_sent: int
+    adverts_received: int
+    last_reason: Reason | None
+    last_change: float | None  # the runner clock's time of the last transition
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerSnapshot:
+    hosts: tuple[HostSnapshot, ...]
+    drops: dict[str, int]
+    port_errors: dict[str, int]
+    running: bool
+
+
+@dataclass(slots=True)
+class _Host:
+    config: VirtualHostConfig
+    machine: VirtualHost
+    link_key: tuple[str, IPAddress]
+    counter: int
+    scheduled: float | None = None
+    adverts_sent: int = 0
+    adverts_received: int = 0
+    last_reason: Reason | None = None
+    last_change: float | None = None
+
+
+class Runner:
+    """Runs many `VirtualHost` machines over real (or fake) ports in one thread."""
+
+    def __init__(
+        self,
+        configs: Iterable[VirtualHostConfig],
+        *,
+        open_link: LinkOpener,
+        addresses: AddressManager,
+        gratuitous: GratuitousSender,
+        publisher: StatePublisher | None = None,
+        clock: Clock | None = None,
+        hooks: Hooks | None = None,
+        link_state: LinkStateSource | None = None,
+        neutral: bool = False,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._open_link = open_link
+        self.addresses = addresses
+        self.gratuitous = gratuitous
+        self.publisher = publisher
+        self.clock: Clock = clock or SystemClock()
+        self.hooks = hooks or Hooks(None, None)
+        self.link_state = link_state
+        self.neutral = neutral
+        self._rng = rng or random.SystemRandom()
+        self._initial = list(configs)
+        self._hosts: dict[HostKey, _Host] = {}
+        self._links: dict[tuple[str, IPAddress], PacketLink] = {}
+        self._own: set[IPAddress] = set()
+        self._link_up: dict[str, bool] = {}
+        self._heap: list[tuple[float, int, HostKey]] = []
+        self._seq = 0
+        self.drops: Counter[str] = Counter()
+        self.port_errors: Counter[str] = Counter()
+        self._drops_logged: dict[str, tuple[float, int]] = {}
+        self._errors_logged: dict[str, float] = {}
+        self._lock = threading.RLock()  # guards _hosts for snapshot() from other threads
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._control: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._stop_requested = threading.Event()
+        self._started = False
+        self._running = False
+        self.stopped = threading.Event()
+
+    # ---- thread-safe controls ----------------------------------------------------
+    def request_stop(self) -> None:
+        """Ask the loop to stop gracefully (bow-out, addresses removed). Any thread."""
+        self._stop_requested.set()
+        self._notify()
+
+    def reconfigure(self, configs: Iterable[VirtualHostConfig]) -> None:
+        """Hand the loop a whole new configuration; only changed virtual hosts are touched."""
+        self._control.put(("reconfigure", list(configs)))
+        self._notify()
+
+    def post_link_state(self, interface: str, up: bool) -> None:
+        """Report a link change (what the link watcher does). Any thread."""
+        self._control.put(("link", (interface, up)))
+        self._notify()
+
+    def snapshot(self) -> RunnerSnapshot:
+        """States and counters, safe to call from any thread (e.g. a publisher)."""
+        with self._lock:
+            hosts = tuple(
+                HostSnapshot(
+                    interface=h.config.interface,
+                    vhid=h.config.vhid,
+                    state=h.machine.state,
+                    advbase=h.config.advbase,
+                    advskew=h.config.advskew,
+                    addresses=h.config.addresses,
+                    adverts_sent=h.adverts_sent,
+                    adverts_received=h.adverts_received,
+                    last_reason=h.last_reason,
+                    last_change=h.last_change,
+                )
+                for h in self._hosts.values()
+            )
+            return RunnerSnapshot(hosts, dict(self.drops), dict(self.port_errors), self._running)
+
+    def _notify(self) -> None:
+        with contextlib.suppress(OSError):
+            os.eventfd_write(self._wake, 1)
+
+    # ---- the loop ----------------------------------------------------------------------
+    def run(self) -> None:
+        """Start every virtual host, serve until `request_stop`, then stop them gracefully."""
+        self.start()
+        try:
+            while not self._stop_requested.is_set():
+                self.step()
+        finally:
+            self.shutdown()
+
+    def start(self) -> None:
+        """Remove stale VIPs of our vhids, open the links, send `Start` to every machine."""
+        with self._lock:
+            self._started = True
+            self._running = True
+            self._reconcile(self._initial)
+            for config in self._initial:
+                self._add_host(config, self.clock.monotonic())
+
+    def _reconcile(self, configs: Sequence[VirtualHostConfig]) -> None:
+        # NOTES.md: a SIGKILLed run leaves its VIPs; every host starts in BACKUP, so any
+        # VIP of ours on the interface now is stale. The node's own addresses are kept.
+        own = {c.src_ip for c in configs if c.src_ip is not None}
+        by_interface: dict[str, list[IPInterface]] = {}
+        for config in configs:
+            by_interface.setdefault(config.interface, []).extend(config.addresses)
+        for interface, vips in by_interface.items():
+            wanted = {v.ip for v in vips} - own
+            try:
+                stale = [a for a in self.addresses.list(interface) if a.ip in wanted]
+                if stale:
+                    log.warning(
+                        "removing %s left on %s by an earlier run",
+                        ", ".join(map(str, stale)),
+                        interface,
+                        extra={"event": "reconcile", "interface": interface},
+                    )
+                    self.addresses.remove(interface, stale)
+            except Exception:
+                self._port_error("reconcile", interface)
+
+    def step(self, max_wait: float | None = None) -> None:
+        """One iteration: wait (at most ``max_wait``), then packets, controls, deadlines."""
+        now = self.clock.monotonic()
+        timeout = self._time_to_next(now)
+        if max_wait is not None:
+            timeout = max_wait if timeout is None else min(timeout, max_wait)
+        self._wait(timeout)
+        with self._lock:
+            # fsm.py: fire due deadlines before the packets of the same wake-up, so a
+            # late packet cannot undo a timeout that had already expired.
+            self._fire_deadlines(self.clock.monotonic())
+            self._read_packets()
+            self._read_controls()
+            self._fire_deadlines(self.clock.monotonic())
+
+    def _time_to_next(self, now: float) -> float | None:
+        while self._heap:
+            deadline, _seq, key = self._heap[0]
+            host = self._hosts.get(key)
+            if host is None or host.scheduled != deadline:
+                heapq.heappop(self._heap)  # stale entry: rescheduled or removed since
+                continue
+            return max(0.0, deadline - now)
+        return None
+
+    def _wait(self, timeout: float | None) -> None:
+        fds: list[Any] = [self._wake]
+        if self.link_state is not None:
+            fds.append(self.link_state)
+        selectable = True
+        for link in self._links.values():
+            if hasattr(link, "fileno"):
+                fds.append(link)
+            else:
+                selectable = False  # an in-memory fake: the test drives the clock
+        if not selectable:
+            timeout = 0
+        try:
+            ready, _, _ = select.select(fds, [], [], timeout)
+        except InterruptedError:
+            return
+        if self._wake in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(self._wake)
+
+    def _read_packets(self) -> None:
+        for key, link in list(self._links.items()):
+            for _ in range(10_000):  # bounded: a flood must not starve the timers
+                try:
+                    packet = link.receive(0)
+                except Exception:
+                    self._port_error("receive", key[0])
+                    break
+                if packet is None:
+                    break
+                self._packet(packet)
+
+    def _packet(self, packet: ReceivedPacket) -> None:
+        if packet.source in self._own:
+            self.drops["own"] += 1  # multicast loop is off; kept as a guard, not logged
+            return
+        try:
+            wire.check_ttl(packet.ttl)
+            advert = wire.decode_unverified(packet.payload)
+        except wire.DecodeError as exc:
+            self._drop(exc.reason, packet, exc.detail)
+            return
+        host = self._hosts.get((packet.interface, advert.vhid))
+        if host is None:
+            # Another cluster's vhid on the same segment is normal: counted, quietly.
+            self._drop(wire.DecodeFailure.WRONG_VHID, packet, f"vhid {advert.vhid}")
+            return
+        if not wire.verify_hmac(advert, host.config.password, host.config.addresses):
+            self._drop(
+                wire.DecodeFailure.BAD_HMAC,
+                packet,
+                f"vhid {advert.vhid}: password or addresses differ",
+            )
+            return
+        host.adverts_received += 1
+        now = self.clock.monotonic()
+        self._handle(host, AdvertReceived(advert, packet.source), now)
+
+    def _drop(self, reason: str, packet: ReceivedPacket, detail: str) -> None:
+        self.drops[reason] += 1
+        now = self.clock.monotonic()
+        last, count_then = self._drops_logged.get(reason, (float("-inf"), 0))
+        if now - last >= DROP_LOG_INTERVAL:
+            since = self.drops[reason] - count_then
+            log.warning(
+                "dropped CARP packet from %s on %s: %s (%s); %d dropped for this reason",
+                packet.source,
+                packet.interface,
+                reason,
+                detail,
+                since,
+                extra={
+                    "event": "drop",
+                    "reason": reason,
+                    "source": str(packet.source),
+                    "interface": packet.interface,
+                },
+            )
+            self._drops_logged[reason] = (now, self.drops[reason])
+
+    def _port_error(self, operation: str, interface: str) -> None:
+        """Log an exception from a port (at most once per operation every 10 s); go on."""
+        key = f"{operation}:{interface}"
+        self.port_errors[key] += 1
+        now = self.clock.monotonic()
+        if now - self._errors_logged.get(key, float("-inf")) >= DROP_LOG_INTERVAL:
+            self._errors_logged[key] = now
+            log.exception(
+                "%s on %s failed (%d times so far); carrying on",
+                operation,
+                interface,
+                self.port_errors[key],
+                extra={"event": "port_error", "operation": operation, "interface": interface},
+            )
+
+    def _read_controls(self) -> None:
+        if self.link_state is not None:
+            try:
+                for change in self.link_state.drain():
+                    self._link_changed(change.interface, change.up)
+            except Exception:
+                self._port_error("link_state", "*")
+        while True:
+            try:
+                kind, value = self._control.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "reconfigure":
+                self._apply(value)
+            elif kind == "link":
+                self._link_changed(*value)
+
+    def _link_changed(self, interface: str, up: bool) -> None:
+        # Links are assumed up at start; the watcher's first report only matters if not.
+        if self._link_up.get(interface, True) == up:
+            return
+        self._link_up[interface] = up
+        log.info(
+            "link %s is %s",
+            interface,
+            "up" if up else "down",
+            extra={"event": "link", "interface": interface, "up": up},
+        )
+        now = self.clock.monotonic()
+        for host in list(self._hosts.values()):
+            if host.config.interface == interface:
+                self._handle(host, LinkUp() if up else LinkDown(), now)
+
+    def _fire_deadlines(self, now: float) -> None:
+        while self._heap and self._heap[0][0] <= now:
+            deadline, _seq, key = heapq.heappop(self._heap)
+            host = self._hosts.get(key)
+            if host is None or host.scheduled != deadline:
+                continue
+            host.scheduled = None
+            self._handle(host, Timeout(), now)
+
+    # ---- machines and actions -------------------------------------------------------
+    def _handle(self, host: _Host, event: Event, now: float) -> None:
+        try:
+            actions = host.machine.handle(event, now)
+        except Exception:
+            # A bug in a machine must not take the other virtual hosts down with it.
+            self._port_error(f"fsm:{type(event).__name__}", host.config.interface)
+            actions = []
+        for action in actions:
+            self._perform(host, action)
+        self._schedule(host)
+
+    def _schedule(self, host: _Host) -> None:
+        deadline = host.machine.next_deadline()
+        if deadline != host.scheduled:
+            host.scheduled = deadline
+            if deadline is not None:
+                self._seq += 1
+                key = (host.config.interface, host.config.vhid)
+                heapq.heappush(self._heap, (deadline, self._seq, key))
+
+    def _perform(self, host: _Host, action: Action) -> None:
+        config = host.config
+        try:
+            if isinstance(action, SendAdvert):
+                # FreeBSD: the counter starts at a random value and grows by one per advert.
+                payload = wire.encode(
+                    config.vhid,
+                    action.advbase,
+                    action.advskew,
+                    action.demote,
+                    host.counter,
+                    config.password,
+                    config.addresses,
+                )
+                host.counter = (host.counter + 1) & _COUNTER_MASK
+                self._links[host.link_key].send(config.vhid, payload)
+                host.adverts_sent += 1
+            elif isinstance(action, AddAddresses):
+                self.addresses.add(config.interface, action.addresses)
+            elif isinstance(action, RemoveAddresses):
+                self.addresses.remove(config.interface, action.addresses)
+            elif isinstance(action, SendGratuitous):
+                self.gratuitous.announce(config.interface, action.addresses)
+            elif isinstance(action, Transitioned):
+                self._transitioned(host, action)
+        except Exception:
+            self._port_error(type(action).__name__, config.interface)
+
+    def _transitioned(self, host: _Host, action: Transitioned) -> None:
+        config = host.config
+        host.last_reason = action.reason
+        host.last_change = self.clock.monotonic()
+        log.info(
+            "vhid %d on %s: %s -> %s (%s)",
+            config.vhid,
+            config.interface,
+            action.old,
+            action.new,
+            action.reason,
+            extra={
+                "event": "transition",
+                "vhid": config.vhid,
+                "interface": config.interface,
+                "old": str(action.old),
+                "new": str(action.new),
+                "reason": str(action.reason),
+                "addresses": [str(a) for a in config.addresses],
+            },
+        )
+        if action.new == State.MASTER:
+            self.hooks.up(config.interface, config.addresses)
+        elif action.old == State.MASTER or (
+            # ucarp runs the downscript when it starts in BACKUP, unless --neutral.
+            action.old == State.INIT and action.new == State.BACKUP and not self.neutral
+        ):
+            self.hooks.down(config.interface, config.addresses)
+        if self.publisher is not None:
+            try:
+                self.publisher.publish(config.interface, config.vhid, action.new, action.reason)
+            except Exception:
+                self._port_error("publish", config.interface)
+
+    # ---- hosts and links ------------------------------------------------------------
+    def _link_for(self, config: VirtualHostConfig) -> tuple[str, IPAddress]:
+        source = advert_source(config)
+        key = (config.interface, source)
+        if key not in self._links:
+            self._links[key] = self._open_link(config.interface, source)
+            self._own.add(source)
+        return key
+
+    def _add_host(self, config: VirtualHostConfig, now: float) -> None:
+        key = (config.interface, config.vhid)
+        try:
+            link_key = self._link_for(config)
+        except Exception:
+            self._port_error("open_link", config.interface)
+            return
+        host = _Host(
+            config=config,
+            machine=VirtualHost(config),
+            link_key=link_key,
+            counter=self._rng.getrandbits(64),
+        )
+        self._hosts[key] = host
+        self._handle(host, Start(), now)
+
+    def _remove_host(self, key: HostKey, now: float) -> None:
+        host = self._hosts.get(key)
+        if host is None:
+            return
+        self._handle(host, Stop(), now)
+        # Whatever the machine did, a stopped host leaves no VIP behind (issue 3).
+        try:
+            self.addresses.remove(host.config.interface, host.config.addresses)
+        except Exception:
+            self._port_error("remove", host.config.interface)
+        del self._hosts[key]
+        self._close_unused_links()
+
+    def _close_unused_links(self) -> None:
+        used = {h.link_key for h in self._hosts.values()}
+        for key in [k for k in self._links if k not in used]:
+            link = self._links.pop(key)
+            self._own.discard(key[1])
+            with contextlib.suppress(Exception):
+                link.close()
+
+    def _apply(self, configs: Sequence[VirtualHostConfig]) -> None:
+        """Converge to ``configs``: stop removed hosts, start new ones, update changed ones."""
+        wanted = {(c.interface, c.vhid): c for c in configs}
+        now = self.clock.monotonic()
+        for key in [k for k in self._hosts if k not in wanted]:
+            self._remove_host(key, now)
+        fresh = [c for k, c in wanted.items() if k not in self._hosts]
+        if fresh:
+            self._reconcile(fresh)
+        for key, config in wanted.items():
+            host = self._hosts.get(key)
+            if host is None:
+                self._add_host(config, now)
+            elif host.config != config:
+                if advert_source(config) != advert_source(host.config):
+                    # A new source address means a new socket: restart this one host.
+                    self._remove_host(key, now)
+                    self._add_host(config, now)
+                    continue
+                old = host.config
+                host.config = config
+                self._handle(host, Reconfigure(config), now)
+                gone = [a for a in old.addresses if a.ip not in set(config.ips)]
+                if gone:
+                    # The machine converges a MASTER's addresses; make sure of the removed ones.
+                    try:
+                        self.addresses.remove(config.interface, gone)
+                    except Exception:
+                        self._port_error("remove", config.interface)
+        log.info(
+            "configuration applied: %d virtual hosts",
+            len(self._hosts),
+            extra={"event": "reconfigured", "hosts": len(self._hosts)},
+        )
+
+    def shutdown(self) -> None:
+        """Stop every host gracefully (bow-out advert, addresses removed) and close the ports."""
+        with self._lock:
+            now = self.clock.monotonic()
+            for key in list(self._hosts):
+                self._remove_host(key, now)
+            self._close_unused_links()
+            self._running = False
+        self.hooks.close()
+        with contextlib.suppress(OSError):
+            os.close(self._wake)
+        self.stopped.set()
+
+
+__all__ = [
+    "Hooks",
+    "HostSnapshot",
+    "Runner",
+    "RunnerSnapshot",
+    "SystemClock",
+    "advert_source",
+]

@@ -1,0 +1,287 @@
+"""The runner over in-memory fakes: no root, no sockets, no sleeping (a fake clock)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from cluster.carp import wire
+from cluster.carp.fakes import (
+    FakeAddresses,
+    FakeClock,
+    FakeGratuitous,
+    FakeLink,
+    FakePublisher,
+    FakeSegment,
+)
+from cluster.carp.runner import Hooks, Runner
+from cluster.carp.types import IPAddress, SendAdvert, State, VirtualHostConfig
+
+VIP = ipaddress.ip_interface("192.0.2.100/32")
+VIP2 = ipaddress.ip_interface("192.0.2.101/32")
+PASSWORD = b"s3cret"
+
+
+def config(node: int, *, vhid: int = 42, advskew: int = 0, addresses=(VIP,), **kw):
+    return VirtualHostConfig(
+        vhid=vhid,
+        interface="eth0",
+        password=kw.pop("password", PASSWORD),
+        addresses=tuple(addresses),
+        advskew=advskew,
+        src_ip=ipaddress.ip_address(f"192.0.2.{10 + node}"),
+        **kw,
+    )
+
+
+class BrokenAddresses(FakeAddresses):
+    """An AddressManager whose every add fails, as netlink might."""
+
+    def add(self, interface, addresses):
+        raise OSError("netlink said no")
+
+
+class Node:
+    """One runner on the shared fake segment, with its own fake ports."""
+
+    def __init__(self, segment, clock, configs, addresses=None, hooks=None):
+        self.addresses = addresses or FakeAddresses()
+        self.gratuitous = FakeGratuitous()
+        self.publisher = FakePublisher()
+        self.links: list[FakeLink] = []
+
+        def open_link(interface: str, source: IPAddress) -> FakeLink:
+            link = FakeLink(interface, source, segment)
+            self.links.append(link)
+            return link
+
+        self.runner = Runner(
+            configs,
+            open_link=open_link,
+            addresses=self.addresses,
+            gratuitous=self.gratuitous,
+            publisher=self.publisher,
+            clock=clock,
+            hooks=hooks,
+        )
+
+    def state(self, vhid: int = 42) -> State:
+        return next(h.state for h in self.runner.snapshot().hosts if h.vhid == vhid)
+
+    def holds(self, address=VIP) -> bool:
+        return address in self.addresses.list("eth0")
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def segment():
+    return FakeSegment()
+
+
+def run_for(clock, nodes, seconds, dt=0.01):
+    end = clock.now + seconds
+    while clock.now < end:
+        clock.advance(dt)
+        for node in nodes:
+            node.runner.step()
+
+
+def start(*nodes):
+    for node in nodes:
+        node.runner.start()
+
+
+def test_it_elects_the_lower_advskew_after_one_master_down_interval(clock, segment):
+    a = Node(segment, clock, [config(1, advskew=0)])
+    b = Node(segment, clock, [config(2, advskew=100)])
+    start(a, b)
+    run_for(clock, [a, b], 2.9)
+    assert (a.state(), b.state()) == (State.BACKUP, State.BACKUP)
+    run_for(clock, [a, b], 0.3)
+    assert (a.state(), b.state()) == (State.MASTER, State.BACKUP)
+    assert a.holds() and not b.holds()
+    assert a.gratuitous.sent == [("eth0", (VIP,))]
+    run_for(clock, [a, b], 5)
+    assert (a.state(), b.state()) == (State.MASTER, State.BACKUP)
+    # The repeated gratuitous ARP two adverts after the takeover (CARP.md).
+    assert len(a.gratuitous.sent) == 2
+
+
+def test_its_advert_counter_starts_random_and_grows_by_one(clock, segment):
+    a = Node(segment, clock, [config(1)])
+    start(a)
+    run_for(clock, [a], 8)
+    counters = [wire.parse(p.payload).counter for p in a.links[0].sent]
+    assert len(counters) >= 5
+    assert counters == list(range(counters[0], counters[0] + len(counters)))
+
+
+def test_a_graceful_stop_bows_out_and_the_backup_takes_over_at_once(clock, segment):
+    a = Node(segment, clock, [config(1, advskew=0)])
+    b = Node(segment, clock, [config(2, advskew=100)])
+    start(a, b)
+    run_for(clock, [a, b], 4)
+    assert a.state() == State.MASTER
+    a.runner.shutdown()
+    bow_out = wire.parse(a.links[0].sent[-1].payload)
+    assert (bow_out.advbase, bow_out.advskew) == (255, 255)
+    assert not a.holds()
+    run_for(clock, [b], 0.01)
+    assert b.state() == State.MASTER and b.holds()
+    assert b.publisher.published[-1].reason == "bow_out"
+
+
+def test_it_counts_every_refused_packet_per_reason(clock, segment):
+    a = Node(segment, clock, [config(1)])
+    start(a)
+    link = a.links[0]
+    peer = ipaddress.ip_address("192.0.2.12")
+    good = wire.encode(42, 1, 0, 0, 7, PASSWORD, [VIP])
+    link.inject(good, peer, ttl=64)
+    link.inject(good[:20], peer)
+    link.inject(wire.encode(42, 1, 0, 0, 7, b"wrong", [VIP]), peer)
+    link.inject(wire.encode(43, 1, 0, 0, 7, PASSWORD, [VIP]), peer)
+    link.inject(bytes([0x31]) + good[1:], peer)
+    link.inject(good[:6] + b"\0\0" + good[8:], peer)
+    run_for(clock, [a], 0.01)
+    drops = a.runner.snapshot().drops
+    assert drops == {
+        "bad_ttl": 1,
+        "too_short": 1,
+        "bad_hmac": 1,
+        "wrong_vhid": 1,
+        "bad_version": 1,
+        "bad_checksum": 1,
+    }
+
+
+def test_it_logs_a_drop_reason_at_most_once_per_ten_seconds(clock, segment, caplog):
+    a = Node(segment, clock, [config(1)])
+    start(a)
+    peer = ipaddress.ip_address("192.0.2.12")
+    bad = wire.encode(42, 1, 0, 0, 7, b"wrong", [VIP])
+    with caplog.at_level(logging.WARNING, logger="cluster.carp"):
+        for _ in range(30):  # one bad advert a second for 30 s
+            a.links[0].inject(bad, peer)
+            run_for(clock, [a], 1.0, dt=0.5)
+    logged = [r for r in caplog.records if "bad_hmac" in r.getMessage()]
+    assert a.runner.snapshot().drops["bad_hmac"] == 30
+    assert 3 <= len(logged) <= 4
+
+
+def test_it_survives_a_failing_port_and_keeps_advertising(clock, segment, caplog):
+    a = Node(segment, clock, [config(1)], addresses=BrokenAddresses())
+    start(a)
+    with caplog.at_level(logging.ERROR, logger="cluster.carp"):
+        run_for(clock, [a], 6)
+    assert a.state() == State.MASTER
+    assert len(a.links[0].sent) >= 3
+    assert a.runner.snapshot().port_errors == {"AddAddresses:eth0": 1}
+    assert any("AddAddresses" in r.getMessage() for r in caplog.records)
+
+
+def test_it_removes_vips_a_crashed_run_left_behind_at_start(clock, segment):
+    a = Node(segment, clock, [config(1)])
+    a.addresses.add("eth0", [VIP, ipaddress.ip_interface("192.0.2.11/24")])
+    start(a)
+    assert a.addresses.list("eth0") == {ipaddress.ip_interface("192.0.2.11/24")}
+
+
+def test_it_runs_many_virtual_hosts_in_one_loop(clock, segment):
+    vhids = range(1, 201)
+    a = Node(segment, clock, [config(1, vhid=v, addresses=[_vip(v)]) for v in vhids])
+    b = Node(segment, clock, [config(2, vhid=v, advskew=50, addresses=[_vip(v)]) for v in vhids])
+    start(a, b)
+    run_for(clock, [a, b], 5, dt=0.05)
+    assert {h.state for h in a.runner.snapshot().hosts} == {State.MASTER}
+    assert {h.state for h in b.runner.snapshot().hosts} == {State.BACKUP}
+    assert len(a.addresses.list("eth0")) == 200
+
+
+def _vip(vhid: int):
+    return ipaddress.ip_interface(f"198.51.100.{vhid}/32")
+
+
+def test_reconfigure_touches_only_the_changed_virtual_host(clock, segment):
+    a = Node(
+        segment,
+        clock,
+        [config(1, vhid=1, addresses=[_vip(1)]), config(1, vhid=2, addresses=[_vip(2)])],
+    )
+    start(a)
+    run_for(clock, [a], 4)
+    before = len(a.publisher.published)
+    a.runner.reconfigure(
+        [config(1, vhid=1, addresses=[_vip(1)]), config(1, vhid=2, addresses=[_vip(2), VIP2])]
+    )
+    run_for(clock, [a], 0.01)
+    assert len(a.publisher.published) == before  # nobody changed state
+    assert {_vip(1), _vip(2), VIP2} <= a.addresses.list("eth0")
+    a.runner.reconfigure([config(1, vhid=1, addresses=[_vip(1)])])
+    run_for(clock, [a], 0.01)
+    assert a.addresses.list("eth0") == {_vip(1)}
+    assert [h.vhid for h in a.runner.snapshot().hosts] == [1]
+
+
+def test_link_down_leaves_master_and_link_up_comes_back(clock, segment):
+    a = Node(segment, clock, [config(1, advskew=0)])
+    b = Node(segment, clock, [config(2, advskew=100)])
+    start(a, b)
+    run_for(clock, [a, b], 4)
+    a.runner.post_link_state("eth0", False)
+    segment.up = False
+    run_for(clock, [a], 0.01)
+    assert a.state() == State.INIT and not a.holds()
+    segment.up = True
+    run_for(clock, [a, b], 4)
+    assert b.state() == State.MASTER
+    a.runner.post_link_state("eth0", True)
+    run_for(clock, [a, b], 2)
+    assert (a.state(), b.state()) == (State.MASTER, State.BACKUP)  # preempted back
+
+
+def test_its_snapshot_has_states_and_advert_counts(clock, segment):
+    a = Node(segment, clock, [config(1)])
+    start(a)
+    run_for(clock, [a], 5)
+    (host,) = a.runner.snapshot().hosts
+    assert host.state == State.MASTER and host.last_reason == "master_down"
+    assert host.adverts_sent == len(a.links[0].sent)
+
+
+def test_it_sends_adverts_the_state_machine_asked_for(clock, segment):
+    a = Node(segment, clock, [config(1, advskew=7)])
+    start(a)
+    run_for(clock, [a], 4)
+    advert = wire.decode(a.links[0].sent[0].payload, PASSWORD, [VIP])
+    assert (advert.vhid, advert.advbase, advert.advskew) == (42, 1, 7)
+    assert isinstance(SendAdvert(42, 1, 7), SendAdvert)
+
+
+def test_hooks_run_the_scripts_with_interface_and_address(clock, segment, tmp_path: Path):
+    out = tmp_path / "calls"
+    script = tmp_path / "hook.sh"
+    script.write_text(f'#!/bin/sh\necho "$0 $1 $2" >> {out}\n')
+    script.chmod(0o755)
+    hooks = Hooks(str(script), str(script))
+    a = Node(segment, clock, [config(1)], hooks=hooks)
+    start(a)
+    run_for(clock, [a], 4)
+    a.runner.shutdown()  # waits for queued hooks
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(_lines(out)) < 3:
+        time.sleep(0.01)
+    # down at start (not --neutral), up on takeover, down on stop.
+    assert _lines(out) == [f"{script} eth0 192.0.2.100"] * 3
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
