@@ -19,7 +19,7 @@ from cluster.carp.fakes import (
     FakeSegment,
 )
 from cluster.carp.runner import Hooks, Runner
-from cluster.carp.types import IPAddress, SendAdvert, State, VirtualHostConfig
+from cluster.carp.types import IPAddress, State, VirtualHostConfig
 
 VIP = ipaddress.ip_interface("192.0.2.100/32")
 VIP2 = ipaddress.ip_interface("192.0.2.101/32")
@@ -107,7 +107,8 @@ def test_it_elects_the_lower_advskew_after_one_master_down_interval(clock, segme
     assert (a.state(), b.state()) == (State.BACKUP, State.BACKUP)
     run_for(clock, [a, b], 0.3)
     assert (a.state(), b.state()) == (State.MASTER, State.BACKUP)
-    assert a.holds() and not b.holds()
+    assert a.holds()
+    assert not b.holds()
     assert a.gratuitous.sent == [("eth0", (VIP,))]
     run_for(clock, [a, b], 5)
     assert (a.state(), b.state()) == (State.MASTER, State.BACKUP)
@@ -135,7 +136,8 @@ def test_a_graceful_stop_bows_out_and_the_backup_takes_over_at_once(clock, segme
     assert (bow_out.advbase, bow_out.advskew) == (255, 255)
     assert not a.holds()
     run_for(clock, [b], 0.01)
-    assert b.state() == State.MASTER and b.holds()
+    assert b.state() == State.MASTER
+    assert b.holds()
     assert b.publisher.published[-1].reason == "bow_out"
 
 
@@ -239,7 +241,8 @@ def test_link_down_leaves_master_and_link_up_comes_back(clock, segment):
     a.runner.post_link_state("eth0", False)
     segment.up = False
     run_for(clock, [a], 0.01)
-    assert a.state() == State.INIT and not a.holds()
+    assert a.state() == State.INIT
+    assert not a.holds()
     segment.up = True
     run_for(clock, [a, b], 4)
     assert b.state() == State.MASTER
@@ -253,7 +256,8 @@ def test_its_snapshot_has_states_and_advert_counts(clock, segment):
     start(a)
     run_for(clock, [a], 5)
     (host,) = a.runner.snapshot().hosts
-    assert host.state == State.MASTER and host.last_reason == "master_down"
+    assert host.state == State.MASTER
+    assert host.last_reason == "master_down"
     assert host.adverts_sent == len(a.links[0].sent)
 
 
@@ -263,7 +267,6 @@ def test_it_sends_adverts_the_state_machine_asked_for(clock, segment):
     run_for(clock, [a], 4)
     advert = wire.decode(a.links[0].sent[0].payload, PASSWORD, [VIP])
     assert (advert.vhid, advert.advbase, advert.advskew) == (42, 1, 7)
-    assert isinstance(SendAdvert(42, 1, 7), SendAdvert)
 
 
 def test_hooks_run_the_scripts_with_interface_and_address(clock, segment, tmp_path: Path):
