@@ -23,6 +23,13 @@ class PriorityField(serializers.CharField):
     """A tier name; checked by the service so its message is the shared one."""
 
 
+class AddressListField(serializers.ListField):
+    """Written as a list of strings; read from the alias's prefetched address rows."""
+
+    def get_attribute(self, instance: IPAlias) -> list[str]:
+        return [a.address for a in instance.addresses.all()]
+
+
 class PrioritySerializer(serializers.Serializer[dict[str, Any]]):
     node = serializers.CharField(help_text="The node's name.")
     priority = PriorityField(help_text="primary, secondary or backup")
@@ -45,7 +52,7 @@ class AliasSerializer(serializers.Serializer[IPAlias]):
         style={"input_type": "password"},
         help_text="At most 19 bytes. Required on create; blank or absent on update keeps it.",
     )
-    addresses = serializers.ListField(
+    addresses = AddressListField(
         child=serializers.CharField(), help_text='Addresses with prefix, e.g. "192.0.2.100/24".'
     )
     priorities = PrioritySerializer(many=True)
@@ -55,16 +62,6 @@ class AliasSerializer(serializers.Serializer[IPAlias]):
     version = serializers.IntegerField(read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
-
-    def to_representation(self, instance: IPAlias) -> dict[str, Any]:
-        # Written out by hand: the list endpoint renders 255 aliases per call.
-        data = super().to_representation(instance)
-        data["addresses"] = [a.address for a in instance.addresses.all()]
-        data["priorities"] = [
-            {"node": p.node.name, "priority": p.priority, "advskew": p.advskew}
-            for p in sorted(instance.priorities.all(), key=lambda p: p.node.ordinal)
-        ]
-        return data
 
     def create(self, validated_data: dict[str, Any]) -> IPAlias:
         return services.create_alias(self.context["request"].user, validated_data)
