@@ -169,8 +169,9 @@ CLUSTER_DISPATCH_APPLY = envbool("CLUSTER_DISPATCH_APPLY", True)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
+        # Token first: an anonymous call then gets 401 with "WWW-Authenticate: Token".
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["cluster.api.permissions.IsAdministratorOrReadOnly"],
     "DEFAULT_PAGINATION_CLASS": "cluster.api.pagination.StandardPagination",
@@ -190,6 +191,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Nodes and IP aliases (CARP virtual hosts) of the appliance cluster.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and the docs are for users with a role, like the API itself.
+    "SERVE_PERMISSIONS": ["cluster.api.permissions.IsAdministratorOrReadOnly"],
     # Assets from drf-spectacular-sidecar, served by this app: no CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

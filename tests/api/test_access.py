@@ -1,0 +1,92 @@
+"""Who may use the API: administrators change, support reads, others nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from rest_framework.test import APIClient
+
+from cluster.models import AuditEntry, IPAlias, Node
+from tests.api.conftest import token_client
+from tests.factories import alias_data, make_alias
+
+
+@pytest.fixture
+def alias(nodes: list[Node]) -> IPAlias:
+    return make_alias(42)
+
+
+def writes(alias: IPAlias, node: Node) -> list[tuple[str, str, dict[str, Any] | None]]:
+    new_node = {"name": "node9", "address": "198.51.100.99", "interface": "eth0", "ordinal": 9}
+    return [
+        ("post", "/api/v1/aliases/", alias_data(43)),
+        ("put", f"/api/v1/aliases/{alias.pk}/", alias_data(42, description="x")),
+        ("patch", f"/api/v1/aliases/{alias.pk}/", {"enabled": False}),
+        ("delete", f"/api/v1/aliases/{alias.pk}/", None),
+        ("post", "/api/v1/nodes/", new_node),
+        ("put", f"/api/v1/nodes/{node.pk}/", {**new_node, "ordinal": node.ordinal}),
+        ("patch", f"/api/v1/nodes/{node.pk}/", {"maintenance": True}),
+        ("delete", f"/api/v1/nodes/{node.pk}/?force=true", None),
+    ]
+
+
+READS = ["/api/v1/", "/api/v1/aliases/", "/api/v1/nodes/", "/api/schema/"]
+
+
+def test_support_is_refused_every_write(
+    support_api: APIClient, alias: IPAlias, nodes: list[Node]
+) -> None:
+    for method, url, body in writes(alias, nodes[2]):
+        response = getattr(support_api, method)(url, body, format="json")
+        assert response.status_code == 403, (method, url)
+        assert response.json() == {"detail": "Your role may not change the cluster."}
+    assert AuditEntry.objects.filter(actor__username="sam").count() == 0
+    assert IPAlias.objects.get().version == 1
+
+
+def test_support_reads_everything(support_api: APIClient, alias: IPAlias) -> None:
+    for url in [*READS, f"/api/v1/aliases/{alias.pk}/"]:
+        assert support_api.get(url).status_code == 200, url
+
+
+def test_a_user_without_a_role_gets_nothing(charlie: User, alias: IPAlias) -> None:
+    api = token_client(charlie)
+    for url in READS:
+        assert api.get(url).status_code == 403, url
+    assert api.post("/api/v1/aliases/", alias_data(43), format="json").status_code == 403
+
+
+def test_an_anonymous_call_is_asked_for_a_token(alias: IPAlias) -> None:
+    response = APIClient().get("/api/v1/aliases/")
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
+
+
+def test_a_wrong_token_is_refused(alias: IPAlias) -> None:
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION="Token not-a-token")
+    assert api.get("/api/v1/aliases/").status_code == 401
+
+
+def test_the_administrator_writes_with_a_token(admin_api: APIClient, alias: IPAlias) -> None:
+    response = admin_api.patch(f"/api/v1/aliases/{alias.pk}/", {"preempt": False}, format="json")
+    assert response.status_code == 200
+    entry = AuditEntry.objects.latest("id")
+    assert (entry.actor_name, entry.action) == ("alice", "update")
+
+
+def test_a_superuser_is_an_administrator(alias: IPAlias) -> None:
+    root = User.objects.create_superuser("root", "root@example.org", None)
+    response = token_client(root).delete(f"/api/v1/aliases/{alias.pk}/")
+    assert response.status_code == 204
+
+
+def test_session_authentication_works_and_checks_csrf(alice: User, alias: IPAlias) -> None:
+    api = APIClient(enforce_csrf_checks=True)
+    api.force_login(alice)
+    assert api.get("/api/v1/aliases/").status_code == 200
+    response = api.patch(f"/api/v1/aliases/{alias.pk}/", {"enabled": False}, format="json")
+    assert response.status_code == 403
+    assert "CSRF" in response.json()["detail"]
