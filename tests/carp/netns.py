@@ -280,8 +280,9 @@ class Cluster:
              advskew: int | None = None, password: str = "s3cret",
              advbase: int = 1) -> subprocess.Popen[bytes]:  # fmt: skip
         """Start our daemon on node ``index`` (``vhid=None`` when ``args`` has a --config)."""
-        argv = [PYTHON, "-m", "cluster.carp", "run", "--interface", "eth0",
-                "--srcip", node_ip(index)]  # fmt: skip
+        argv = [PYTHON, "-m", "cluster.carp", "run", "--interface", "eth0"]
+        if "--srcip" not in args:
+            argv += ["--srcip", node_ip(index)]
         if vhid is not None:
             argv += ["--vhid", str(vhid), "--pass", password, "--advbase", str(advbase)]
             argv += ["--advskew", str(advskew if advskew is not None else 0)]

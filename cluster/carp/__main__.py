@@ -1,0 +1,182 @@
+"""The standalone daemon and tools: ``python -m cluster.carp run|decode``.
+
+``run`` needs no Django: it wires the real ports (raw sockets, netlink,
+AF_PACKET announcements, the link watcher) into one `Runner` and serves until
+SIGTERM or SIGINT. The first signal stops gracefully (bow-out advert, addresses
+removed, downscripts run); a second one exits at once, in case something hangs.
+
+``decode FILE.pcap --pass P --addr VIP...`` prints every CARP advert of a
+capture with its fields and whether its checksum and HMAC verify: the tool for
+a peer that logs "Bad digest".
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from cluster.carp.config import (
+    build_parser,
+    configs_from_args,
+    hooks_from_args,
+    parse_address,
+)
+from cluster.carp.types import ConfigError
+
+log = logging.getLogger("cluster.carp")
+
+# Attributes every LogRecord has; anything else was passed in `extra=` and goes into JSON.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and the `extra` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def setup_logging(fmt: str, level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # pyroute2 logs its own internals at INFO; keep our log about CARP.
+    logging.getLogger("pyroute2").setLevel(logging.WARNING)
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here so that `decode` and `--help` work without pyroute2 or root.
+    from cluster.carp.arp import PacketGratuitous
+    from cluster.carp.link import open_link
+    from cluster.carp.netlink import LinkWatcher, NetlinkAddresses
+    from cluster.carp.runner import Hooks, Runner
+
+    setup_logging(args.log_format, args.log_level)
+    try:
+        configs = configs_from_args(args)
+        upscript, downscript = hooks_from_args(args)
+    except (ConfigError, OSError) as exc:
+        log.error("configuration: %s", exc)
+        return 2
+    interfaces = sorted({c.interface for c in configs})
+    for name in interfaces:
+        try:
+            socket.if_nametoindex(name)
+        except OSError:
+            log.error("no interface %r", name)
+            return 2
+
+    watcher = LinkWatcher(interfaces)
+    addresses = NetlinkAddresses()
+    gratuitous = PacketGratuitous()
+    runner = Runner(
+        configs,
+        open_link=open_link,
+        addresses=addresses,
+        gratuitous=gratuitous,
+        hooks=Hooks(upscript, downscript),
+        link_state=watcher,
+        neutral=args.neutral,
+    )
+    signals_seen = 0
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen == 1:
+            log.info(
+                "%s: stopping gracefully", signal.Signals(signum).name, extra={"event": "stop"}
+            )
+            runner.request_stop()
+        else:
+            # A second signal: the operator wants out now. A later start reconciles the VIPs.
+            log.warning("%s again: exiting at once", signal.Signals(signum).name)
+            os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info(
+        "starting %d virtual host(s) on %s",
+        len(configs),
+        ", ".join(interfaces),
+        extra={
+            "event": "start",
+            "vhosts": [
+                {
+                    "vhid": c.vhid,
+                    "interface": c.interface,
+                    "src_ip": str(c.src_ip),
+                    "advbase": c.advbase,
+                    "advskew": c.advskew,
+                    "preempt": c.preempt,
+                    "addresses": [str(a) for a in c.addresses],
+                }
+                for c in configs
+            ],
+        },
+    )
+    watcher.start()
+    try:
+        runner.run()
+    finally:
+        watcher.stop()
+        gratuitous.close()
+        addresses.close()
+    log.info("stopped", extra={"event": "stopped"})
+    return 0
+
+
+def decode(args: argparse.Namespace) -> int:
+    """Print each CARP advert of a capture and whether checksum and HMAC verify.
+
+    Exit status: 0 when every advert verifies, 1 when one does not, 2 when the
+    file cannot be read.
+    """
+    from cluster.carp import pcap
+
+    password = args.password.encode() if args.password is not None else None
+    try:
+        vips = [parse_address(a) for a in args.addr]
+        inspections = pcap.decode_file(args.pcap, password, vips)
+    except (ConfigError, OSError, pcap.PcapError) as exc:
+        print(f"decode: {exc}", file=sys.stderr)
+        return 2
+    print(pcap.format_report(inspections))
+    failed = any(not i.checksum_ok or i.hmac_ok is False for i in inspections)
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return run(args)
+    return decode(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""Command-line options and the ``--config FILE`` format of the standalone daemon.
+
+The options are ucarp's long (and short) options where they mean the same, so a
+ucarp user switches by changing the program name::
+
+    python -m cluster.carp run -i eth0 -s 192.0.2.11 -v 42 -p s3cret -a 192.0.2.100 -b 1 -k 0 -P
+
+Differences from ucarp, on purpose: preemption is on unless ``--no-preempt``
+(the appliance resumes its role when it returns); ``--addr`` may repeat and take
+a prefix; ``--srcip`` may be given once per address family.
+
+``--config FILE`` (TOML, or JSON if the name ends in .json) holds many virtual
+hosts for one process; top-level keys are defaults for every virtual host and
+command-line options are defaults for the file::
+
+    interface = "eth0"
+    srcip = ["192.0.2.11", "2001:db8::b"]
+    advbase = 1
+    [[vhost]]
+    vhid = 42
+    password = "s3cret"            # or passfile = "/etc/carp/42.pass"
+    addresses = ["192.0.2.100", "192.0.2.101/24"]
+    advskew = 0
+    preempt = true
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cluster.carp.types import (
+    MAX_PASSWORD_BYTES,
+    ConfigError,
+    IPAddress,
+    IPInterface,
+    VirtualHostConfig,
+)
+
+
+def parse_address(text: str) -> IPInterface:
+    """A virtual address with an optional prefix; a bare address means /32 or /128.
+
+    ucarp users give a bare IP (``-a 192.0.2.100``). A host prefix adds no subnet
+    route that could clash with the node's own address on the same subnet.
+    """
+    try:
+        return ipaddress.ip_interface(text.strip())
+    except ValueError as exc:
+        raise ConfigError(f"not an address: {text!r}") from exc
+
+
+def parse_ip(text: str) -> IPAddress:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError as exc:
+        raise ConfigError(f"not an IP address: {text!r}") from exc
+
+
+def read_password(path: str) -> bytes:
+    """ucarp's --passfile: the first line of the file, without its line break."""
+    data = Path(path).read_bytes()
+    return data.splitlines()[0] if data else b""
+
+
+def choose_source(srcips: Sequence[IPAddress], addresses: Sequence[IPInterface]) -> IPAddress:
+    """The node address a virtual host advertises from: same family as its first address.
+
+    The family of the source picks IPv4 or IPv6 CARP (224.0.0.18 or ff02::12); with
+    only one source given it is used whatever the addresses.
+    """
+    if not srcips:
+        raise ConfigError("--srcip (the node's own address) is required")
+    family = addresses[0].version if addresses else srcips[0].version
+    for ip in srcips:
+        if ip.version == family:
+            return ip
+    return srcips[0]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m cluster.carp",
+        description="CARP (IP protocol 112) daemon, wire-compatible with ucarp and the BSDs.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run virtual hosts (ucarp-style options or --config)")
+    run.add_argument("-i", "--interface", help="interface to run on (ucarp -i)")
+    run.add_argument(
+        "-s",
+        "--srcip",
+        action="append",
+        default=[],
+        help="this node's own address; once per family (ucarp -s)",
+    )
+    run.add_argument("-v", "--vhid", type=int, help="virtual host id 1..255 (ucarp -v)")
+    run.add_argument("-p", "--pass", dest="password", help="password, at most 19 bytes (ucarp -p)")
+    run.add_argument("-o", "--passfile", help="read the password from a file (ucarp -o)")
+    run.add_argument(
+        "-a",
+        "--addr",
+        action="append",
+        default=[],
+        help="virtual address, prefix allowed (default /32 or /128); repeatable (ucarp -a)",
+    )
+    run.add_argument("-b", "--advbase", type=int, help="advertisement base, seconds (ucarp -b)")
+    run.add_argument("-k", "--advskew", type=int, help="advertisement skew 0..254 (ucarp -k)")
+    run.add_argument(
+        "-P",
+        "--preempt",
+        dest="preempt",
+        action="store_true",
+        default=None,
+        help="take over from a slower master (default on)",
+    )
+    run.add_argument("--no-preempt", dest="preempt", action="store_false")
+    run.add_argument("-u", "--upscript", help="run as '<script> <interface> <vip>' on MASTER")
+    run.add_argument("-d", "--downscript", help="run as '<script> <interface> <vip>' on leaving")
+    run.add_argument(
+        "-n",
+        "--neutral",
+        action="store_true",
+        help="do not run the downscript at start in BACKUP (ucarp -n)",
+    )
+    run.add_argument(
+        "-z",
+        "--shutdown",
+        action="store_true",
+        help="accepted for ucarp compatibility: addresses are always removed on exit",
+    )
+    run.add_argument("--config", help="TOML or JSON file with many virtual hosts")
+    run.add_argument("--log-format", choices=("text", "json"), default="text")
+    run.add_argument("--log-level", default="INFO")
+
+    decode = sub.add_parser("decode", help="print and verify every CARP advert in a capture")
+    decode.add_argument("pcap", help="a pcap file (tcpdump -w)")
+    decode.add_argument("-p", "--pass", dest="password", help="password to verify the HMAC")
+    decode.add_argument(
+        "-a", "--addr", action="append", default=[], help="virtual address(es) of the vhid"
+    )
+    return parser
+
+
+def _load_file(path: str) -> dict[str, Any]:
+    raw = Path(path).read_bytes()
+    try:
+        data = json.loads(raw) if path.endswith(".json") else tomllib.loads(raw.decode())
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a table/object")
+    return data
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _password(entry: dict[str, Any], where: str) -> bytes:
+    if entry.get("password") is not None:
+        password = str(entry["password"]).encode()
+    elif entry.get("passfile"):
+        password = read_password(str(entry["passfile"]))
+    else:
+        raise ConfigError(f"{where}: a password (--pass or --passfile) is required")
+    if len(password) > MAX_PASSWORD_BYTES:
+        raise ConfigError(f"{where}: the password is at most {MAX_PASSWORD_BYTES} bytes")
+    return password
+
+
+def _vhost(entry: dict[str, Any], defaults: dict[str, Any], where: str) -> VirtualHostConfig:
+    merged = {**defaults, **{k: v for k, v in entry.items() if v is not None}}
+    for key in ("vhid", "interface"):
+        if merged.get(key) in (None, ""):
+            raise ConfigError(f"{where}: {key} is required")
+    addresses = tuple(parse_address(str(a)) for a in _as_list(merged.get("addresses")))
+    if not addresses:
+        raise ConfigError(f"{where}: at least one address (--addr) is required")
+    srcips = [parse_ip(str(s)) for s in _as_list(merged.get("srcip"))]
+    return VirtualHostConfig(
+        vhid=int(merged["vhid"]),
+        interface=str(merged["interface"]),
+        password=_password(merged, where),
+        addresses=addresses,
+        advbase=int(merged.get("advbase", 1)),
+        advskew=int(merged.get("advskew", 0)),
+        preempt=bool(merged.get("preempt", True)),
+        src_ip=choose_source(srcips, addresses),
+    )
+
+
+def _cli_defaults(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "interface": args.interface,
+        "srcip": args.srcip or None,
+        "advbase": args.advbase,
+        "advskew": args.advskew,
+        "preempt": args.preempt,
+        "password": args.password,
+        "passfile": args.passfile,
+    }
+
+
+def configs_from_args(args: argparse.Namespace) -> list[VirtualHostConfig]:
+    """The virtual hosts of a ``run`` command line: ``--config`` or the ucarp-style options."""
+    cli = {k: v for k, v in _cli_defaults(args).items() if v is not None}
+    configs: list[VirtualHostConfig] = []
+    if args.config:
+        data = _load_file(args.config)
+        entries = data.pop("vhost", data.pop("vhosts", []))
+        if not isinstance(entries, list) or not entries:
+            raise ConfigError(f"{args.config}: no [[vhost]] entries")
+        defaults = {**cli, **{k: v for k, v in data.items() if k not in ("upscript", "downscript")}}
+        for n, entry in enumerate(entries, 1):
+            configs.append(_vhost(dict(entry), defaults, f"{args.config} vhost #{n}"))
+        if args.vhid is not None or args.addr:
+            raise ConfigError("give either --config or --vhid/--addr, not both")
+    else:
+        configs.append(_vhost({"vhid": args.vhid, "addresses": args.addr}, cli, "command line"))
+    keys = [(c.interface, c.vhid) for c in configs]
+    if len(set(keys)) != len(keys):
+        raise ConfigError("a vhid appears twice on the same interface")
+    return configs
+
+
+def hooks_from_args(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """Up/down scripts: the command line wins over the file's top-level keys."""
+    up, down = args.upscript, args.downscript
+    if args.config and (up is None or down is None):
+        data = _load_file(args.config)
+        up = up or data.get("upscript")
+        down = down or data.get("downscript")
+    return up, down

@@ -1,0 +1,149 @@
+"""The daemon's command line and config file, and the decode tool (no root needed)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from cluster.carp.__main__ import JsonFormatter, main
+from cluster.carp.config import build_parser, configs_from_args, hooks_from_args
+from cluster.carp.types import ConfigError
+
+CAPTURE = Path(__file__).parent / "data" / "ucarp-vhid42-eth.pcap"
+
+
+def configs(*argv: str):
+    return configs_from_args(build_parser().parse_args(["run", *argv]))
+
+
+def test_it_takes_ucarps_short_options_and_a_bare_ip_means_a_host_address():
+    (config,) = configs(
+        "-i", "eth0", "-s", "192.0.2.11", "-v", "42", "-p", "s3cret", "-a", "192.0.2.100",
+        "-b", "1", "-k", "100", "-P", "-z",
+    )  # fmt: skip
+    assert config.interface == "eth0"
+    assert config.vhid == 42
+    assert config.password == b"s3cret"
+    assert config.addresses == (ipaddress.ip_interface("192.0.2.100/32"),)
+    assert (config.advbase, config.advskew, config.preempt) == (1, 100, True)
+    assert config.src_ip == ipaddress.ip_address("192.0.2.11")
+
+
+def test_it_takes_the_long_options_repeated_addresses_and_no_preempt(tmp_path):
+    passfile = tmp_path / "pass"
+    passfile.write_text("fromfile\n")
+    (config,) = configs(
+        "--interface", "eth0", "--srcip", "192.0.2.11", "--srcip", "2001:db8::b",
+        "--vhid", "7", "--passfile", str(passfile), "--addr", "2001:db8::100",
+        "--addr", "192.0.2.100/24", "--no-preempt",
+    )  # fmt: skip
+    assert config.password == b"fromfile"
+    assert config.addresses == (
+        ipaddress.ip_interface("2001:db8::100/128"),
+        ipaddress.ip_interface("192.0.2.100/24"),
+    )
+    assert config.preempt is False
+    # The first address is IPv6, so the vhost advertises over IPv6 from the IPv6 source.
+    assert config.src_ip == ipaddress.ip_address("2001:db8::b")
+
+
+def test_preemption_is_on_by_default():
+    (config,) = configs("-i", "eth0", "-s", "192.0.2.11", "-v", "1", "-p", "x", "-a", "192.0.2.1")
+    assert config.preempt is True
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-i", "eth0", "-v", "1", "-p", "x", "-a", "192.0.2.1"], "srcip"),
+        (["-i", "eth0", "-s", "192.0.2.11", "-v", "1", "-a", "192.0.2.1"], "password"),
+        (["-i", "eth0", "-s", "192.0.2.11", "-v", "1", "-p", "x"], "address"),
+        (["-i", "eth0", "-s", "192.0.2.11", "-v", "1", "-p", "x" * 20, "-a", "192.0.2.1"], "19"),
+        (["-i", "eth0", "-s", "192.0.2.11", "-v", "300", "-p", "x", "-a", "192.0.2.1"], "vhid"),
+        (["-i", "eth0", "-s", "192.0.2.11", "-v", "1", "-p", "x", "-a", "nonsense"], "address"),
+    ],
+)
+def test_it_refuses_a_bad_command_line_with_a_clear_message(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        configs(*argv)
+
+
+def test_a_toml_config_holds_many_vhosts_with_defaults(tmp_path):
+    path = tmp_path / "carp.toml"
+    path.write_text(
+        'interface = "eth0"\nsrcip = ["192.0.2.11", "2001:db8::b"]\npassword = "s3cret"\n'
+        'upscript = "/bin/up"\n'
+        '[[vhost]]\nvhid = 1\naddresses = ["192.0.2.101"]\n'
+        '[[vhost]]\nvhid = 2\naddresses = ["2001:db8::102/64"]\nadvskew = 100\npreempt = false\n'
+    )
+    args = build_parser().parse_args(["run", "--config", str(path), "--advbase", "2"])
+    one, two = configs_from_args(args)
+    assert (one.vhid, one.advbase, one.advskew, one.src_ip) == (
+        1, 2, 0, ipaddress.ip_address("192.0.2.11"),
+    )  # fmt: skip
+    assert (two.vhid, two.advskew, two.preempt, two.src_ip) == (
+        2, 100, False, ipaddress.ip_address("2001:db8::b"),
+    )  # fmt: skip
+    assert hooks_from_args(args) == ("/bin/up", None)
+
+
+def test_a_json_config_works_too_and_a_duplicate_vhid_is_refused(tmp_path):
+    path = tmp_path / "carp.json"
+    vhost = {"vhid": 1, "addresses": ["192.0.2.101"]}
+    path.write_text(
+        json.dumps({"interface": "eth0", "srcip": "192.0.2.11", "password": "p", "vhosts": [vhost]})
+    )
+    assert [c.vhid for c in configs("--config", str(path))] == [1]
+    path.write_text(
+        json.dumps(
+            {"interface": "eth0", "srcip": "192.0.2.11", "password": "p", "vhosts": [vhost, vhost]}
+        )
+    )
+    with pytest.raises(ConfigError, match="twice"):
+        configs("--config", str(path))
+
+
+def test_run_exits_2_on_a_bad_configuration(monkeypatch):
+    # Keep the root logger as pytest set it up.
+    monkeypatch.setattr("cluster.carp.__main__.setup_logging", lambda *a: None)
+    assert main(["run", "-i", "eth0", "-v", "1", "-p", "x", "-a", "192.0.2.1"]) == 2
+
+
+def test_json_logs_are_one_object_per_line_with_the_extra_fields():
+    record = logging.LogRecord("cluster.carp", logging.INFO, __file__, 1, "vhid %d", (42,), None)
+    record.event = "transition"
+    record.reason = "master_down"
+    line = JsonFormatter().format(record)
+    entry = json.loads(line)
+    assert "\n" not in line
+    assert entry["message"] == "vhid 42"
+    assert entry["event"] == "transition"
+    assert entry["reason"] == "master_down"
+    assert entry["level"] == "info"
+
+
+def test_decode_verifies_every_advert_of_a_real_ucarp_capture(capsys):
+    status = main(["decode", str(CAPTURE), "--pass", "s3cret", "--addr", "192.0.2.100"])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "vhid 42" in out
+    assert "checksum ok, hmac ok" in out
+    assert "hmac BAD" not in out
+
+
+def test_decode_says_which_adverts_a_wrong_password_fails(capsys):
+    status = main(["decode", str(CAPTURE), "--pass", "wrong", "--addr", "192.0.2.100"])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "hmac BAD" in out
+    assert "0 of" in out
+
+
+def test_decode_exits_2_on_a_file_that_is_not_a_capture(tmp_path, capsys):
+    bogus = tmp_path / "bogus.pcap"
+    bogus.write_bytes(b"not a capture at all")
+    assert main(["decode", str(bogus), "--pass", "x"]) == 2
