@@ -177,11 +177,9 @@ def alias_delete(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-def render_confirm_delete(
-    request: HttpRequest, *, status: int = 200, **context: Any
-) -> HttpResponse:
+def render_confirm_delete(request: HttpRequest, **context: Any) -> HttpResponse:
     context.setdefault("page_title", context["question"].rstrip("?"))
-    return render(request, "console/confirm_delete.html", context, status=status)
+    return render(request, "console/confirm_delete.html", context)
 
 
 @view_required
@@ -266,7 +264,6 @@ def node_delete(request: HttpRequest, pk: int) -> HttpResponse:
     used_by = IPAlias.objects.filter(priorities__node=node).distinct()
     return render_confirm_delete(
         request,
-        status=400 if errors else 200,
         nav="nodes",
         crumbs=["Cluster nodes"],
         question=f"Delete the node {node.name}?",

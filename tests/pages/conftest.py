@@ -60,3 +60,22 @@ def nodes(alice: User) -> list[Node]:
 @pytest.fixture
 def alias(alice: User, nodes: list[Node]) -> IPAlias:
     return services.create_alias(alice, alias_data())
+
+
+@pytest.fixture
+def active_active(alice: User, nodes: list[Node]) -> tuple[IPAlias, IPAlias]:
+    """Two aliases with opposite priorities, as the appliance documents:
+    VHID 1 has node1 Primary, VHID 2 has node2 Primary; each other is Secondary."""
+    first = services.create_alias(alice, alias_data())
+    second = services.create_alias(
+        alice,
+        alias_data(
+            vhid=2,
+            addresses=["192.0.2.102/24"],
+            priorities=[
+                {"node": "node2", "priority": "primary"},
+                {"node": "node1", "priority": "secondary"},
+            ],
+        ),
+    )
+    return first, second

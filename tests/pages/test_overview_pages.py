@@ -1,0 +1,66 @@
+"""The cluster matrix and the audit log."""
+
+from __future__ import annotations
+
+import re
+
+from cluster import services
+from cluster.models import AuditEntry
+from tests.pages.helpers import ALIAS_URL
+
+
+def test_the_cluster_page_shows_the_matrix_and_the_expected_owner(
+    alice, alice_client, nodes, active_active
+):
+    html = alice_client.get("/system/cluster/").content.decode()
+    rows = re.findall(r"<tr>\s*<td><span class=\"mono\">(VHID \d).*?</tr>", html, re.S)
+    assert rows == ["VHID 1", "VHID 2"]
+    text = re.sub(r"<[^>]+>", " ", html)
+    assert re.search(r"VHID 1 · eth0.*?Primary\s+skew 0.*?Secondary\s+skew 26.*?node1", text, re.S)
+    # node2 in maintenance: VHID 2 should move to its Secondary, node1.
+    services.update_node(alice, nodes[1], {**services.node_snapshot(nodes[1]), "maintenance": True})
+    html = alice_client.get("/system/cluster/").content.decode()
+    vhid2 = html[html.index("VHID 2 · eth0") :]
+    assert "<strong>node1</strong>" in vhid2.split("</tr>")[0]
+
+
+def test_the_audit_log_shows_who_what_when_before_and_after(alice_client, alias, nodes):
+    alice_client.post(
+        f"{ALIAS_URL}{alias.pk}/edit/",
+        {
+            "vhid": "1",
+            "interface": "eth0",
+            "advbase": "5",
+            "addresses": "192.0.2.101/24",
+            "enabled": "on",
+            "preempt": "on",
+            "description": "mail A",
+            f"priority_{nodes[0].pk}": "primary",
+        },
+    )
+    html = alice_client.get("/system/audit/").content.decode()
+    assert "alice" in html
+    assert "Updated" in html
+    assert "Created" in html
+    text = re.sub(r"<[^>]+>", " ", html)
+    assert re.search(r"advbase\s+1\s+→\s+5", text)
+
+
+def test_the_audit_log_is_paginated(alice, alice_client, nodes):
+    for n in range(60):
+        AuditEntry.objects.create(
+            actor=alice,
+            actor_name="alice",
+            action="update",
+            object_type="node",
+            object_id="1",
+            object_repr=f"entry {n}",
+            before={"n": n},
+            after={"n": n + 1},
+        )
+    first = alice_client.get("/system/audit/").content.decode()
+    assert "entry 59" in first
+    assert "entry 0<" not in first
+    assert "Page 1 of 2" in first
+    second = alice_client.get("/system/audit/?page=2").content.decode()
+    assert "entry 0<" in second
