@@ -95,8 +95,9 @@ class Inspection:
     """The verdicts on one CarpPacket.
 
     `advert` is None only when the payload is too short to hold the fields.
-    `error` is the first failed check of `wire.decode` (None: the advert is valid,
-    or the HMAC was not checked because no password was given). `hmac_ok` is
+    `error` is the first failed check: `wire.decode`'s (the HMAC only when a
+    password was given), then the TTL (BAD_TTL). None: the advert is valid
+    (without a password: valid but for the unchecked HMAC). `hmac_ok` is
     None when no password was given. `hint` explains a failed HMAC when it can.
     """
 
@@ -311,12 +312,15 @@ def _inspect_one(
         wire.decode_unverified(packet.payload)
     except wire.DecodeError as exc:
         error = exc.reason
-    if password is None:
-        return Inspection(packet, advert, error, checksum_ok, hmac_ok=None)
-    hmac_ok = wire.verify_hmac(advert, password, addresses)
-    hint = "" if hmac_ok else _hmac_hint(advert, password, addresses)
-    if error is None and not hmac_ok:
-        error = wire.DecodeFailure.BAD_HMAC
+    hmac_ok: bool | None = None
+    hint = ""
+    if password is not None:
+        hmac_ok = wire.verify_hmac(advert, password, addresses)
+        if not hmac_ok:
+            hint = _hmac_hint(advert, password, addresses)
+            error = error or wire.DecodeFailure.BAD_HMAC
+    if packet.ttl != wire.CARP_TTL:
+        error = error or wire.DecodeFailure.BAD_TTL
     return Inspection(packet, advert, error, checksum_ok, hmac_ok, hint)
 
 
@@ -368,6 +372,7 @@ def _format_one(item: Inspection) -> str:
     if item.error is not None and item.error not in (
         wire.DecodeFailure.BAD_CHECKSUM,
         wire.DecodeFailure.BAD_HMAC,
+        wire.DecodeFailure.BAD_TTL,
     ):
         problems = f" [{item.error.value}]"
     if item.hint:
@@ -378,7 +383,7 @@ def _format_one(item: Inspection) -> str:
 def format_report(inspections: Sequence[Inspection]) -> str:
     """One line per packet, then a summary line; what `python -m cluster.carp decode` prints."""
     lines = [_format_one(item) for item in inspections]
-    valid = sum(1 for i in inspections if i.error is None and i.packet.ttl == wire.CARP_TTL)
+    valid = sum(1 for i in inspections if i.error is None)
     checksum_ok = sum(1 for i in inspections if i.checksum_ok)
     summary = f"{len(inspections)} CARP packet(s): {checksum_ok} checksum ok"
     checked = [i for i in inspections if i.hmac_ok is not None]
