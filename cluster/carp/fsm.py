@@ -161,6 +161,8 @@ class VirtualHost:
 
     @property
     def master_down_interval(self) -> float:
+        """With the demoted advskew: FreeBSD's carp_setrun uses the configured one, but
+        a demoted backup should also wait longer, so it behaves as it advertises."""
         return timers.master_down_interval(self._config.advbase, self.advskew)
 
     def next_deadline(self) -> float | None:
@@ -250,6 +252,9 @@ class VirtualHost:
             return []
         if source == self._config.src_ip:
             return []  # our own advert looped back; the runner should have dropped it
+        # Compare intervals only, as FreeBSD and ucarp do. OpenBSD compares the demote
+        # byte first, but mixing the two rules between our own nodes could let each
+        # think it is the better one; our demotion is in the advskew as well.
         theirs = _ticks(advert.advbase, advert.advskew)
         ours = _ticks(self._config.advbase, self.advskew)
         if self._state is State.BACKUP:

@@ -8,8 +8,10 @@ for the end-to-end stories (election, crash, graceful stop, preemption).
 
 from __future__ import annotations
 
+import ast
 import ipaddress
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -676,3 +678,50 @@ def test_addresses_are_held_exactly_while_master(steps):
         if vh.state is not State.INIT:
             assert vh.running
             assert vh.link_up
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.integers(0, 254), min_size=2, max_size=4, unique=True),
+    st.lists(st.floats(0, 8), min_size=4, max_size=4),
+    st.integers(0, 3),
+)
+def test_any_start_order_and_crash_ends_with_the_best_live_node_as_the_one_master(
+    skews, start_times, crash
+):
+    names = [f"n{i}" for i in range(len(skews))]
+    lan = Lan(**dict(zip(names, skews, strict=True)))
+    for name, when in sorted(zip(names, start_times, strict=False), key=lambda x: x[1]):
+        lan.run_until(when)
+        lan.send(name, Start())
+    lan.run_until(40.0)
+    assert lan.masters() == [min(names, key=lambda n: skews[names.index(n)])]
+    victim = names[crash % len(names)]
+    lan.crashed.add(victim)
+    lan.vip_holders.discard(victim)
+    lan.run_until(80.0)
+    live = [n for n in names if n != victim]
+    best = min(live, key=lambda n: skews[names.index(n)])
+    assert lan.masters() == [best]
+    assert lan.vip_holders == {best}
+
+
+# ---- purity ----
+
+PURE_MODULES = ["types", "wire", "timers", "fsm", "ports", "fakes", "pcap"]
+FORBIDDEN = {
+    "time", "socket", "select", "threading", "asyncio", "subprocess",
+    "django", "celery", "redis", "pyroute2", "scapy",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("module", PURE_MODULES)
+def test_the_pure_modules_import_no_io_or_clock(module):
+    source = Path(fsm.__file__).with_name(f"{module}.py").read_text()
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert not imported & FORBIDDEN
