@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,14 @@ def test_what_is_not_a_capture_is_refused():
         pcap.read_packets(classic(147, [b"\0" * 40]))
     with pytest.raises(pcap.PcapError):
         pcap.read_packets(b"\xd4\xc3")
+
+
+@pytest.mark.interop
+def test_a_fresh_ucarp_capture_decodes_and_verifies(tmp_path):
+    """Re-run scripts/capture-ucarp.sh (real ucarp in namespaces) and check what it sent."""
+    script = Path(__file__).parents[2] / "scripts" / "capture-ucarp.sh"
+    subprocess.run([str(script), str(tmp_path), "6"], check=True, capture_output=True, timeout=120)
+    results = pcap.decode_file(tmp_path / "ucarp-vhid42-eth.pcap", PASSWORD, [VIP])
+    assert len(results) >= 5
+    assert all(r.error is None for r in results), pcap.format_report(results)
+    assert NODE_A in {r.packet.source for r in results}
