@@ -108,7 +108,8 @@ class NodeAdminForm(ServiceForm):
 
 
 class RoleAwareAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    """Changes need both the Django permission and the administrator role."""
+    """Changes need both the Django permission and the administrator role, and
+    go through a service: ``save_form`` calls it, so the admin's own saves are off."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return access.can_change(request.user) and super().has_add_permission(request)
@@ -118,6 +119,18 @@ class RoleAwareAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return access.can_change(request.user) and super().has_delete_permission(request, obj)
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+        # The addresses and priorities that go with an alias or a node are the
+        # service's to delete; nobody has (or needs) delete rights on them here.
+        deleted, counts, _perms_needed, protected = super().get_deleted_objects(objs, request)
+        return deleted, counts, set(), protected
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        """Saved already by ``save_form`` through the service."""
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        """The service saved the related rows too."""
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
@@ -223,12 +236,6 @@ class IPAliasAdmin(RoleAwareAdmin):
             return services.update_alias(request.user, form.instance, form.service_data())
         return services.create_alias(request.user, form.service_data())
 
-    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
-        """Saved already by ``save_form`` through the service."""
-
-    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
-        """The service saved the addresses and priorities."""
-
     def delete_model(self, request: HttpRequest, obj: IPAlias) -> None:
         services.delete_alias(request.user, obj)
 
@@ -248,9 +255,6 @@ class NodeAdmin(RoleAwareAdmin):
         if change:
             return services.update_node(request.user, form.instance, form.service_data())
         return services.create_node(request.user, form.service_data())
-
-    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
-        """Saved already by ``save_form`` through the service."""
 
     def delete_model(self, request: HttpRequest, obj: Node) -> None:
         # The admin's confirmation page lists the priorities that go with the

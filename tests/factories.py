@@ -47,8 +47,10 @@ def make_nodes(count: int) -> list[Node]:
     return [make_node(ordinal) for ordinal in range(1, count + 1)]
 
 
-def alias_data(vhid: int = 42, **overrides: Any) -> dict[str, Any]:
-    """A valid AliasData for nodes node1 (primary) and node2 (secondary)."""
+def alias_data(number: int = 42, **overrides: Any) -> dict[str, Any]:
+    """A valid AliasData with VHID and last address octet ``number``, for nodes
+    node1 (primary) and node2 (secondary); ``overrides`` replace any key."""
+    vhid = number
     data: dict[str, Any] = {
         "vhid": vhid,
         "interface": "eth0",
@@ -65,5 +67,5 @@ def alias_data(vhid: int = 42, **overrides: Any) -> dict[str, Any]:
     return data
 
 
-def make_alias(vhid: int = 42, **overrides: Any) -> IPAlias:
-    return services.create_alias(None, alias_data(vhid, **overrides))
+def make_alias(number: int = 42, **overrides: Any) -> IPAlias:
+    return services.create_alias(None, alias_data(number, **overrides))

@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 
 from cluster import services
 from cluster.choices import PASSWORD_CHANGED_MARK, AuditAction
-from cluster.models import AliasAddress, AliasPriority, AuditEntry, IPAlias
+from cluster.models import AliasAddress, AliasPriority, AuditEntry, IPAlias, Node
 from tests.factories import ALIAS_SECRET, alias_data, make_alias, make_nodes, make_user
 
 pytestmark = pytest.mark.django_db
@@ -37,3 +37,140 @@ def test_a_failed_create_changes_nothing() -> None:
     assert IPAlias.objects.count() == 0
     assert AliasAddress.objects.count() == 0
     assert AliasPriority.objects.count() == 0
+
+
+def test_every_change_is_audited_with_who_before_and_after() -> None:
+    make_nodes(2)
+    alice = make_user("alice", "administrator")
+    alias = services.create_alias(alice, alias_data(42))
+    alias = services.update_alias(alice, alias, {"description": "mail"}, partial=True)
+    services.delete_alias(alice, alias)
+    create, update, delete = AuditEntry.objects.filter(object_type="ipalias").order_by("id")
+    assert [e.action for e in (create, update, delete)] == [
+        AuditAction.CREATE,
+        AuditAction.UPDATE,
+        AuditAction.DELETE,
+    ]
+    assert {e.actor_name for e in (create, update, delete)} == {"alice"}
+    assert create.before is None
+    assert create.after is not None
+    assert create.after["password"] == PASSWORD_CHANGED_MARK
+    assert update.changes() == {"description": ("alias 42", "mail"), "version": (1, 2)}
+    assert delete.after is None
+    assert delete.before is not None
+    assert delete.before["addresses"] == ["192.0.2.42/24"]
+
+
+def test_a_change_without_a_user_is_audited_as_system() -> None:
+    make_nodes(1)
+    assert AuditEntry.objects.get().actor_name == "system"
+
+
+def test_each_affected_node_is_told_to_apply_after_the_commit(
+    django_capture_on_commit_callbacks,
+) -> None:
+    make_nodes(3)
+    alias = make_alias(42)  # node1 and node2
+    with (
+        mock.patch("cluster.tasks.apply_node_config.apply_async") as send,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        services.update_alias(
+            None,
+            alias,
+            {"priorities": [{"node": "node3", "priority": "primary"}]},
+            partial=True,
+        )
+    sent = sorted(call.kwargs["queue"] for call in send.call_args_list)
+    # node1 and node2 drop the alias, node3 takes it.
+    assert sent == ["carp.node1", "carp.node2", "carp.node3"]
+    assert all(call.kwargs["expires"] > 0 for call in send.call_args_list)
+
+
+def test_nothing_is_sent_when_the_change_fails(
+    django_capture_on_commit_callbacks,
+) -> None:
+    make_nodes(2)
+    with (
+        mock.patch("cluster.tasks.apply_node_config.apply_async") as send,
+        django_capture_on_commit_callbacks(execute=True) as callbacks,
+        pytest.raises(ValidationError),
+    ):
+        services.create_alias(None, alias_data(42, vhid=0))
+    assert callbacks == []
+    send.assert_not_called()
+
+
+def test_a_broker_that_is_down_does_not_fail_the_change(
+    django_capture_on_commit_callbacks,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    make_nodes(2)
+    with (
+        mock.patch(
+            "cluster.tasks.apply_node_config.apply_async", side_effect=ConnectionError("down")
+        ),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        alias = make_alias(42)
+    assert IPAlias.objects.filter(pk=alias.pk).exists()
+    assert "could not send the apply task for node node1" in caplog.text
+
+
+def test_dispatch_can_be_switched_off(
+    settings,
+    django_capture_on_commit_callbacks,
+) -> None:
+    settings.CLUSTER_DISPATCH_APPLY = False
+    make_nodes(2)
+    with (
+        mock.patch("cluster.tasks.apply_node_config.apply_async") as send,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        make_alias(42)
+    send.assert_not_called()
+
+
+def test_the_apply_task_reports_the_nodes_virtual_hosts() -> None:
+    from cluster.tasks import apply_node_config
+
+    make_nodes(2)
+    make_alias(42)
+    summary = apply_node_config.run("node2")
+    assert summary == {"node": "node2", "virtual_hosts": [("eth0", 42, 1, 26)]}
+
+
+def test_a_forced_node_deletion_passes_primary_to_the_lowest_advskew() -> None:
+    make_nodes(4)
+    alias = make_alias(
+        42,
+        priorities=[
+            {"node": "node1", "priority": "primary"},
+            {"node": "node2", "priority": "backup"},
+            {"node": "node4", "priority": "secondary"},
+            {"node": "node3", "priority": "secondary"},
+        ],
+    )
+    services.delete_node(None, Node.objects.get(name="node1"), force=True)
+    tiers = {p.node.name: p.priority for p in AliasPriority.objects.filter(alias=alias)}
+    assert tiers == {"node2": "backup", "node3": "primary", "node4": "secondary"}
+
+
+def test_alias_form_data_round_trips_without_the_password() -> None:
+    make_nodes(2)
+    alias = make_alias(42)
+    data = services.alias_form_data(alias)
+    assert "password" not in data
+    updated = services.update_alias(None, alias, data)
+    assert updated.get_password() == ALIAS_SECRET
+    assert services.alias_form_data(updated) == data
+
+
+def test_services_accept_form_style_strings() -> None:
+    make_nodes(2)
+    alias = services.create_alias(
+        None,
+        alias_data(42, vhid="42", advbase="3", enabled="on", addresses="192.0.2.5/24 192.0.2.6/24"),
+    )
+    assert (alias.vhid, alias.advbase, alias.enabled) == (42, 3, True)
+    assert [a.address for a in alias.addresses.all()] == ["192.0.2.5/24", "192.0.2.6/24"]

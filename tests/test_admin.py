@@ -1,0 +1,179 @@
+"""The Django admin: writes through the services, support reads only, no passwords."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from cluster.models import AuditEntry, IPAlias, Node
+from tests.factories import ALIAS_SECRET, make_alias, make_nodes, make_user
+
+pytestmark = pytest.mark.django_db
+
+MODELS = ["node", "ipalias", "aliasaddress", "aliaspriority", "transition", "auditentry"]
+
+
+def client_for(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def alice() -> Client:
+    return client_for(make_user("alice", "administrator"))
+
+
+@pytest.fixture
+def sam() -> Client:
+    return client_for(make_user("sam", "support"))
+
+
+@pytest.fixture
+def alias() -> IPAlias:
+    make_nodes(3)
+    return make_alias(42)
+
+
+def form(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "vhid": 43,
+        "interface": "eth0",
+        "advbase": 1,
+        "password": "admin-pw",
+        "description": "from the admin",
+        "addresses": "192.0.2.43/24\n2001:db8::43/64",
+        "priority__node1": "backup",
+        "priority__node2": "primary",
+        "priority__node3": "",
+        "enabled": "on",
+        "preempt": "on",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_every_changelist_opens_for_both_roles(alice: Client, sam: Client, alias: IPAlias) -> None:
+    for client in (alice, sam):
+        for model in MODELS:
+            assert client.get(f"/admin/cluster/{model}/").status_code == 200, model
+
+
+def test_support_can_view_but_not_change(sam: Client, alias: IPAlias) -> None:
+    page = sam.get(f"/admin/cluster/ipalias/{alias.pk}/change/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "192.0.2.42/24" in html
+    assert "node1 Primary (0), node2 Secondary (26)" in html
+    assert 'name="_save"' not in html
+    assert sam.get("/admin/cluster/ipalias/add/").status_code == 403
+    assert sam.post("/admin/cluster/ipalias/add/", form()).status_code == 403
+    assert sam.post(f"/admin/cluster/ipalias/{alias.pk}/change/", form()).status_code == 403
+    assert (
+        sam.post(f"/admin/cluster/ipalias/{alias.pk}/delete/", {"post": "yes"}).status_code == 403
+    )
+    node = Node.objects.get(name="node3")
+    assert sam.post(f"/admin/cluster/node/{node.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert IPAlias.objects.get().version == 1
+    assert Node.objects.count() == 3
+
+
+def test_the_password_is_never_shown(alice: Client, sam: Client, alias: IPAlias) -> None:
+    for client in (alice, sam):
+        for url in ["/admin/cluster/ipalias/", f"/admin/cluster/ipalias/{alias.pk}/change/"]:
+            html = client.get(url).content.decode()
+            assert ALIAS_SECRET not in html
+            assert alias.password_encrypted not in html
+    change = alice.get(f"/admin/cluster/ipalias/{alias.pk}/change/").content.decode()
+    assert 'type="password" name="password"' in change
+    assert 'name="password" value' not in change
+
+
+def test_an_admin_add_goes_through_the_service(alice: Client, alias: IPAlias) -> None:
+    response = alice.post("/admin/cluster/ipalias/add/", form())
+    assert response.status_code == 302, response.content.decode()
+    created = IPAlias.objects.get(vhid=43)
+    assert created.get_password() == "admin-pw"
+    assert [a.address for a in created.addresses.all()] == ["192.0.2.43/24", "2001:db8::43/64"]
+    assert {p.node.name: p.advskew for p in created.priorities.all()} == {"node1": 130, "node2": 0}
+    entry = AuditEntry.objects.latest("id")
+    assert (entry.actor_name, entry.action, entry.object_id) == ("alice", "create", str(created.pk))
+
+
+def test_an_admin_change_keeps_a_blank_password_and_is_audited(
+    alice: Client, alias: IPAlias
+) -> None:
+    data = form(vhid=42, password="", addresses="192.0.2.42/24", description="edited")
+    response = alice.post(f"/admin/cluster/ipalias/{alias.pk}/change/", data)
+    assert response.status_code == 302, response.content.decode()
+    alias.refresh_from_db()
+    assert (alias.description, alias.version, alias.get_password()) == ("edited", 2, ALIAS_SECRET)
+    entry = AuditEntry.objects.latest("id")
+    assert (entry.actor_name, entry.action) == ("alice", "update")
+    assert entry.after is not None
+    assert "password" not in entry.after
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"vhid": 0}, "VHID must be between 1 and 255."),
+        ({"vhid": 42}, "VHID 42 is already used on interface eth0 by alias &#x27;alias 42&#x27;."),
+        ({"password": ""}, "Password is required."),
+        ({"password": "x" * 20}, "Password must be at most 19 bytes (got 20)."),
+        ({"addresses": "192.0.2.0/24"}, "192.0.2.0/24 is the network address of its prefix."),
+        ({"priority__node1": "primary"}, "Exactly one node must be Primary (found 2)."),
+    ],
+)
+def test_the_admin_shows_the_same_messages(
+    alice: Client, alias: IPAlias, overrides: dict[str, Any], message: str
+) -> None:
+    response = alice.post("/admin/cluster/ipalias/add/", form(**overrides))
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert IPAlias.objects.count() == 1
+
+
+def test_an_admin_delete_goes_through_the_service(alice: Client, alias: IPAlias) -> None:
+    response = alice.post(f"/admin/cluster/ipalias/{alias.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not IPAlias.objects.exists()
+    entry = AuditEntry.objects.latest("id")
+    assert (entry.actor_name, entry.action, entry.object_type) == ("alice", "delete", "ipalias")
+
+
+def test_the_admin_confirmation_is_the_force_for_a_node_in_use(
+    alice: Client, alias: IPAlias
+) -> None:
+    node = Node.objects.get(name="node2")
+    confirm = alice.get(f"/admin/cluster/node/{node.pk}/delete/")
+    assert "alias priority" in confirm.content.decode().lower()
+    response = alice.post(f"/admin/cluster/node/{node.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not Node.objects.filter(name="node2").exists()
+    assert AuditEntry.objects.filter(action="delete", object_type="node").count() == 1
+
+
+def test_an_admin_node_form_uses_the_service_rules(alice: Client, alias: IPAlias) -> None:
+    data = {"name": "node4", "address": "198.51.100.11", "interface": "eth0", "ordinal": 2}
+    response = alice.post("/admin/cluster/node/add/", data)
+    html = response.content.decode()
+    assert "198.51.100.11 is the own address of node node1." in html
+    assert "Ordinal 2 is already used by node node2." in html
+    ok = alice.post("/admin/cluster/node/add/", {**data, "address": "198.51.100.14", "ordinal": 4})
+    assert ok.status_code == 302
+    assert AuditEntry.objects.latest("id").object_repr == "node4"
+
+
+def test_nobody_edits_the_audit_log(alice: Client, alias: IPAlias) -> None:
+    root = client_for(User.objects.create_superuser("root", "root@example.org", None))
+    entry = AuditEntry.objects.first()
+    assert entry is not None
+    for client in (alice, root):
+        page = client.get(f"/admin/cluster/auditentry/{entry.pk}/change/")
+        assert page.status_code == 200
+        assert 'name="_save"' not in page.content.decode()
+        assert client.get("/admin/cluster/auditentry/add/").status_code == 403
