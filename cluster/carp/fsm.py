@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
+from types import MappingProxyType
 
 from cluster.carp import timers
 from cluster.carp.types import (
@@ -71,14 +72,18 @@ _DEMOTION_REASONS = frozenset(
     {Reason.DEMOTED, Reason.MAINTENANCE, Reason.HEALTH_CHECK, Reason.LINK_DOWN}
 )
 
-# Every transition a virtual host may make, and the reasons allowed for it.
-TRANSITIONS: Mapping[tuple[State, State], frozenset[Reason]] = {
-    (State.INIT, State.BACKUP): frozenset({Reason.STARTUP, Reason.LINK_UP}),
-    (State.BACKUP, State.MASTER): frozenset({Reason.MASTER_DOWN, Reason.PREEMPTED, Reason.BOW_OUT}),
-    (State.MASTER, State.BACKUP): frozenset({Reason.HIGHER_PRIORITY_SEEN} | _DEMOTION_REASONS),
-    (State.MASTER, State.INIT): frozenset({Reason.SHUTDOWN, Reason.LINK_DOWN}),
-    (State.BACKUP, State.INIT): frozenset({Reason.SHUTDOWN, Reason.LINK_DOWN}),
-}
+# Every transition a virtual host may make, and the reasons allowed for it (read-only).
+TRANSITIONS: Mapping[tuple[State, State], frozenset[Reason]] = MappingProxyType(
+    {
+        (State.INIT, State.BACKUP): frozenset({Reason.STARTUP, Reason.LINK_UP}),
+        (State.BACKUP, State.MASTER): frozenset(
+            {Reason.MASTER_DOWN, Reason.PREEMPTED, Reason.BOW_OUT}
+        ),
+        (State.MASTER, State.BACKUP): frozenset({Reason.HIGHER_PRIORITY_SEEN} | _DEMOTION_REASONS),
+        (State.MASTER, State.INIT): frozenset({Reason.SHUTDOWN, Reason.LINK_DOWN}),
+        (State.BACKUP, State.INIT): frozenset({Reason.SHUTDOWN, Reason.LINK_DOWN}),
+    }
+)
 
 
 class IllegalTransition(RuntimeError):

@@ -31,7 +31,7 @@ MAX_PASSWORD_BYTES = 19
 
 
 class State(enum.StrEnum):
-    """The three CARP states of one virtual host (RFC-less CARP, as in the BSDs and ucarp)."""
+    """The three CARP states of one virtual host, as the BSDs and ucarp name them."""
 
     INIT = "init"
     BACKUP = "backup"
