@@ -69,6 +69,7 @@ class AliasForm(forms.Form):
         label="Advbase",
         number=True,
     )
+    advbase.initial = choices.ADVBASE_DEFAULT
     password = forms.CharField(
         required=False,
         strip=False,
@@ -83,9 +84,12 @@ class AliasForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3, "data-autogrow": "", "spellcheck": "false"}),
         help_text="One address per line, each with its prefix: 192.0.2.100/24 or 2001:db8::100/64.",
     )
-    enabled = forms.BooleanField(required=False, help_text="Advertise this virtual host.")
+    enabled = forms.BooleanField(
+        required=False, initial=True, help_text="Advertise this virtual host."
+    )
     preempt = forms.BooleanField(
         required=False,
+        initial=True,
         help_text="The node with the best priority takes the addresses back when it returns.",
     )
     description = forms.CharField(required=False)

@@ -30,10 +30,11 @@ def snapshot() -> tuple[list[tuple[object, ...]], ...]:
 
 
 def cell(html: str, alias: IPAlias, column: int) -> list[str]:
-    """The words of one cell of the alias's row, tags removed."""
+    """The words of one data cell of the alias's row (the Edit/Delete cell not
+    counted), tags removed."""
     row = re.search(rf'<tr id="alias-{alias.pk}">(.*?)</tr>', html, re.S)
     assert row
-    cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.S)
+    cells = re.findall(r'<td(?! class="row-actions")[^>]*>(.*?)</td>', row.group(1), re.S)
     return re.sub(r"<[^>]+>", " ", cells[column]).split()
 
 
