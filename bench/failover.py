@@ -222,6 +222,8 @@ def ms(value: float | None) -> str:
 
 def format_trial(t: Trial) -> str:
     flag = {True: "within bound+50ms", False: "OVER bound+50ms", None: ""}[t.within]
+    if t.handover is not None and t.bound is not None and t.kind == "crash":
+        flag = f"{(t.handover - t.bound) * 1000:+7.1f} ms vs bound, {flag}"
     return (
         f"{t.impl:6} {t.kind:8} #{t.number:<2} handover {ms(t.handover)} ms "
         f"(vip {ms(t.vip_at)}, garp {ms(t.garp_at)})  bound {ms(t.bound)} ms  {flag}"

@@ -105,8 +105,9 @@ def test_a_graceful_stop_bows_out_and_the_backup_takes_over_at_once(cluster):
     stopped = time.time()
     assert cluster.stop(primary, signal.SIGTERM) == 0
     cluster.wait_holder(VIP, 2, 0.5)
-    bow_outs = [a for a in cap.adverts_from(node_ip(1), since=stopped)]
-    assert [(a.advbase, a.advskew) for a in bow_outs] == [(255, 255)]
+    # Its last advert is the bow-out (a periodic one may just precede it).
+    last = [(a.advbase, a.advskew) for a in cap.adverts_from(node_ip(1), since=stopped)]
+    assert last[-1:] == [(255, 255)]
     assert cap.announced(VIP, since=stopped)[0].time - stopped < 0.2
     assert "backup -> master (bow_out)" in cluster.log(backup)
     assert "master -> init (shutdown)" in cluster.log(primary)
