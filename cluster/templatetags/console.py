@@ -10,7 +10,7 @@ from django import template
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.utils.html import format_html
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
 from cluster import access
 
@@ -60,7 +60,7 @@ def tier_badge(cell: TierCell | None) -> SafeString:
     include per cell doubled the page's render time.
     """
     if cell is None:
-        return format_html('<span class="tier tier-none" title="not a member">—</span>')
+        return mark_safe('<span class="tier tier-none" title="not a member">—</span>')
     return format_html(
         '<span class="tier tier-{}">{}</span><span class="skew" title="advskew on the wire">'
         "skew {}</span>",

@@ -64,3 +64,21 @@ def test_the_audit_log_is_paginated(alice, alice_client, nodes):
     assert "Page 1 of 2" in first
     second = alice_client.get("/system/audit/?page=2").content.decode()
     assert "entry 0<" in second
+
+
+def test_a_disabled_alias_has_no_expected_owner(alice, alice_client, alias):
+    services.update_alias(alice, alias, {"enabled": False}, partial=True)
+    html = alice_client.get("/system/cluster/").content.decode()
+    row = html[html.index("VHID 1 · eth0") :].split("</tr>")[0]
+    assert "disabled" in row
+    assert '<span class="muted">none</span>' in row
+
+
+def test_pages_use_only_local_assets(alice_client, alias):
+    from django.contrib.staticfiles import finders
+
+    for url in ("/login/", ALIAS_URL, "/system/cluster/"):
+        html = alice_client.get(url).content.decode()
+        assert not re.search(r'(src|href)="(https?:)?//', html), url
+        for asset in re.findall(r'(?:src|href)="/static/([^"]+)"', html):
+            assert finders.find(asset), asset
