@@ -268,7 +268,13 @@ class Runner:
         self.start()
         try:
             while not self._stop_requested.is_set():
-                self.step()
+                try:
+                    self.step()
+                except Exception:
+                    # A bug outside the ports must not end the data plane either; the
+                    # pause keeps a persistent failure from spinning the CPU.
+                    self._port_error("loop", "*")
+                    time.sleep(0.01)
         finally:
             self.shutdown()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -288,3 +289,16 @@ def test_hooks_run_the_scripts_with_interface_and_address(clock, segment, tmp_pa
 
 def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
+
+
+def test_request_stop_from_another_thread_ends_run_with_a_graceful_stop(clock, segment):
+    a = Node(segment, clock, [config(1)])
+    a.addresses.add("eth0", [VIP])  # as if it were MASTER: the stop must leave nothing behind
+    thread = threading.Thread(target=a.runner.run)
+    thread.start()
+    a.runner.request_stop()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert a.runner.stopped.is_set()
+    assert not a.holds()
+    assert a.links[0].closed
