@@ -2,13 +2,28 @@
 "use strict";
 
 document.addEventListener("DOMContentLoaded", function () {
-  // A form marked data-confirm asks once more before it is sent. The server
-  // still shows its own confirmation page to anyone without JavaScript.
-  document.querySelectorAll("form[data-confirm]").forEach(function (form) {
-    form.addEventListener("submit", function (event) {
-      if (!window.confirm(form.getAttribute("data-confirm"))) {
-        event.preventDefault();
+  // A delete link leads to a confirmation page. With JavaScript, a dialog
+  // asks instead and, if confirmed, posts to that page's URL right away.
+  document.querySelectorAll("a[data-confirm-post]").forEach(function (link) {
+    link.addEventListener("click", function (event) {
+      var token = document.querySelector("input[name=csrfmiddlewaretoken]");
+      if (!token) {
+        return; // no token to send: let the confirmation page ask
       }
+      event.preventDefault();
+      if (!window.confirm(link.getAttribute("data-confirm-post"))) {
+        return;
+      }
+      var form = document.createElement("form");
+      form.method = "post";
+      form.action = link.href;
+      var field = document.createElement("input");
+      field.type = "hidden";
+      field.name = "csrfmiddlewaretoken";
+      field.value = token.value;
+      form.appendChild(field);
+      document.body.appendChild(form);
+      form.submit();
     });
   });
 

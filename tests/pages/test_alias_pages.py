@@ -316,8 +316,15 @@ def test_delete_asks_first_and_a_get_deletes_nothing(alice_client, alias):
     html = response.content.decode()
     assert "Delete the IP alias VHID 1 on eth0 (mail A)?" in html
     assert 'method="post"' in html
-    assert "data-confirm=" in html  # the JavaScript confirm, with the page as fallback
     assert IPAlias.objects.count() == 1
+
+
+def test_with_javascript_the_delete_link_asks_in_a_dialog(alice_client, alias):
+    html = alice_client.get(ALIAS_URL).content.decode()
+    assert (
+        f'href="{ALIAS_URL}{alias.pk}/delete/" '
+        'data-confirm-post="Delete the IP alias VHID 1 on eth0?'
+    ) in html
 
 
 def test_delete_happens_on_post(alice_client, alias):
