@@ -56,6 +56,7 @@ from cluster.carp.types import (
     RemoveAddresses,
     SendAdvert,
     SendGratuitous,
+    SetDemotion,
     Start,
     State,
     Stop,
@@ -66,6 +67,8 @@ from cluster.carp.types import (
 
 log = logging.getLogger("cluster.carp")
 
+# FreeBSD net.inet.carp.ifdown_demotion_factor: the demotion while a CARP interface is down.
+IFDOWN_DEMOTION = 240
 DROP_LOG_INTERVAL = 10.0  # seconds between two log lines for the same drop reason
 _COUNTER_MASK = 2**64 - 1
 HostKey = tuple[str, int]  # (interface, vhid): a vhid is unique per interface only
@@ -208,6 +211,7 @@ class Runner:
         self._links: dict[tuple[str, IPAddress], PacketLink] = {}
         self._own: set[IPAddress] = set()
         self._link_up: dict[str, bool] = {}
+        self._node_demotion: tuple[int, Reason] = (0, Reason.MAINTENANCE)
         self._heap: list[tuple[float, int, HostKey]] = []
         self._seq = 0
         self.drops: Counter[str] = Counter()
@@ -236,6 +240,13 @@ class Runner:
     def post_link_state(self, interface: str, up: bool) -> None:
         """Report a link change (what the link watcher does). Any thread."""
         self._control.put(("link", (interface, up)))
+        self._notify()
+
+    def set_demotion(self, level: int, reason: Reason = Reason.MAINTENANCE) -> None:
+        """Demote this node (maintenance, a failed health check; 0 clears it). Any thread."""
+        if level < 0:
+            raise ValueError("demotion cannot be negative")
+        self._control.put(("demotion", (level, reason)))
         self._notify()
 
     def snapshot(self) -> RunnerSnapshot:
@@ -445,6 +456,9 @@ class Runner:
                 self._apply(value)
             elif kind == "link":
                 self._link_changed(*value)
+            elif kind == "demotion":
+                self._node_demotion = value
+                self._update_demotion()
 
     def _link_changed(self, interface: str, up: bool) -> None:
         # Links are assumed up at start; the watcher's first report only matters if not.
@@ -461,6 +475,27 @@ class Runner:
         for host in list(self._hosts.values()):
             if host.config.interface == interface:
                 self._handle(host, LinkUp() if up else LinkDown(), now)
+        self._update_demotion()
+
+    def _demotion(self) -> tuple[int, Reason]:
+        level, reason = self._node_demotion
+        if not all(self._link_up.values()):
+            level += IFDOWN_DEMOTION
+            reason = reason if self._node_demotion[0] else Reason.LINK_DOWN
+        return level, reason
+
+    def _update_demotion(self) -> None:
+        """Send every machine the node's demotion: the operator's plus a link-down term.
+
+        FreeBSD demotes every vhost of the node while any CARP interface is down
+        (net.inet.carp.ifdown_demotion_factor, 240), so that the masters on the other
+        interfaces hand over too and the node does not route for half a segment.
+        """
+        level, reason = self._demotion()
+        now = self.clock.monotonic()
+        for host in list(self._hosts.values()):
+            if host.machine.demotion != level:
+                self._handle(host, SetDemotion(level, reason), now)
 
     def _fire_deadlines(self, now: float) -> None:
         while self._heap and self._heap[0][0] <= now:
@@ -577,6 +612,9 @@ class Runner:
             counter=self._rng.getrandbits(64),
         )
         self._hosts[key] = host
+        level, reason = self._demotion()
+        if level:
+            self._handle(host, SetDemotion(level, reason), now)
         self._handle(host, Start(), now)
 
     def _remove_host(self, key: HostKey, now: float) -> None:

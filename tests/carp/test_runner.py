@@ -302,3 +302,36 @@ def test_request_stop_from_another_thread_ends_run_with_a_graceful_stop(clock, s
     assert a.runner.stopped.is_set()
     assert not a.holds()
     assert a.links[0].closed
+
+
+def test_a_link_down_on_one_interface_demotes_the_masters_on_the_others(clock, segment):
+    eth1 = VirtualHostConfig(
+        vhid=43,
+        interface="eth1",
+        password=PASSWORD,
+        addresses=(VIP2,),
+        src_ip=ipaddress.ip_address("198.51.100.11"),
+    )
+    a = Node(segment, clock, [config(1), eth1])
+    start(a)
+    run_for(clock, [a], 4)
+    eth0_link = next(link for link in a.links if link.interface == "eth0")
+    a.runner.post_link_state("eth1", False)
+    run_for(clock, [a], 0.01)
+    advert = wire.parse(eth0_link.sent[-1].payload)
+    # FreeBSD: advskew + 240 capped at 240, and OpenBSD's demote byte.
+    assert (advert.advskew, advert.demote) == (240, 240)
+    a.runner.post_link_state("eth1", True)
+    run_for(clock, [a], 0.01)
+    assert wire.parse(eth0_link.sent[-1].payload).advskew == 0
+
+
+def test_set_demotion_hands_a_master_over_to_its_peer(clock, segment):
+    a = Node(segment, clock, [config(1, advskew=0)])
+    b = Node(segment, clock, [config(2, advskew=100)])
+    start(a, b)
+    run_for(clock, [a, b], 4)
+    a.runner.set_demotion(200)
+    run_for(clock, [a, b], 0.1)
+    assert (a.state(), b.state()) == (State.BACKUP, State.MASTER)
+    assert a.publisher.published[-1].reason == "maintenance"
