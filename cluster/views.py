@@ -125,16 +125,17 @@ def home(request: HttpRequest) -> HttpResponse:
 @view_required
 def alias_list(request: HttpRequest) -> HttpResponse:
     nodes = list(Node.objects.all())
+    can_change = access.can_change(request.user)
     context = {
         "page_title": "IP ALIAS addresses",
         "nav": "ip-alias",
-        "can_change": access.can_change(request.user),
+        "can_change": can_change,
         # Rows link to <list_url><pk>/edit/ and .../delete/ (see urls.py):
         # reversing two URLs per row was a tenth of the page's time.
         "list_url": reverse("console:alias-list"),
         "nodes": nodes,
         "rows": alias_rows(nodes),
-        "colspan": len(nodes) + 10,
+        "colspan": len(nodes) + 8 + can_change,
     }
     return render(request, "console/alias_list.html", context)
 
@@ -291,8 +292,9 @@ def node_delete(request: HttpRequest, pk: int) -> HttpResponse:
         crumbs=["Cluster nodes"],
         question=f"Delete the node {node.name}?",
         consequence=(
-            f"{node.name} ({node.address}) leaves the cluster: it is removed from every "
-            "IP alias it is a member of, and its worker gets no more configuration."
+            f"{node.name} ({node.address}) leaves the cluster and is removed from every IP "
+            "alias it is a member of. Where it was Primary, the remaining member with the "
+            "lowest advskew becomes Primary; an alias left with no member is disabled."
         ),
         used_by=used_by,
         errors=errors,
@@ -302,7 +304,7 @@ def node_delete(request: HttpRequest, pk: int) -> HttpResponse:
 
 @view_required
 def audit_log(request: HttpRequest) -> HttpResponse:
-    paginator = Paginator(AuditEntry.objects.select_related("actor"), AUDIT_PAGE_SIZE)
+    paginator = Paginator(AuditEntry.objects.all(), AUDIT_PAGE_SIZE)
     page = paginator.get_page(request.GET.get("page"))
     context = {"page_title": "Audit log", "nav": "audit", "page": page}
     return render(request, "console/audit_log.html", context)
