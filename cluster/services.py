@@ -35,15 +35,16 @@ Error keys are the input keys (``vhid``, ``interface``, ``advbase``,
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NamedTuple, NotRequired, TypedDict
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Prefetch, QuerySet
+from django.db.models import QuerySet
 
 from cluster import choices, validators
+from cluster.advskew import derive_advskew
 from cluster.choices import AuditAction, Priority
 from cluster.models import AliasAddress, AliasPriority, AuditEntry, IPAlias, Node
 
@@ -55,6 +56,7 @@ __all__ = [
     "PriorityData",
     "alias_form_data",
     "alias_snapshot",
+    "alias_views",
     "aliases_with_relations",
     "create_alias",
     "create_node",
@@ -130,12 +132,49 @@ Actor = Any  # a User, an AnonymousUser or None (a system change)
 
 
 def aliases_with_relations() -> QuerySet[IPAlias]:
-    """All aliases with addresses and priorities (and their nodes) prefetched:
-    a constant number of queries however many aliases there are."""
-    return IPAlias.objects.prefetch_related(
-        "addresses",
-        Prefetch("priorities", queryset=AliasPriority.objects.select_related("node")),
-    )
+    """All aliases with addresses, priorities and their nodes prefetched: four
+    queries however many aliases there are. The nodes are prefetched rather
+    than joined so that 255 aliases x 9 nodes share nine Node objects instead
+    of building 2,295 (a third of the list endpoint's time)."""
+    return IPAlias.objects.prefetch_related("addresses", "priorities__node")
+
+
+class PriorityView(NamedTuple):
+    """A node's part in an alias, as read-only values."""
+
+    node: str
+    ordinal: int
+    priority: str
+    advskew: int
+
+
+@dataclass
+class AliasView:
+    """An alias's addresses and priorities as plain lists (see ``alias_views``)."""
+
+    addresses: list[str] = field(default_factory=list)
+    priorities: list[PriorityView] = field(default_factory=list)
+
+
+def alias_views(aliases: Sequence[IPAlias]) -> dict[int, AliasView]:
+    """The addresses and priorities of ``aliases`` by alias id, in two queries.
+
+    Plain tuples rather than model instances: 255 aliases on nine nodes would
+    otherwise build some 2,800 related objects per request, most of the API
+    list's time. Priorities come in node ordinal order, addresses as written.
+    """
+    views: dict[int, AliasView] = {alias.pk: AliasView() for alias in aliases}
+    addresses = AliasAddress.objects.filter(alias_id__in=views).order_by("id")
+    for alias_id, ip, prefixlen in addresses.values_list("alias_id", "ip", "prefixlen"):
+        views[alias_id].addresses.append(f"{ip}/{prefixlen}")
+    priorities = AliasPriority.objects.filter(alias_id__in=views).order_by("node__ordinal")
+    for alias_id, name, ordinal, tier in priorities.values_list(
+        "alias_id", "node__name", "node__ordinal", "priority"
+    ):
+        views[alias_id].priorities.append(
+            PriorityView(name, ordinal, tier, derive_advskew(tier, ordinal))
+        )
+    return views
 
 
 def alias_form_data(alias: IPAlias) -> AliasData:

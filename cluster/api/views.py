@@ -24,7 +24,16 @@ class AliasViewSet(viewsets.ModelViewSet[IPAlias]):
     ordering_fields = ["vhid", "interface", "updated_at"]
 
     def get_queryset(self) -> QuerySet[IPAlias]:
-        return services.aliases_with_relations().order_by("interface", "vhid")
+        return IPAlias.objects.order_by("interface", "vhid")
+
+    def list(self, request: Request, *args: object, **kwargs: object) -> Response:
+        # The page's addresses and priorities in two queries (services.alias_views).
+        queryset = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(queryset)
+        aliases = list(page if page is not None else queryset)
+        context = {**self.get_serializer_context(), "alias_views": services.alias_views(aliases)}
+        data = self.get_serializer(aliases, many=True, context=context).data
+        return self.get_paginated_response(data) if page is not None else Response(data)
 
     def perform_destroy(self, instance: IPAlias) -> None:
         services.delete_alias(self.request.user, instance)

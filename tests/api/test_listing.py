@@ -70,7 +70,7 @@ def test_the_alias_list_query_count_does_not_grow_with_the_aliases(
     make_aliases(27, start=4)
     many = count_queries(admin_api, f"{URL}?page_size=100")
     assert admin_api.get(f"{URL}?page_size=100").json()["count"] == 30
-    # token + groups + count + aliases + addresses + priorities (with nodes)
+    # token + groups + count + aliases + addresses + priorities (joined to nodes)
     assert few == many == 6
 
 
