@@ -142,7 +142,12 @@ def run(args: argparse.Namespace) -> int:
     )
     watcher.start()
     try:
-        runner.run()
+        runner.start()
+        if configs and not runner.snapshot().hosts:
+            log.error("no virtual host could start (see above); exiting")
+            runner.shutdown()
+            return 1
+        runner.serve()
     finally:
         watcher.stop()
         gratuitous.close()

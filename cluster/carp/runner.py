@@ -277,6 +277,10 @@ class Runner:
     def run(self) -> None:
         """Start every virtual host, serve until `request_stop`, then stop them gracefully."""
         self.start()
+        self.serve()
+
+    def serve(self) -> None:
+        """The loop of an already started runner, then the graceful stop."""
         try:
             while not self._stop_requested.is_set():
                 try:
