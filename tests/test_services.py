@@ -174,3 +174,23 @@ def test_services_accept_form_style_strings() -> None:
     )
     assert (alias.vhid, alias.advbase, alias.enabled) == (42, 3, True)
     assert [a.address for a in alias.addresses.all()] == ["192.0.2.5/24", "192.0.2.6/24"]
+
+
+def test_a_write_that_loses_a_race_is_reported_not_crashed() -> None:
+    # Both requests passed validation; the database's constraint stops the second.
+    make_nodes(2)
+    make_alias(42)
+    real = services.validate_alias
+
+    def blind(data, alias=None, partial=False):
+        change = real({**data, "vhid": 43}, alias, partial)
+        change.vhid = 42  # what a concurrent request committed meanwhile
+        return change
+
+    with (
+        mock.patch("cluster.services.validate_alias", side_effect=blind),
+        pytest.raises(ValidationError) as exc,
+    ):
+        services.create_alias(None, alias_data(42, addresses=["192.0.2.99/24"]))
+    assert errors_of(exc) == {"__all__": ["Another change got there first; please try again."]}
+    assert IPAlias.objects.count() == 1

@@ -90,3 +90,20 @@ def test_session_authentication_works_and_checks_csrf(alice: User, alias: IPAlia
     response = api.patch(f"/api/v1/aliases/{alias.pk}/", {"enabled": False}, format="json")
     assert response.status_code == 403
     assert "CSRF" in response.json()["detail"]
+
+
+def test_role_names_for_the_pages(alice: User, sam: User, charlie: User) -> None:
+    from django.contrib.auth.models import AnonymousUser
+
+    from cluster import access
+
+    assert [access.role_name(u) for u in (alice, sam, charlie, AnonymousUser())] == [
+        "Administrator",
+        "Support",
+        "",
+        "",
+    ]
+    assert [access.can_change(u) for u in (alice, sam, charlie)] == [True, False, False]
+    assert [access.can_view(u) for u in (alice, sam, charlie)] == [True, True, False]
+    User.objects.filter(pk=alice.pk).update(is_active=False)
+    assert not access.can_view(User.objects.get(pk=alice.pk))

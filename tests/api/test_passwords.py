@@ -68,3 +68,10 @@ def test_the_audit_log_marks_a_password_change_without_the_password(
         text = f"{entry.before}{entry.after}"
         assert SECRET not in text
         assert NEW_SECRET not in text
+
+
+def test_the_schema_has_the_password_in_requests_only(admin_api: APIClient) -> None:
+    components = admin_api.get("/api/schema/?format=json").json()["components"]["schemas"]
+    assert "password" not in components["Alias"]["properties"]
+    assert components["AliasRequest"]["properties"]["password"]["writeOnly"] is True
+    assert "password" not in components["AliasRequest"].get("required", [])
