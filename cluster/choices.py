@@ -49,16 +49,24 @@ class CarpState(models.TextChoices):
 
 
 class TransitionReason(models.TextChoices):
-    """Why a virtual host changed state on a node."""
+    """Why a virtual host changed state on a node.
+
+    The values are those of the engine's ``cluster.carp.types.Reason``, so the
+    bridge stores what the engine reports as it is.
+    """
 
     STARTUP = "startup", "Startup"
     MASTER_DOWN = "master_down", "Master down"
     PREEMPTED = "preempted", "Preempted"
+    BOW_OUT = "bow_out", "Master bowed out"
+    HIGHER_PRIORITY_SEEN = "higher_priority_seen", "Higher priority seen"
     DEMOTED = "demoted", "Demoted"
     MAINTENANCE = "maintenance", "Maintenance"
+    HEALTH_CHECK = "health_check", "Health check"
     SHUTDOWN = "shutdown", "Shutdown"
     LINK_DOWN = "link_down", "Link down"
-    HEALTH_CHECK = "health_check", "Health check"
+    LINK_UP = "link_up", "Link up"
+    CONFIG_CHANGED = "config_changed", "Configuration changed"
 
 
 class AuditAction(models.TextChoices):

@@ -62,6 +62,7 @@ __all__ = [
     "create_node",
     "delete_alias",
     "delete_node",
+    "desired_virtual_hosts",
     "node_snapshot",
     "update_alias",
     "update_node",
@@ -175,6 +176,34 @@ def alias_views(aliases: Sequence[IPAlias]) -> dict[int, AliasView]:
             PriorityView(name, ordinal, tier, derive_advskew(tier, ordinal))
         )
     return views
+
+
+def desired_virtual_hosts(node_name: str) -> list[dict[str, Any]]:
+    """What ``node_name`` should run: one dict per enabled alias it takes part in.
+
+    For the engine's bridge only: it holds the plaintext password (the HMAC
+    needs it), so never log or render the result. Keys: vhid, interface,
+    advbase, advskew, preempt, password, addresses (with prefix), version.
+    """
+    rows = (
+        AliasPriority.objects.filter(node__name=node_name, alias__enabled=True)
+        .select_related("alias", "node")
+        .order_by("alias__interface", "alias__vhid")
+    )
+    views = alias_views([row.alias for row in rows])
+    return [
+        {
+            "vhid": row.alias.vhid,
+            "interface": row.alias.interface,
+            "advbase": row.alias.advbase,
+            "advskew": row.advskew,
+            "preempt": row.alias.preempt,
+            "password": row.alias.get_password(),
+            "addresses": views[row.alias.pk].addresses,
+            "version": row.alias.version,
+        }
+        for row in rows
+    ]
 
 
 def alias_form_data(alias: IPAlias) -> AliasData:

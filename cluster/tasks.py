@@ -24,15 +24,18 @@ logger = logging.getLogger(__name__)
 
 @shared_task(name="cluster.apply_node_config", ignore_result=True)
 def apply_node_config(node_name: str) -> dict[str, Any]:
-    """Converge ``node_name`` to its desired state (a stub until the engine lands)."""
-    from cluster.models import AliasPriority
+    """Converge ``node_name`` to its desired state (a stub until the engine lands).
 
-    rows = AliasPriority.objects.filter(node__name=node_name).select_related("alias", "node")
-    summary = {
+    Returns what it would apply, without the passwords.
+    """
+    from cluster.services import desired_virtual_hosts
+
+    wanted = desired_virtual_hosts(node_name)
+    summary: dict[str, Any] = {
         "node": node_name,
-        "virtual_hosts": sorted(
-            (p.alias.interface, p.alias.vhid, p.alias.version, p.advskew) for p in rows
-        ),
+        "virtual_hosts": [
+            (vh["interface"], vh["vhid"], vh["version"], vh["advskew"]) for vh in wanted
+        ],
     }
     logger.info("apply for %s: %d virtual host(s)", node_name, len(summary["virtual_hosts"]))
     return summary

@@ -194,3 +194,29 @@ def test_a_write_that_loses_a_race_is_reported_not_crashed() -> None:
         services.create_alias(None, alias_data(42, addresses=["192.0.2.99/24"]))
     assert errors_of(exc) == {"__all__": ["Another change got there first; please try again."]}
     assert IPAlias.objects.count() == 1
+
+
+def test_a_node_is_told_its_enabled_virtual_hosts_with_their_secrets() -> None:
+    make_nodes(2)
+    make_alias(42, addresses=["192.0.2.42/24", "2001:db8::42/64"])
+    make_alias(43, enabled=False)
+    assert services.desired_virtual_hosts("node2") == [
+        {
+            "vhid": 42,
+            "interface": "eth0",
+            "advbase": 1,
+            "advskew": 26,
+            "preempt": True,
+            "password": ALIAS_SECRET,
+            "addresses": ["192.0.2.42/24", "2001:db8::42/64"],
+            "version": 1,
+        }
+    ]
+    assert services.desired_virtual_hosts("node9") == []
+
+
+def test_transition_reasons_are_the_engines() -> None:
+    from cluster.carp.types import Reason
+    from cluster.choices import TransitionReason
+
+    assert set(TransitionReason.values) == {r.value for r in Reason}
