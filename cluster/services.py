@@ -408,6 +408,9 @@ def _clean_addresses(
         return []  # already reported as required
     if isinstance(value, str):
         value = value.split()
+    if not isinstance(value, list | tuple):
+        errors.add("addresses", "Addresses must be a list of addresses with prefix.")
+        return []
     parsed: list[validators.IPInterface] = []
     seen: set[str] = set()
     for item in value:
@@ -439,6 +442,9 @@ def _clean_addresses(
 def _clean_priorities(value: Any, errors: _Errors) -> list[tuple[Node, str]]:
     if value is None:
         return []  # already reported as required
+    if not isinstance(value, list | tuple):
+        errors.add("priorities", 'Priorities must be a list of {"node", "priority"} items.')
+        return []
     rows: list[tuple[str, str]] = []
     for item in value:
         if not isinstance(item, Mapping) or "node" not in item or "priority" not in item:

@@ -220,3 +220,13 @@ def test_transition_reasons_are_the_engines() -> None:
     from cluster.choices import TransitionReason
 
     assert set(TransitionReason.values) == {r.value for r in Reason}
+
+
+def test_services_refuse_shapes_they_cannot_read() -> None:
+    make_nodes(2)
+    with pytest.raises(ValidationError) as exc:
+        services.create_alias(None, alias_data(42, addresses=42, priorities="node1"))
+    assert errors_of(exc) == {
+        "addresses": ["Addresses must be a list of addresses with prefix."],
+        "priorities": ['Priorities must be a list of {"node", "priority"} items.'],
+    }
