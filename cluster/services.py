@@ -35,7 +35,7 @@ Error keys are the input keys (``vhid``, ``interface``, ``advbase``,
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, NotRequired, TypedDict
 
@@ -263,6 +263,15 @@ class _Errors:
     def has(self, key: str) -> bool:
         return key in self.by_field
 
+    def check(self, key: str, rule: Callable[[Any], object], value: Any) -> bool:
+        """Apply a rule from ``cluster.validators``; record its message if it fails."""
+        try:
+            rule(value)
+        except ValidationError as exc:
+            self.add(key, exc)
+            return False
+        return True
+
     def raise_if_any(self) -> None:
         if self.by_field:
             raise ValidationError(self.by_field)
@@ -276,6 +285,26 @@ def _as_int(value: Any, key: str, errors: _Errors) -> int | None:
     except (TypeError, ValueError):
         errors.add(key, f"{LABELS[key]} must be a whole number.")
         return None
+
+
+def _text(
+    merged: Mapping[str, Any], key: str, rule: Callable[[str], object], errors: _Errors
+) -> str | None:
+    """The stripped text under ``key`` if given and valid, else None."""
+    if key not in merged:
+        return None
+    value = str(merged[key]).strip()
+    return value if errors.check(key, rule, value) else None
+
+
+def _number(
+    merged: Mapping[str, Any], key: str, rule: Callable[[int], object], errors: _Errors
+) -> int | None:
+    """The whole number under ``key`` if given and valid, else None."""
+    if key not in merged:
+        return None
+    value = _as_int(merged[key], key, errors)
+    return value if value is not None and errors.check(key, rule, value) else None
 
 
 def _as_bool(value: Any) -> bool:
@@ -329,37 +358,14 @@ def validate_alias(
     current = alias_form_data(alias) if (alias is not None and partial) else None
     merged = _merged(data, current, ALIAS_DEFAULTS, ALIAS_REQUIRED, errors)
 
-    vhid = _as_int(merged["vhid"], "vhid", errors) if "vhid" in merged else None
-    if vhid is not None:
-        try:
-            validators.validate_vhid(vhid)
-        except ValidationError as exc:
-            errors.add("vhid", exc)
-            vhid = None
-
-    interface = str(merged.get("interface", "")).strip()
-    if "interface" in merged:
-        try:
-            validators.validate_interface(interface)
-        except ValidationError as exc:
-            errors.add("interface", exc)
-
-    advbase = _as_int(merged["advbase"], "advbase", errors)
-    if advbase is not None:
-        try:
-            validators.validate_advbase(advbase)
-        except ValidationError as exc:
-            errors.add("advbase", exc)
-
+    vhid = _number(merged, "vhid", validators.validate_vhid, errors)
+    interface = _text(merged, "interface", validators.validate_interface, errors)
+    advbase = _number(merged, "advbase", validators.validate_advbase, errors)
     description = str(merged.get("description") or "")
-    try:
-        validators.validate_description(description)
-    except ValidationError as exc:
-        errors.add("description", exc)
-
+    errors.check("description", validators.validate_description, description)
     password = _clean_password(data.get("password"), creating=alias is None, errors=errors)
 
-    if vhid is not None and not errors.has("interface"):
+    if vhid is not None and interface is not None:
         clash = IPAlias.objects.filter(vhid=vhid, interface=interface)
         if alias is not None:
             clash = clash.exclude(pk=alias.pk)
@@ -371,8 +377,9 @@ def validate_alias(
     addresses = _clean_addresses(merged.get("addresses"), alias, errors)
     priorities = _clean_priorities(merged.get("priorities"), errors)
     errors.raise_if_any()
-    # Both are set whenever no error was recorded.
+    # All are set whenever no error was recorded.
     assert vhid is not None
+    assert interface is not None
     assert advbase is not None
     return AliasChange(
         vhid=vhid,
@@ -393,12 +400,7 @@ def _clean_password(value: Any, creating: bool, errors: _Errors) -> str | None:
         if creating:
             errors.add("password", "Password is required.")
         return None
-    try:
-        validators.validate_password_length(text)
-    except ValidationError as exc:
-        errors.add("password", exc)
-        return None
-    return text
+    return text if errors.check("password", validators.validate_password_length, text) else None
 
 
 def _clean_addresses(
@@ -491,15 +493,9 @@ def validate_node(
     merged = _merged(data, current, NODE_DEFAULTS, NODE_REQUIRED, errors)
     others = Node.objects.exclude(pk=node.pk) if node is not None else Node.objects.all()
 
-    name = str(merged.get("name", "")).strip()
-    if "name" in merged:
-        try:
-            validators.validate_node_name(name)
-        except ValidationError as exc:
-            errors.add("name", exc)
-        else:
-            if others.filter(name=name).exists():
-                errors.add("name", f"A node named {name} already exists.")
+    name = _text(merged, "name", validators.validate_node_name, errors)
+    if name is not None and others.filter(name=name).exists():
+        errors.add("name", f"A node named {name} already exists.")
 
     address = ""
     if "address" in merged:
@@ -515,27 +511,19 @@ def validate_node(
             if used is not None:
                 errors.add("address", f"{address} is already used by alias {used.alias.label}.")
 
-    interface = str(merged.get("interface", "")).strip()
-    if "interface" in merged:
-        try:
-            validators.validate_interface(interface)
-        except ValidationError as exc:
-            errors.add("interface", exc)
-
-    ordinal = _as_int(merged["ordinal"], "ordinal", errors) if "ordinal" in merged else None
+    interface = _text(merged, "interface", validators.validate_interface, errors)
+    ordinal = _number(merged, "ordinal", validators.validate_ordinal, errors)
     if ordinal is not None:
-        try:
-            validators.validate_ordinal(ordinal)
-        except ValidationError as exc:
-            errors.add("ordinal", exc)
-        else:
-            holder = others.filter(ordinal=ordinal).first()
-            if holder is not None:
-                errors.add("ordinal", f"Ordinal {ordinal} is already used by node {holder.name}.")
+        holder = others.filter(ordinal=ordinal).first()
+        if holder is not None:
+            errors.add("ordinal", f"Ordinal {ordinal} is already used by node {holder.name}.")
 
     if node is None and Node.objects.count() >= choices.MAX_NODES:
         errors.add("__all__", "A cluster has at most nine nodes.")
     errors.raise_if_any()
+    # All are set whenever no error was recorded.
+    assert name is not None
+    assert interface is not None
     assert ordinal is not None
     return NodeChange(
         name=name,
