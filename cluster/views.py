@@ -7,7 +7,6 @@ view that can change something: the support role gets 403 from it.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import wraps
@@ -24,9 +23,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from cluster import access, choices, services
-from cluster.advskew import derive_advskew
 from cluster.forms import AliasForm, NodeForm, add_service_errors, error_items, node_initial
-from cluster.models import AliasAddress, AliasPriority, AuditEntry, IPAlias, Node
+from cluster.models import AuditEntry, IPAlias, Node
 
 View = Callable[..., HttpResponse]
 AUDIT_PAGE_SIZE = 50
@@ -53,32 +51,21 @@ view_required = _guard(access.can_view, "Your account has no role in this cluste
 change_required = _guard(access.can_change, "Your role cannot change the configuration.")
 
 
-TIER_LABELS = dict(choices.Priority.choices)
-
-
-@dataclass(frozen=True)
-class TierCell:
-    """One node's part in one alias: its tier and the advskew it advertises."""
-
-    tier: str
-    label: str
-    advskew: int
-
-
 @dataclass(frozen=True)
 class AliasRow:
-    """An alias (its field values) with one cell per node, in the nodes' column order."""
+    """An alias with one cell per node, in the nodes' column order: the node's
+    tier and derived advskew, or None where the node is not a member."""
 
-    alias: dict[str, Any]
+    alias: IPAlias
     addresses: list[str]
-    cells: list[TierCell | None]
+    cells: list[services.PriorityView | None]
     nodes: Sequence[Node]
 
     @property
     def expected_owner(self) -> Node | None:
         """The member that should be master: the lowest advskew among the members
         not in maintenance; none while the alias is disabled."""
-        if not self.alias["enabled"]:
+        if not self.alias.enabled:
             return None
         members = [
             (cell.advskew, node)
@@ -89,32 +76,16 @@ class AliasRow:
 
 
 def alias_rows(nodes: Sequence[Node]) -> list[AliasRow]:
-    """Every alias with its addresses and per-node tiers, in three queries.
-
-    Plain values rather than model instances: with 255 aliases on nine nodes
-    the page would otherwise spend most of its time building 2,000 objects.
-    """
-    addresses: dict[int, list[str]] = defaultdict(list)
-    for alias_id, ip, prefixlen in AliasAddress.objects.values_list("alias_id", "ip", "prefixlen"):
-        addresses[alias_id].append(f"{ip}/{prefixlen}")
-    tiers: dict[int, dict[int, str]] = defaultdict(dict)
-    for alias_id, node_id, tier in AliasPriority.objects.values_list(
-        "alias_id", "node_id", "priority"
-    ):
-        tiers[alias_id][node_id] = tier
-    fields = ("pk", "vhid", "interface", "advbase", "enabled", "preempt", "description")
+    """Every alias with its addresses and per-node tiers, in three queries."""
+    aliases = list(IPAlias.objects.all())
+    views = services.alias_views(aliases)
     rows = []
-    for alias in IPAlias.objects.values(*fields):
-        by_node = tiers[alias["pk"]]
-        cells = [tier_cell(by_node.get(node.pk), node) for node in nodes]
-        rows.append(AliasRow(alias, addresses[alias["pk"]], cells, nodes))
+    for alias in aliases:
+        view = views[alias.pk]
+        by_node = {priority.node: priority for priority in view.priorities}
+        cells = [by_node.get(node.name) for node in nodes]
+        rows.append(AliasRow(alias, view.addresses, cells, nodes))
     return rows
-
-
-def tier_cell(tier: str | None, node: Node) -> TierCell | None:
-    if tier is None:
-        return None
-    return TierCell(tier, TIER_LABELS[tier], derive_advskew(tier, node.ordinal))
 
 
 @view_required

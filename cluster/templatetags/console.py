@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django import template
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -13,9 +13,8 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
 from cluster import access
-
-if TYPE_CHECKING:
-    from cluster.views import TierCell
+from cluster.choices import Priority
+from cluster.services import PriorityView
 
 register = template.Library()
 
@@ -52,7 +51,7 @@ def audit_value(value: Any) -> str:
 
 @register.filter
 @functools.cache
-def tier_badge(cell: TierCell | None) -> SafeString:
+def tier_badge(cell: PriorityView | None) -> SafeString:
     """A node's tier for one alias with its derived advskew, or a dash.
 
     A cached filter rather than an included template: the IP ALIAS page shows
@@ -64,7 +63,7 @@ def tier_badge(cell: TierCell | None) -> SafeString:
     return format_html(
         '<span class="tier tier-{}">{}</span><span class="skew" title="advskew on the wire">'
         "skew {}</span>",
-        cell.tier,
-        cell.label,
+        cell.priority,
+        Priority(cell.priority).label,
         cell.advskew,
     )
