@@ -1,9 +1,9 @@
-"""Fixtures of the page tests: named actors and a small cluster.
+"""Fixtures of the page tests: the named actors of ``tests.factories`` with
+logged-in clients, and a small cluster.
 
-alice is an administrator, bob has the support role, charlie is logged in
-with no role. The cluster has node1..node3 (ordinals 1..3) and, with the
-``alias`` fixture, VHID 1 on eth0 with node1 Primary, node2 Secondary and
-node3 Backup.
+alice is an administrator, sam has the support role, charlie is logged in
+with no role. ``nodes`` is node1..node3 (ordinals 1..3); ``alias`` is VHID 1
+on eth0 (192.0.2.101/24) with node1 Primary, node2 Secondary, node3 Backup.
 """
 
 from __future__ import annotations
@@ -12,23 +12,26 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from cluster import access, services
+from cluster import services
 from cluster.models import IPAlias, Node
-from tests.pages.helpers import alias_data, client_for, make_user
+from tests.factories import alias_data, make_nodes, make_user
+from tests.pages.helpers import client_for
+
+THREE_TIERS = [
+    {"node": "node1", "priority": "primary"},
+    {"node": "node2", "priority": "secondary"},
+    {"node": "node3", "priority": "backup"},
+]
 
 
 @pytest.fixture
 def alice(db: None) -> User:
-    user = make_user("alice")
-    access.make_administrator(user)
-    return user
+    return make_user("alice", "administrator")
 
 
 @pytest.fixture
-def bob(db: None) -> User:
-    user = make_user("bob")
-    access.make_support(user)
-    return user
+def sam(db: None) -> User:
+    return make_user("sam", "support")
 
 
 @pytest.fixture
@@ -42,40 +45,30 @@ def alice_client(alice: User) -> Client:
 
 
 @pytest.fixture
-def bob_client(bob: User) -> Client:
-    return client_for(bob)
+def sam_client(sam: User) -> Client:
+    return client_for(sam)
 
 
 @pytest.fixture
-def nodes(alice: User) -> list[Node]:
-    return [
-        services.create_node(
-            alice,
-            {"name": f"node{n}", "address": f"192.0.2.{10 + n}", "interface": "eth0", "ordinal": n},
-        )
-        for n in (1, 2, 3)
-    ]
+def nodes(db: None) -> list[Node]:
+    return make_nodes(3)
 
 
 @pytest.fixture
 def alias(alice: User, nodes: list[Node]) -> IPAlias:
-    return services.create_alias(alice, alias_data())
+    data = alias_data(1, addresses=["192.0.2.101/24"], priorities=THREE_TIERS, description="mail A")
+    return services.create_alias(alice, data)
 
 
 @pytest.fixture
-def active_active(alice: User, nodes: list[Node]) -> tuple[IPAlias, IPAlias]:
+def active_active(alice: User, alias: IPAlias) -> tuple[IPAlias, IPAlias]:
     """Two aliases with opposite priorities, as the appliance documents:
     VHID 1 has node1 Primary, VHID 2 has node2 Primary; each other is Secondary."""
-    first = services.create_alias(alice, alias_data())
+    priorities = [
+        {"node": "node2", "priority": "primary"},
+        {"node": "node1", "priority": "secondary"},
+    ]
     second = services.create_alias(
-        alice,
-        alias_data(
-            vhid=2,
-            addresses=["192.0.2.102/24"],
-            priorities=[
-                {"node": "node2", "priority": "primary"},
-                {"node": "node1", "priority": "secondary"},
-            ],
-        ),
+        alice, alias_data(2, addresses=["192.0.2.102/24"], priorities=priorities)
     )
-    return first, second
+    return alias, second

@@ -1,4 +1,7 @@
-"""Helpers of the page tests: service input, form posts, and where a message sits."""
+"""Helpers of the page tests: form posts, and where a message sits on the page.
+
+Actors, nodes and service input come from ``tests.factories``.
+"""
 
 from __future__ import annotations
 
@@ -12,38 +15,14 @@ from django.utils.html import escape
 
 from cluster.models import Node
 
-ALIAS_PASSWORD = "TopSecret-42"
 ALIAS_URL = "/system/advanced/ip-alias/"
 NODES_URL = "/system/cluster/nodes/"
-
-
-def make_user(username: str) -> User:
-    return User.objects.create_user(username, password=f"{username}-password")
 
 
 def client_for(user: User) -> Client:
     client = Client()
     client.force_login(user)
     return client
-
-
-def alias_data(**overrides: Any) -> dict[str, Any]:
-    """Valid service input for an alias on node1..node3."""
-    data: dict[str, Any] = {
-        "vhid": 1,
-        "interface": "eth0",
-        "advbase": 1,
-        "password": ALIAS_PASSWORD,
-        "addresses": ["192.0.2.101/24"],
-        "priorities": [
-            {"node": "node1", "priority": "primary"},
-            {"node": "node2", "priority": "secondary"},
-            {"node": "node3", "priority": "backup"},
-        ],
-        "description": "mail A",
-    }
-    data.update(overrides)
-    return data
 
 
 def alias_post(
@@ -69,7 +48,7 @@ def alias_post(
 
 
 def node_post(**overrides: Any) -> dict[str, Any]:
-    post = {"name": "node4", "address": "192.0.2.14", "interface": "eth0", "ordinal": "4"}
+    post = {"name": "node4", "address": "198.51.100.14", "interface": "eth0", "ordinal": "4"}
     post.update(overrides)
     return {key: value for key, value in post.items() if value is not None}
 

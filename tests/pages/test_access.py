@@ -34,6 +34,8 @@ def test_every_page_requires_login(alias, nodes):
 
 
 def test_the_login_page_logs_in_and_lands_on_the_ip_alias_page(alice):
+    alice.set_password("alice-password")
+    alice.save()
     client = Client()
     page = client.get("/login/")
     assert page.status_code == 200
@@ -44,6 +46,8 @@ def test_the_login_page_logs_in_and_lands_on_the_ip_alias_page(alice):
 
 
 def test_a_wrong_password_is_refused_on_the_login_page(alice):
+    alice.set_password("alice-password")
+    alice.save()
     response = Client().post("/login/", {"username": "alice", "password": "wrong"})
     assert response.status_code == 200
     assert b"Please enter a correct username and password" in response.content
@@ -56,26 +60,26 @@ def test_logout_is_a_post_and_ends_the_session(alice_client):
     assert alice_client.get(ALIAS_URL).status_code == 302
 
 
-def test_every_page_shows_who_is_logged_in_and_the_role(alice_client, bob_client, alias):
+def test_every_page_shows_who_is_logged_in_and_the_role(alice_client, sam_client, alias):
     for url in READ_PAGES:
         page = alice_client.get(url).content.decode()
         assert "<strong>alice</strong>" in page
         assert ">Administrator</span>" in page
-        page = bob_client.get(url).content.decode()
-        assert "<strong>bob</strong>" in page
+        page = sam_client.get(url).content.decode()
+        assert "<strong>sam</strong>" in page
         assert ">Support</span>" in page
 
 
-def test_support_sees_every_page_without_any_control(bob_client, alias, nodes):
+def test_support_sees_every_page_without_any_control(sam_client, alias, nodes):
     for url in READ_PAGES:
-        response = bob_client.get(url)
+        response = sam_client.get(url)
         assert response.status_code == 200, url
         html = response.content.decode()
         for url_that_changes in write_pages(alias, nodes[0]):
             assert f'href="{url_that_changes}"' not in html, (url, url_that_changes)
         assert "Add IP alias" not in html
         assert "Add node" not in html
-    assert "VHID" in bob_client.get(ALIAS_URL).content.decode()
+    assert "VHID" in sam_client.get(ALIAS_URL).content.decode()
 
 
 def test_the_administrator_sees_the_controls(alice_client, alias, nodes):
@@ -87,7 +91,7 @@ def test_the_administrator_sees_the_controls(alice_client, alias, nodes):
     assert f'href="{NODES_URL}{nodes[0].pk}/edit/"' in html
 
 
-def test_support_is_refused_every_write(bob_client, alias, nodes):
+def test_support_is_refused_every_write(sam_client, alias, nodes):
     posts = {
         f"{ALIAS_URL}add/": alias_post(nodes),
         f"{ALIAS_URL}{alias.pk}/edit/": alias_post(nodes, vhid="9"),
@@ -98,15 +102,15 @@ def test_support_is_refused_every_write(bob_client, alias, nodes):
     }
     audit_before = AuditEntry.objects.count()
     for url, data in posts.items():
-        assert bob_client.get(url).status_code == 403, url
-        assert bob_client.post(url, data).status_code == 403, url
+        assert sam_client.get(url).status_code == 403, url
+        assert sam_client.post(url, data).status_code == 403, url
     assert AuditEntry.objects.count() == audit_before
     assert IPAlias.objects.get().vhid == 1
     assert sorted(Node.objects.values_list("name", flat=True)) == ["node1", "node2", "node3"]
 
 
-def test_the_403_page_explains_the_refusal(bob_client, alias):
-    response = bob_client.get(f"{ALIAS_URL}add/")
+def test_the_403_page_explains_the_refusal(sam_client, alias):
+    response = sam_client.get(f"{ALIAS_URL}add/")
     assert b"Your role cannot change the configuration." in response.content
 
 
@@ -115,8 +119,8 @@ def test_a_user_without_a_role_is_refused(charlie, url):
     assert client_for(charlie).get(url).status_code == 403
 
 
-def test_the_menu_links_api_and_admin(alice_client, bob_client):
-    for client in (alice_client, bob_client):
+def test_the_menu_links_api_and_admin(alice_client, sam_client):
+    for client in (alice_client, sam_client):
         html = client.get(ALIAS_URL).content.decode()
         assert 'href="/api/docs/"' in html
         assert 'href="/admin/"' in html

@@ -8,13 +8,8 @@ import pytest
 
 from cluster import services
 from cluster.models import AliasAddress, AliasPriority, AuditEntry, IPAlias
-from tests.pages.helpers import (
-    ALIAS_PASSWORD,
-    ALIAS_URL,
-    alias_data,
-    alias_post,
-    assert_field_error,
-)
+from tests.factories import ALIAS_SECRET, alias_data
+from tests.pages.helpers import ALIAS_URL, alias_post, assert_field_error
 
 ADD_URL = f"{ALIAS_URL}add/"
 
@@ -77,14 +72,14 @@ def test_the_table_shows_flags_and_description(alice_client, alias):
 
 def test_the_page_needs_a_constant_number_of_queries(alice, alice_client, nodes):
     for vhid in range(1, 4):
-        services.create_alias(alice, alias_data(vhid=vhid, addresses=[f"192.0.2.{100 + vhid}/24"]))
+        services.create_alias(alice, alias_data(vhid))
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     with CaptureQueriesContext(connection) as few:
         alice_client.get(ALIAS_URL)
     for vhid in range(4, 12):
-        services.create_alias(alice, alias_data(vhid=vhid, addresses=[f"192.0.2.{100 + vhid}/24"]))
+        services.create_alias(alice, alias_data(vhid))
     with CaptureQueriesContext(connection) as many:
         alice_client.get(ALIAS_URL)
     assert len(many) == len(few)
@@ -164,9 +159,9 @@ def test_unchecked_boxes_turn_enabled_and_preempt_off(alice_client, nodes):
             "192.0.2.255/24 is the broadcast address of its prefix.",
         ),
         (
-            {"addresses": "192.0.2.12/24"},
+            {"addresses": "198.51.100.12/24"},
             "addresses",
-            "192.0.2.12 is the own address of node node2.",
+            "198.51.100.12 is the own address of node node2.",
         ),
         (
             {"description": "d" * 201},
@@ -280,7 +275,7 @@ def test_editing_with_a_blank_password_keeps_it(alice_client, alias, nodes):
     assert response.status_code == 302
     alias.refresh_from_db()
     assert alias.advbase == 3
-    assert alias.get_password() == ALIAS_PASSWORD
+    assert alias.get_password() == ALIAS_SECRET
     assert alias.version == 2
 
 
@@ -300,7 +295,7 @@ def test_a_failed_edit_changes_nothing(alice_client, alias, nodes):
     )
     assert_field_error(response, "addresses", "192.0.2.0/24 is the network address of its prefix.")
     assert snapshot() == before
-    assert IPAlias.objects.get().get_password() == ALIAS_PASSWORD
+    assert IPAlias.objects.get().get_password() == ALIAS_SECRET
 
 
 def test_editing_a_missing_alias_is_404(alice_client, nodes):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cluster import services
 from cluster.models import AliasPriority, AuditEntry, IPAlias, Node
+from tests.factories import make_node
 from tests.pages.helpers import NODES_URL, assert_field_error, assert_form_error, node_post
 
 ADD_URL = f"{NODES_URL}add/"
@@ -28,7 +28,7 @@ def test_adding_a_node(alice_client, nodes):
     response = alice_client.post(ADD_URL, node_post())
     assert response.status_code == 302
     node = Node.objects.get(name="node4")
-    assert (node.address, node.interface, node.ordinal) == ("192.0.2.14", "eth0", 4)
+    assert (node.address, node.interface, node.ordinal) == ("198.51.100.14", "eth0", 4)
     assert AuditEntry.objects.filter(object_type="node", action="create").count() == 4
 
 
@@ -39,7 +39,11 @@ def test_adding_a_node(alice_client, nodes):
         ({"name": "Node 4"}, "name", "Node name must be 1 to 32 lowercase letters"),
         ({"name": "node1"}, "name", "A node named node1 already exists."),
         ({"address": "192.0.2.300"}, "address", "'192.0.2.300' is not a valid IPv4 or IPv6"),
-        ({"address": "192.0.2.11"}, "address", "192.0.2.11 is the own address of node node1."),
+        (
+            {"address": "198.51.100.11"},
+            "address",
+            "198.51.100.11 is the own address of node node1.",
+        ),
         ({"address": "192.0.2.101"}, "address", "192.0.2.101 is already used by alias VHID 1"),
         ({"ordinal": "0"}, "ordinal", "Ordinal must be between 1 and 9."),
         ({"ordinal": "10"}, "ordinal", "Ordinal must be between 1 and 9."),
@@ -53,13 +57,10 @@ def test_each_rule_is_shown_next_to_its_field(alice_client, alias, overrides, fi
     assert Node.objects.count() == 3
 
 
-def test_a_cluster_has_at_most_nine_nodes(alice, alice_client, nodes):
-    for n in range(4, 10):
-        services.create_node(
-            alice,
-            {"name": f"node{n}", "address": f"192.0.2.{10 + n}", "interface": "eth0", "ordinal": n},
-        )
-    response = alice_client.post(ADD_URL, node_post(name="node10", address="192.0.2.20"))
+def test_a_cluster_has_at_most_nine_nodes(alice_client, nodes):
+    for ordinal in range(4, 10):
+        make_node(ordinal)
+    response = alice_client.post(ADD_URL, node_post(name="node10", address="198.51.100.20"))
     assert_form_error(response, "A cluster has at most nine nodes.")
     assert Node.objects.count() == 9
 
@@ -67,13 +68,13 @@ def test_a_cluster_has_at_most_nine_nodes(alice, alice_client, nodes):
 def test_editing_a_node(alice_client, nodes):
     node = nodes[2]
     response = alice_client.get(f"{NODES_URL}{node.pk}/edit/")
-    assert response.context["form"].initial["address"] == "192.0.2.13"
+    assert response.context["form"].initial["address"] == "198.51.100.13"
     response = alice_client.post(
-        f"{NODES_URL}{node.pk}/edit/", node_post(name="node3", address="192.0.2.33", ordinal="3")
+        f"{NODES_URL}{node.pk}/edit/", node_post(name="node3", address="198.51.100.33", ordinal="3")
     )
     assert response.status_code == 302
     node.refresh_from_db()
-    assert node.address == "192.0.2.33"
+    assert node.address == "198.51.100.33"
 
 
 def test_a_failed_edit_changes_nothing(alice_client, nodes):
