@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import wraps
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -27,6 +27,8 @@ from cluster.forms import AliasForm, NodeForm, add_service_errors, error_items, 
 from cluster.models import AuditEntry, IPAlias, Node
 
 View = Callable[..., HttpResponse]
+Saved = TypeVar("Saved", IPAlias, Node)
+ServiceForm = AliasForm | NodeForm
 AUDIT_PAGE_SIZE = 50
 
 
@@ -88,6 +90,19 @@ def alias_rows(nodes: Sequence[Node]) -> list[AliasRow]:
     return rows
 
 
+def submit(request: HttpRequest, form: ServiceForm, write: Callable[[Any], Saved]) -> Saved | None:
+    """On a valid POST, hand the form's data to ``write`` (a service call) and
+    return what it saved; on a ``ValidationError``, put its messages on the
+    form and return None, as for a GET or a form that did not parse."""
+    if request.method != "POST" or not form.is_valid():
+        return None
+    try:
+        return write(form.service_data())
+    except ValidationError as error:
+        add_service_errors(form, error)
+        return None
+
+
 @view_required
 def home(request: HttpRequest) -> HttpResponse:
     return redirect("console:alias-list")
@@ -115,14 +130,10 @@ def alias_list(request: HttpRequest) -> HttpResponse:
 def alias_add(request: HttpRequest) -> HttpResponse:
     nodes = list(Node.objects.all())
     form = AliasForm(request.POST or None, nodes=nodes)
-    if request.method == "POST" and form.is_valid():
-        try:
-            alias = services.create_alias(request.user, form.service_data())
-        except ValidationError as error:
-            add_service_errors(form, error)
-        else:
-            messages.success(request, f"Added {alias.label}.")
-            return redirect("console:alias-list")
+    saved = submit(request, form, lambda data: services.create_alias(request.user, data))
+    if saved is not None:
+        messages.success(request, f"Added {saved.label}.")
+        return redirect("console:alias-list")
     return render_alias_form(request, form, None)
 
 
@@ -132,14 +143,10 @@ def alias_edit(request: HttpRequest, pk: int) -> HttpResponse:
     nodes = list(Node.objects.all())
     initial = AliasForm.initial_from(services.alias_form_data(alias), nodes)
     form = AliasForm(request.POST or None, nodes=nodes, editing=True, initial=initial)
-    if request.method == "POST" and form.is_valid():
-        try:
-            alias = services.update_alias(request.user, alias, form.service_data())
-        except ValidationError as error:
-            add_service_errors(form, error)
-        else:
-            messages.success(request, f"Saved {alias.label}.")
-            return redirect("console:alias-list")
+    saved = submit(request, form, lambda data: services.update_alias(request.user, alias, data))
+    if saved is not None:
+        messages.success(request, f"Saved {saved.label}.")
+        return redirect("console:alias-list")
     return render_alias_form(request, form, alias)
 
 
@@ -205,14 +212,10 @@ def node_list(request: HttpRequest) -> HttpResponse:
 @change_required
 def node_add(request: HttpRequest) -> HttpResponse:
     form = NodeForm(request.POST or None, initial={"ordinal": next_free_ordinal()})
-    if request.method == "POST" and form.is_valid():
-        try:
-            node = services.create_node(request.user, form.service_data())
-        except ValidationError as error:
-            add_service_errors(form, error)
-        else:
-            messages.success(request, f"Added node {node.name}.")
-            return redirect("console:node-list")
+    saved = submit(request, form, lambda data: services.create_node(request.user, data))
+    if saved is not None:
+        messages.success(request, f"Added node {saved.name}.")
+        return redirect("console:node-list")
     return render_node_form(request, form, None)
 
 
@@ -220,14 +223,10 @@ def node_add(request: HttpRequest) -> HttpResponse:
 def node_edit(request: HttpRequest, pk: int) -> HttpResponse:
     node = get_object_or_404(Node, pk=pk)
     form = NodeForm(request.POST or None, initial=node_initial(node))
-    if request.method == "POST" and form.is_valid():
-        try:
-            node = services.update_node(request.user, node, form.service_data())
-        except ValidationError as error:
-            add_service_errors(form, error)
-        else:
-            messages.success(request, f"Saved node {node.name}.")
-            return redirect("console:node-list")
+    saved = submit(request, form, lambda data: services.update_node(request.user, node, data))
+    if saved is not None:
+        messages.success(request, f"Saved node {saved.name}.")
+        return redirect("console:node-list")
     return render_node_form(request, form, node)
 
 
