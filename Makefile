@@ -52,7 +52,7 @@ demo: venv debian-deps
 	scripts/demo.sh
 
 bench: venv
-	$(PY) bench/api_latency.py
+	$(PY) bench/list_latency.py
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache var
