@@ -31,6 +31,7 @@ typecheck: venv
 djcheck: venv
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
+	$(PY) manage.py spectacular --validate --fail-on-warn --file /dev/null
 
 pytest-sqlite: venv debian-deps
 	env -u DATABASE_URL .venv/bin/pytest

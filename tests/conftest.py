@@ -11,8 +11,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+    from cluster.models import Node
 
 _skipped_netns: list[str] = []
 
@@ -51,3 +57,37 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for nodeid in _skipped_netns:
             print(f"  {nodeid}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# The named actors every Django test uses (healthchecks' hc/test.py style): alice is
+# an administrator, sam has the support role, charlie is logged in with no role.
+# Imports stay inside the fixtures so the engine's tests run without Django.
+
+
+@pytest.fixture
+def alice(db: None) -> User:
+    from tests.factories import make_user
+
+    return make_user("alice", "administrator")
+
+
+@pytest.fixture
+def sam(db: None) -> User:
+    from tests.factories import make_user
+
+    return make_user("sam", "support")
+
+
+@pytest.fixture
+def charlie(db: None) -> User:
+    from tests.factories import make_user
+
+    return make_user("charlie")
+
+
+@pytest.fixture
+def nodes(db: None) -> list[Node]:
+    """node1..node3, ordinals 1..3."""
+    from tests.factories import make_nodes
+
+    return make_nodes(3)

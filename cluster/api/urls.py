@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from django.urls import path
+from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
 from cluster.api import views
@@ -10,4 +12,9 @@ router = DefaultRouter()
 router.register("nodes", views.NodeViewSet, basename="node")
 router.register("aliases", views.AliasViewSet, basename="ipalias")
 
-urlpatterns = router.urls
+urlpatterns = [
+    # POST username and password, get the user's token (DRF authtoken): how automation
+    # obtains the `Authorization: Token …` header without the admin.
+    path("auth/token/", obtain_auth_token, name="token"),
+    *router.urls,
+]

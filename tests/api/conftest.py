@@ -11,30 +11,12 @@ from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from cluster.models import Node
-from tests.factories import make_nodes, make_user
-
 
 def token_client(user: User) -> APIClient:
     client = APIClient()
     token, _ = Token.objects.get_or_create(user=user)
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
     return client
-
-
-@pytest.fixture
-def alice(db: None) -> User:
-    return make_user("alice", "administrator")
-
-
-@pytest.fixture
-def sam(db: None) -> User:
-    return make_user("sam", "support")
-
-
-@pytest.fixture
-def charlie(db: None) -> User:
-    return make_user("charlie")
 
 
 @pytest.fixture
@@ -45,8 +27,3 @@ def admin_api(alice: User) -> APIClient:
 @pytest.fixture
 def support_api(sam: User) -> APIClient:
     return token_client(sam)
-
-
-@pytest.fixture
-def nodes(db: None) -> list[Node]:
-    return make_nodes(3)

@@ -107,3 +107,26 @@ def test_role_names_for_the_pages(alice: User, sam: User, charlie: User) -> None
     assert [access.can_view(u) for u in (alice, sam, charlie)] == [True, True, False]
     User.objects.filter(pk=alice.pk).update(is_active=False)
     assert not access.can_view(User.objects.get(pk=alice.pk))
+
+
+def test_a_token_is_obtained_with_username_and_password_and_then_works(alice: User) -> None:
+    alice.set_password("correct horse")
+    alice.save()
+    anonymous = APIClient()
+    response = anonymous.post(
+        "/api/v1/auth/token/", {"username": alice.username, "password": "correct horse"}
+    )
+    assert response.status_code == 200
+    token = response.json()["token"]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert client.get("/api/v1/aliases/").status_code == 200
+
+
+def test_a_wrong_password_gets_no_token(alice: User) -> None:
+    response = APIClient().post(
+        "/api/v1/auth/token/", {"username": alice.username, "password": "wrong"}
+    )
+    assert response.status_code == 400
+    assert "token" not in response.json()
+    assert "non_field_errors" in response.json()

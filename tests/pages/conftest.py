@@ -14,7 +14,7 @@ from django.test import Client
 
 from cluster import services
 from cluster.models import IPAlias, Node
-from tests.factories import alias_data, make_nodes, make_user
+from tests.factories import alias_data
 from tests.pages.helpers import client_for
 
 THREE_TIERS = [
@@ -25,21 +25,6 @@ THREE_TIERS = [
 
 
 @pytest.fixture
-def alice(db: None) -> User:
-    return make_user("alice", "administrator")
-
-
-@pytest.fixture
-def sam(db: None) -> User:
-    return make_user("sam", "support")
-
-
-@pytest.fixture
-def charlie(db: None) -> User:
-    return make_user("charlie")
-
-
-@pytest.fixture
 def alice_client(alice: User) -> Client:
     return client_for(alice)
 
@@ -47,11 +32,6 @@ def alice_client(alice: User) -> Client:
 @pytest.fixture
 def sam_client(sam: User) -> Client:
     return client_for(sam)
-
-
-@pytest.fixture
-def nodes(db: None) -> list[Node]:
-    return make_nodes(3)
 
 
 @pytest.fixture
