@@ -20,6 +20,7 @@ import struct
 from collections.abc import Iterable
 
 from cluster.carp.types import IPInterface
+from cluster.carp.wire import internet_checksum
 
 ETH_P_ARP = 0x0806
 ETH_P_IPV6 = 0x86DD
@@ -47,15 +48,6 @@ def gratuitous_arp(mac: bytes, address: ipaddress.IPv4Address) -> bytes:
     return (ether + arp).ljust(ETH_MIN_FRAME, b"\0")
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def unsolicited_na(mac: bytes, address: ipaddress.IPv6Address) -> bytes:
     """An unsolicited neighbour advertisement for ``address`` to ff02::1 (RFC 4861 7.2.6).
 
@@ -65,7 +57,7 @@ def unsolicited_na(mac: bytes, address: ipaddress.IPv6Address) -> bytes:
     option = struct.pack("!BB6s", 2, 1, mac)  # target link-layer address, 8 bytes
     body = struct.pack("!BBHI16s", 136, 0, 0, 0x20000000, address.packed) + option
     pseudo = address.packed + ALL_NODES.packed + struct.pack("!I3xB", len(body), 58)
-    checksum = _checksum(pseudo + body)
+    checksum = internet_checksum(pseudo + body)  # ICMPv6: RFC 1071 over the pseudo-header
     body = body[:2] + struct.pack("!H", checksum) + body[4:]
     ipv6 = struct.pack("!IHBB16s16s", 6 << 28, len(body), 58, 255, address.packed, ALL_NODES.packed)
     return ALL_NODES_MAC + mac + struct.pack("!H", ETH_P_IPV6) + ipv6 + body
