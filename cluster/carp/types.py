@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -80,7 +80,8 @@ class VirtualHostConfig:
 
     vhid: int
     interface: str
-    password: bytes
+    # Never in a repr, so no log line or traceback that prints a config shows it.
+    password: bytes = field(repr=False)
     addresses: tuple[IPInterface, ...]
     advbase: int = 1
     advskew: int = 0
