@@ -123,7 +123,14 @@ LABELS = {
     "name": "Name",
     "address": "Address",
     "ordinal": "Ordinal",
+    "description": "Description",
+    "enabled": "Enabled",
+    "preempt": "Preempt",
+    "maintenance": "Maintenance",
 }
+# The words a boolean may be written with (a form's checkbox posts "on").
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
 
 Actor = Any  # a User, an AnonymousUser or None (a system change)
 
@@ -293,7 +300,10 @@ def _text(
     """The stripped text under ``key`` if given and valid, else None."""
     if key not in merged:
         return None
-    value = str(merged[key]).strip()
+    if not isinstance(merged[key], str):
+        errors.add(key, f"{LABELS[key]} must be text.")
+        return None
+    value = merged[key].strip()
     return value if errors.check(key, rule, value) else None
 
 
@@ -307,10 +317,17 @@ def _number(
     return value if value is not None and errors.check(key, rule, value) else None
 
 
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in {"1", "true", "yes", "on"}
-    return bool(value)
+def _flag(merged: Mapping[str, Any], key: str, errors: _Errors) -> bool:
+    """The boolean under ``key``: true/false, 1/0, or a form's words for them."""
+    value = merged[key]
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower() if isinstance(value, str | int) else None
+    if word in TRUE_WORDS:
+        return True
+    if word not in FALSE_WORDS:
+        errors.add(key, f"{LABELS[key]} must be true or false.")
+    return False
 
 
 def _merged(
@@ -324,9 +341,17 @@ def _merged(
     merged: dict[str, Any] = dict(defaults)
     if current is not None:
         merged.update(current)
-    merged.update({k: v for k, v in data.items() if v is not None})
+    required = tuple(required)
+
+    def given(key: str, value: Any) -> bool:
+        # None, or blank text for a required field, is "not given".
+        blank = key in required and isinstance(value, str) and not value.strip()
+        return value is not None and not blank
+
+    merged.update({k: v for k, v in data.items() if given(k, v)})
     for key in required:
-        if key not in merged:
+        # An explicit null or blank clears a required value: refused like a missing one.
+        if key not in merged or (key in data and not given(key, data[key])):
             errors.add(key, f"{LABELS[key]} is required.")
     return merged
 
@@ -361,8 +386,9 @@ def validate_alias(
     vhid = _number(merged, "vhid", validators.validate_vhid, errors)
     interface = _text(merged, "interface", validators.validate_interface, errors)
     advbase = _number(merged, "advbase", validators.validate_advbase, errors)
-    description = str(merged.get("description") or "")
-    errors.check("description", validators.validate_description, description)
+    description = _text(merged, "description", validators.validate_description, errors) or ""
+    enabled = _flag(merged, "enabled", errors)
+    preempt = _flag(merged, "preempt", errors)
     password = _clean_password(data.get("password"), creating=alias is None, errors=errors)
 
     if vhid is not None and interface is not None:
@@ -385,8 +411,8 @@ def validate_alias(
         vhid=vhid,
         interface=interface,
         advbase=advbase,
-        enabled=_as_bool(merged["enabled"]),
-        preempt=_as_bool(merged["preempt"]),
+        enabled=enabled,
+        preempt=preempt,
         description=description,
         password=password,
         addresses=addresses,
@@ -395,7 +421,10 @@ def validate_alias(
 
 
 def _clean_password(value: Any, creating: bool, errors: _Errors) -> str | None:
-    text = "" if value is None else str(value)
+    if value is not None and not isinstance(value, str):
+        errors.add("password", "Password must be text.")
+        return None
+    text = value or ""
     if not text:
         if creating:
             errors.add("password", "Password is required.")
@@ -408,14 +437,15 @@ def _clean_addresses(
 ) -> list[validators.IPInterface]:
     if value is None:
         return []  # already reported as required
-    if isinstance(value, str):
-        value = value.split()
     if not isinstance(value, list | tuple):
         errors.add("addresses", "Addresses must be a list of addresses with prefix.")
         return []
     parsed: list[validators.IPInterface] = []
     seen: set[str] = set()
     for item in value:
+        if not isinstance(item, str):
+            errors.add("addresses", "Each address must be text, e.g. 192.0.2.100/24.")
+            continue
         try:
             iface = validators.parse_alias_address(item)
         except ValidationError as exc:
@@ -513,6 +543,7 @@ def validate_node(
 
     interface = _text(merged, "interface", validators.validate_interface, errors)
     ordinal = _number(merged, "ordinal", validators.validate_ordinal, errors)
+    maintenance = _flag(merged, "maintenance", errors)
     if ordinal is not None:
         holder = others.filter(ordinal=ordinal).first()
         if holder is not None:
@@ -530,7 +561,7 @@ def validate_node(
         address=address,
         interface=interface,
         ordinal=ordinal,
-        maintenance=_as_bool(merged["maintenance"]),
+        maintenance=maintenance,
     )
 
 

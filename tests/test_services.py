@@ -170,7 +170,9 @@ def test_services_accept_form_style_strings() -> None:
     make_nodes(2)
     alias = services.create_alias(
         None,
-        alias_data(42, vhid="42", advbase="3", enabled="on", addresses="192.0.2.5/24 192.0.2.6/24"),
+        alias_data(
+            42, vhid="42", advbase="3", enabled="on", addresses=["192.0.2.5/24", "192.0.2.6/24"]
+        ),
     )
     assert (alias.vhid, alias.advbase, alias.enabled) == (42, 3, True)
     assert [a.address for a in alias.addresses.all()] == ["192.0.2.5/24", "192.0.2.6/24"]

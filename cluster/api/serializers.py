@@ -1,17 +1,23 @@
 """Serializers of the REST API.
 
-They parse and render only: every rule is checked by ``cluster.services``
-(so the API, the pages and the admin show the same messages), and a
-``ValidationError`` from a service becomes a 400 field by field
-(``cluster.api.exceptions``). The alias password is write-only.
+They render, and pass the request's values on as they came: every rule,
+types and "is required" included, is checked by ``cluster.services`` (so the
+API, the pages and the admin show the same messages, e.g. "VHID must be a
+whole number." rather than DRF's own words), and a ``ValidationError`` from a
+service becomes a 400 field by field (``cluster.api.exceptions``). The
+declared fields describe the shape for the schema. The alias password is
+write-only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import empty
+from rest_framework.settings import api_settings
 
 from cluster import services
 from cluster.choices import Priority
@@ -31,7 +37,30 @@ class PrioritySerializer(serializers.Serializer[dict[str, Any]]):
     )
 
 
-class AliasSerializer(serializers.Serializer[IPAlias]):
+class ServiceInput:
+    """``to_internal_value`` that hands the writable values to the service unjudged.
+
+    Only the request's shape is checked here (an object); what each value must
+    be is the service's rule, with the service's message.
+    """
+
+    fields: Any
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        if not isinstance(data, Mapping):
+            message = f"Invalid data. Expected a dictionary, but got {type(data).__name__}."
+            raise serializers.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: [message]})
+        values: dict[str, Any] = {}
+        for name, field in self.fields.items():
+            if field.read_only:
+                continue
+            value = field.get_value(data)  # handles form-encoded lists too
+            if value is not empty:
+                values[name] = value
+        return values
+
+
+class AliasSerializer(ServiceInput, serializers.Serializer[IPAlias]):
     id = serializers.IntegerField(read_only=True)
     url = serializers.HyperlinkedIdentityField(view_name="api:ipalias-detail")
     vhid = serializers.IntegerField(help_text="1..255, unique per interface.")
@@ -92,7 +121,7 @@ class AliasSerializer(serializers.Serializer[IPAlias]):
         return services.update_alias(user, instance, validated_data, partial=self.partial)
 
 
-class NodeSerializer(serializers.Serializer[Node]):
+class NodeSerializer(ServiceInput, serializers.Serializer[Node]):
     id = serializers.IntegerField(read_only=True)
     url = serializers.HyperlinkedIdentityField(view_name="api:node-detail")
     name = serializers.CharField(help_text="Lowercase letters, digits and hyphens.")

@@ -184,7 +184,86 @@ def test_an_alias_may_keep_its_own_addresses_on_update(
     assert response.json()["addresses"] == ["192.0.2.42/24", "192.0.2.43/24"]
 
 
-def test_a_wrong_type_is_reported_on_its_field(admin_api: APIClient, nodes: list[Node]) -> None:
-    response = post(admin_api, vhid="forty-two")
+@pytest.mark.parametrize(
+    ("overrides", "field", "message"),
+    [
+        # The service's words, as the page shows them, not DRF's own.
+        ({"vhid": "abc"}, "vhid", "VHID must be a whole number."),
+        ({"vhid": 4.5}, "vhid", "VHID must be a whole number."),
+        ({"vhid": True}, "vhid", "VHID must be a whole number."),
+        ({"vhid": None}, "vhid", "VHID is required."),
+        ({"advbase": "fast"}, "advbase", "Advbase must be a whole number."),
+        ({"interface": ["eth0"]}, "interface", "Interface must be text."),
+        ({"password": 12345}, "password", "Password must be text."),
+        ({"addresses": "192.0.2.42/24"}, "addresses",
+         "Addresses must be a list of addresses with prefix."),
+        ({"addresses": [42]}, "addresses", "Each address must be text, e.g. 192.0.2.100/24."),
+        ({"priorities": {"node": "node1", "priority": "primary"}}, "priorities",
+         'Priorities must be a list of {"node", "priority"} items.'),
+        ({"priorities": ["node1"]}, "priorities",
+         'Each priority must name a "node" and a "priority".'),
+        ({"enabled": "maybe"}, "enabled", "Enabled must be true or false."),
+        ({"preempt": 2}, "preempt", "Preempt must be true or false."),
+        ({"description": {"text": "x"}}, "description", "Description must be text."),
+    ],
+)  # fmt: skip
+def test_a_wrong_type_is_reported_on_its_field_with_the_service_message(
+    admin_api: APIClient, nodes: list[Node], overrides: dict[str, Any], field: str, message: str
+) -> None:
+    response = post(admin_api, **overrides)
+    assert response.status_code == 400, response.content
+    assert response["Content-Type"] == "application/json"
+    assert set(response.json()) == {field}
+    assert response.json()[field][0] == message
+    assert IPAlias.objects.count() == 0
+
+
+def test_the_api_and_the_page_word_a_wrong_number_alike(
+    admin_api: APIClient, nodes: list[Node], alice: Any
+) -> None:
+    from django.test import Client
+
+    page = Client()
+    page.force_login(alice)
+    html = page.post("/system/advanced/ip-alias/add/", {"vhid": "abc"}).content.decode()
+    api = post(admin_api, vhid="abc").json()["vhid"]
+    assert api == ["VHID must be a whole number."]
+    assert api[0] in html
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"vhid": None}, "vhid", "VHID is required."),
+        ({"addresses": None}, "addresses", "At least one address is required."),
+        ({"vhid": "x"}, "vhid", "VHID must be a whole number."),
+        ({"enabled": "maybe"}, "enabled", "Enabled must be true or false."),
+    ],
+)
+def test_a_bad_partial_update_is_refused_and_changes_nothing(
+    admin_api: APIClient, nodes: list[Node], body: dict[str, Any], field: str, message: str
+) -> None:
+    alias = make_alias(42)
+    audit_before = AuditEntry.objects.count()
+    response = admin_api.patch(f"{URL}{alias.pk}/", body, format="json")
+    assert response.status_code == 400, response.content
+    assert response.json() == {field: [message]}
+    alias.refresh_from_db()
+    assert (alias.vhid, alias.enabled, alias.version) == (42, True, 1)
+    assert AuditEntry.objects.count() == audit_before
+
+
+@pytest.mark.parametrize("body", ["[]", '"x"', "42"])
+def test_a_body_that_is_not_an_object_is_a_400(
+    admin_api: APIClient, nodes: list[Node], body: str
+) -> None:
+    response = admin_api.post(URL, body, content_type="application/json")
     assert response.status_code == 400
-    assert response.json() == {"vhid": ["A valid integer is required."]}
+    assert "Expected a dictionary" in response.json()["non_field_errors"][0]
+
+
+def test_malformed_json_is_a_400(admin_api: APIClient, nodes: list[Node]) -> None:
+    response = admin_api.post(URL, "{bad", content_type="application/json")
+    assert response.status_code == 400
+    assert "JSON parse error" in response.json()["detail"]
+    assert IPAlias.objects.count() == 0

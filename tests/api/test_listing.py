@@ -107,8 +107,13 @@ def test_errors_are_json_field_by_field(admin_api: APIClient, nodes: list[Node])
     response = admin_api.post(URL, {"vhid": 0, "interface": "eth0"}, format="json")
     assert response.status_code == 400
     assert response["Content-Type"] == "application/json"
-    required = ["This field is required."]
-    assert response.json() == {"addresses": required, "priorities": required}
+    # Every problem at once, in the service's words (the page shows the same).
+    assert response.json() == {
+        "vhid": ["VHID must be between 1 and 255."],
+        "password": ["Password is required."],
+        "addresses": ["At least one address is required."],
+        "priorities": ["A Primary node is required."],
+    }
 
 
 def test_the_schema_and_the_docs_are_served_without_a_cdn(admin_api: APIClient) -> None:

@@ -42,12 +42,17 @@ def test_a_valid_node_is_created(admin_api: APIClient, nodes: list[Node]) -> Non
         ({"address": "198.51.100.11"}, "address",
          "198.51.100.11 is the own address of node node1."),
         ({"address": "127.0.0.1"}, "address", "127.0.0.1 is not a unicast host address."),
-        ({"interface": ""}, "interface", "This field may not be blank."),
+        ({"interface": ""}, "interface", "Interface is required."),
         ({"interface": "a" * 16}, "interface", "Interface must be a Linux interface name: "
          "1 to 15 letters, digits, '.', '-' or '_'."),
         ({"ordinal": 0}, "ordinal", "Ordinal must be between 1 and 9."),
         ({"ordinal": 10}, "ordinal", "Ordinal must be between 1 and 9."),
         ({"ordinal": 2}, "ordinal", "Ordinal 2 is already used by node node2."),
+        # Wrong types: the service's words, as on the page, not DRF's.
+        ({"ordinal": "abc"}, "ordinal", "Ordinal must be a whole number."),
+        ({"ordinal": None}, "ordinal", "Ordinal is required."),
+        ({"name": 4}, "name", "Name must be text."),
+        ({"maintenance": "maybe"}, "maintenance", "Maintenance must be true or false."),
     ],
 )  # fmt: skip
 def test_it_rejects_an_invalid_node(
