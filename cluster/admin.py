@@ -28,14 +28,37 @@ PRIORITY_CHOICES = [(NOT_A_MEMBER, "— not a member —"), *Priority.choices]
 PRIORITY_PREFIX = "priority__"
 
 
+class ServiceField(forms.CharField):
+    """A field that hands its text to the service unjudged (blank becomes None).
+
+    Django's own field checks ("This field is required.", "Enter a whole
+    number.", "Ensure this value is greater than or equal to 0.") would word
+    the rules differently from the page and the API, and would stop the
+    service from reporting every problem at once. ``required`` only marks the
+    label in bold; the service says what is missing.
+    """
+
+    def __init__(self, *, number: bool = False, **kwargs: Any) -> None:
+        kwargs.setdefault("widget", forms.NumberInput() if number else forms.TextInput())
+        super().__init__(**kwargs)
+
+    def to_python(self, value: Any) -> str | None:
+        text = super().to_python(value)
+        return text if text else None
+
+    def validate(self, value: Any) -> None:
+        """The service validates."""
+
+
 class ServiceForm(forms.ModelForm):  # type: ignore[type-arg]
-    """A ModelForm whose model-level checks are replaced by the service's."""
+    """A ModelForm whose checks are the service's, with the service's messages."""
+
+    # The browser must not refuse a blank field before the service can word it.
+    use_required_attribute = False
 
     def _post_clean(self) -> None:
         # Skip ModelForm's own full_clean/validate_unique: their generic
         # messages would differ from the pages' and the API's.
-        if self.errors:
-            return
         try:
             self.validate_with_service()
         except ValidationError as exc:
@@ -47,6 +70,10 @@ class ServiceForm(forms.ModelForm):  # type: ignore[type-arg]
 
 
 class AliasAdminForm(ServiceForm):
+    vhid = ServiceField(label="VHID", number=True, help_text="1 to 255, unique on its interface.")
+    interface = ServiceField()
+    advbase = ServiceField(number=True, help_text="Seconds between advertisements, 1 to 255.")
+    description = ServiceField(required=False)
     password = forms.CharField(
         required=False,
         strip=False,
@@ -54,6 +81,7 @@ class AliasAdminForm(ServiceForm):
         help_text="At most 19 bytes. Leave blank to keep the current password.",
     )
     addresses = forms.CharField(
+        required=False,
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text="One address with prefix per line, e.g. 192.0.2.100/24.",
     )
@@ -77,17 +105,19 @@ class AliasAdminForm(ServiceForm):
             for key, value in data.items()
             if key.startswith(PRIORITY_PREFIX) and value != NOT_A_MEMBER
         ]
-        return {
-            "vhid": data["vhid"],
-            "interface": data["interface"],
-            "advbase": data["advbase"],
+        # Text as typed (None when blank): the service parses and judges it.
+        values: dict[str, Any] = {
+            "vhid": data.get("vhid"),
+            "interface": data.get("interface"),
+            "advbase": data.get("advbase"),
             "password": data.get("password", ""),
-            "addresses": re.split(r"[\s,]+", data.get("addresses", "").strip()),
+            "addresses": [a for a in re.split(r"[\s,]+", data.get("addresses") or "") if a],
             "priorities": priorities,
-            "enabled": data["enabled"],
-            "preempt": data["preempt"],
-            "description": data.get("description", ""),
+            "enabled": data.get("enabled", False),
+            "preempt": data.get("preempt", False),
+            "description": data.get("description") or "",
         }
+        return values  # type: ignore[return-value]
 
     def validate_with_service(self) -> None:
         alias = self.instance if self.instance.pk is not None else None
@@ -95,12 +125,17 @@ class AliasAdminForm(ServiceForm):
 
 
 class NodeAdminForm(ServiceForm):
+    name = ServiceField(help_text="Lowercase letters, digits and hyphens.")
+    address = ServiceField(help_text="The node's own IPv4 or IPv6 address, without prefix.")
+    interface = ServiceField()
+    ordinal = ServiceField(number=True, help_text="1 to 9, unique.")
+
     class Meta:
         model = Node
         fields = ["name", "address", "interface", "ordinal", "maintenance"]
 
     def service_data(self) -> services.NodeData:
-        return {key: self.cleaned_data[key] for key in self.Meta.fields}  # type: ignore[return-value]
+        return {key: self.cleaned_data.get(key) for key in self.Meta.fields}  # type: ignore[return-value]
 
     def validate_with_service(self) -> None:
         node = self.instance if self.instance.pk is not None else None

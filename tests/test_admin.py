@@ -177,3 +177,47 @@ def test_nobody_edits_the_audit_log(alice: Client, alias: IPAlias) -> None:
         assert page.status_code == 200
         assert 'name="_save"' not in page.content.decode()
         assert client.get("/admin/cluster/auditentry/add/").status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("overrides", "messages"),
+    [
+        # Django's own words ("This field is required.", "Ensure this value is
+        # greater than or equal to 0.") must not replace the service's.
+        ({"interface": ""}, ["Interface is required."]),
+        ({"advbase": "-1"}, ["Advbase must be between 1 and 255."]),
+        ({"vhid": "abc"}, ["VHID must be a whole number."]),
+        ({"addresses": ""}, ["At least one address is required."]),
+        # Every problem at once, as on the page and in the API.
+        (
+            {"vhid": "300", "interface": "", "password": "x" * 25, "addresses": ""},
+            [
+                "VHID must be between 1 and 255.",
+                "Interface is required.",
+                "Password must be at most 19 bytes (got 25).",
+                "At least one address is required.",
+            ],
+        ),
+    ],
+)
+def test_the_admin_words_blank_and_malformed_fields_like_the_page(
+    alice: Client, alias: IPAlias, overrides: dict[str, Any], messages: list[str]
+) -> None:
+    response = alice.post("/admin/cluster/ipalias/add/", form(**overrides))
+    assert response.status_code == 200
+    html = response.content.decode()
+    for message in messages:
+        assert message in html
+    assert "This field is required." not in html
+    assert "greater than or equal to" not in html
+    assert IPAlias.objects.count() == 1
+
+
+def test_the_admin_node_form_words_its_rules_like_the_page(alice: Client, alias: IPAlias) -> None:
+    data = {"name": "node4", "address": "192.0.2.300", "interface": "", "ordinal": "12"}
+    html = alice.post("/admin/cluster/node/add/", data).content.decode()
+    assert "&#x27;192.0.2.300&#x27; is not a valid IPv4 or IPv6 address." in html
+    assert "Interface is required." in html
+    assert "Ordinal must be between 1 and 9." in html
+    assert "Enter a valid IPv4 or IPv6 address." not in html
+    assert Node.objects.count() == 3
