@@ -2,8 +2,10 @@
 
 ``run`` needs no Django: it wires the real ports (raw sockets, netlink,
 AF_PACKET announcements, the link watcher) into one `Runner` and serves until
-SIGTERM or SIGINT. The first signal stops gracefully (bow-out advert, addresses
-removed, downscripts run); a second one exits at once, in case something hangs.
+SIGTERM, SIGINT, SIGHUP or SIGQUIT (ucarp's set). The first signal stops
+gracefully (bow-out advert, addresses removed, downscripts run); a second one
+exits at once, in case something hangs. SIGUSR1 (or SIGUSR2) logs the state of
+every virtual host and the drop counters, as ucarp's SIGUSR1 does.
 
 ``decode FILE.pcap --pass P --addr VIP...`` prints every CARP advert of a
 capture with its fields and whether its checksum and HMAC verify: the tool for
@@ -118,8 +120,16 @@ def run(args: argparse.Namespace) -> int:
             log.warning("%s again: exiting at once", signal.Signals(signum).name)
             os._exit(128 + signum)
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    def on_dump(signum: int, _frame: FrameType | None) -> None:
+        runner.request_dump()
+
+    # ucarp's signals: SIGTERM, SIGINT, SIGHUP and SIGQUIT end it (downscript with -z),
+    # SIGUSR1 logs the state. Python's defaults for SIGHUP and SIGUSR1/2 would kill us
+    # on the spot and leave the VIPs on the interface, with no bow-out.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(stop_signal, on_signal)
+    signal.signal(signal.SIGUSR1, on_dump)
+    signal.signal(signal.SIGUSR2, on_dump)
     log.info(
         "starting %d virtual host(s) on %s",
         len(configs),

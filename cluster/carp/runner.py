@@ -249,6 +249,43 @@ class Runner:
         self._control.put(("demotion", (level, reason)))
         self._notify()
 
+    def request_dump(self) -> None:
+        """Ask the loop to log every virtual host's state and the counters (ucarp's
+        SIGUSR1). Any thread, and safe from a signal handler: the loop does the logging."""
+        self._control.put(("dump", None))
+        self._notify()
+
+    def log_state(self) -> None:
+        """Log one line per virtual host (state, priority, counts) and the drop counters."""
+        snap = self.snapshot()
+        for host in snap.hosts:
+            log.info(
+                "vhid %d on %s: %s, advbase %d advskew %d, %d adverts sent, %d received,"
+                " last change: %s",
+                host.vhid,
+                host.interface,
+                host.state,
+                host.advbase,
+                host.advskew,
+                host.adverts_sent,
+                host.adverts_received,
+                host.last_reason or "none",
+                extra={
+                    "event": "state",
+                    "vhid": host.vhid,
+                    "interface": host.interface,
+                    "state": str(host.state),
+                    "adverts_sent": host.adverts_sent,
+                    "adverts_received": host.adverts_received,
+                },
+            )
+        log.info(
+            "dropped packets: %s; port errors: %s",
+            ", ".join(f"{k} {v}" for k, v in sorted(snap.drops.items())) or "none",
+            ", ".join(f"{k} {v}" for k, v in sorted(snap.port_errors.items())) or "none",
+            extra={"event": "counters", "drops": snap.drops, "port_errors": snap.port_errors},
+        )
+
     def snapshot(self) -> RunnerSnapshot:
         """States and counters, safe to call from any thread (e.g. a publisher)."""
         with self._lock:
@@ -463,6 +500,8 @@ class Runner:
             elif kind == "demotion":
                 self._node_demotion = value
                 self._update_demotion()
+            elif kind == "dump":
+                self.log_state()
 
     def _link_changed(self, interface: str, up: bool) -> None:
         # Links are assumed up at start; the watcher's first report only matters if not.

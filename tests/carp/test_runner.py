@@ -335,3 +335,17 @@ def test_set_demotion_hands_a_master_over_to_its_peer(clock, segment):
     run_for(clock, [a, b], 0.1)
     assert (a.state(), b.state()) == (State.BACKUP, State.MASTER)
     assert a.publisher.published[-1].reason == "maintenance"
+
+
+def test_request_dump_logs_every_host_and_the_drop_counters_from_the_loop(clock, segment, caplog):
+    a = Node(segment, clock, [config(1), config(1, vhid=43, addresses=(VIP2,), advskew=100)])
+    start(a)
+    run_for(clock, [a], 4)
+    a.runner.drops["bad_hmac"] += 3
+    caplog.set_level(logging.INFO, logger="cluster.carp")
+    a.runner.request_dump()  # as the SIGUSR1 handler does: the loop logs, not the handler
+    assert "adverts sent" not in caplog.text
+    a.runner.step()
+    assert "vhid 42 on eth0: master, advbase 1 advskew 0" in caplog.text
+    assert "vhid 43 on eth0: master, advbase 1 advskew 100" in caplog.text
+    assert "dropped packets: bad_hmac 3" in caplog.text
