@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import os
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -232,10 +233,18 @@ def configs_from_args(args: argparse.Namespace) -> list[VirtualHostConfig]:
 
 
 def hooks_from_args(args: argparse.Namespace) -> tuple[str | None, str | None]:
-    """Up/down scripts: the command line wins over the file's top-level keys."""
+    """Up/down scripts: the command line wins over the file's top-level keys.
+
+    A relative path is taken from the directory the daemon starts in, as ucarp's
+    execl() does (``-u up.sh`` runs ./up.sh); a bare name is not looked up in PATH.
+    """
     up, down = args.upscript, args.downscript
     if args.config and (up is None or down is None):
         data = _load_file(args.config)
         up = up or data.get("upscript")
         down = down or data.get("downscript")
-    return up, down
+    return _script_path(up), _script_path(down)
+
+
+def _script_path(script: Any) -> str | None:
+    return os.path.abspath(str(script)) if script else None

@@ -134,6 +134,9 @@ class Hooks:
                 done = subprocess.run(argv, timeout=self.timeout, check=False)
                 if done.returncode != 0:
                     log.warning("hook %s exited with %s", " ".join(argv), done.returncode)
+            except OSError as exc:
+                # Missing or not executable: say so in one line, not with a traceback.
+                log.error("hook %s could not run: %s", " ".join(argv), exc.strerror or exc)
             except Exception:
                 log.exception("hook %s failed", " ".join(argv))
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from cluster.carp import wire
+from cluster.carp.config import build_parser, configs_from_args, hooks_from_args
 from cluster.carp.fakes import (
     FakeAddresses,
     FakeClock,
@@ -349,3 +350,34 @@ def test_request_dump_logs_every_host_and_the_drop_counters_from_the_loop(clock,
     assert "vhid 42 on eth0: master, advbase 1 advskew 0" in caplog.text
     assert "vhid 43 on eth0: master, advbase 1 advskew 100" in caplog.text
     assert "dropped packets: bad_hmac 3" in caplog.text
+
+
+def test_a_relative_script_runs_from_the_start_directory_as_in_ucarp(
+    clock, segment, tmp_path: Path, monkeypatch
+):
+    # ucarp execl()s its scripts, so `-u up.sh -d down.sh` means ./up.sh, not a PATH search.
+    out = tmp_path / "calls"
+    for name in ("up", "down"):
+        script = tmp_path / f"{name}.sh"
+        script.write_text(f'#!/bin/sh\necho "{name} $1 $2" >> {out}\n')
+        script.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(
+        ["run", "-i", "eth0", "-s", "192.0.2.11", "-v", "42", "-p", "s3cret",
+         "-a", "192.0.2.100", "-u", "up.sh", "-d", "down.sh"]
+    )  # fmt: skip
+    a = Node(segment, clock, configs_from_args(args), hooks=Hooks(*hooks_from_args(args)))
+    start(a)
+    run_for(clock, [a], 4)
+    a.runner.shutdown()  # waits for queued hooks
+    assert _lines(out) == ["down eth0 192.0.2.100", "up eth0 192.0.2.100", "down eth0 192.0.2.100"]
+
+
+def test_a_missing_script_is_one_clear_error_line_not_a_traceback(tmp_path: Path, caplog):
+    hooks = Hooks(str(tmp_path / "nowhere.sh"), None)
+    hooks.up("eth0", [VIP])
+    hooks.close()
+    (record,) = [r for r in caplog.records if "nowhere.sh" in r.getMessage()]
+    assert record.levelno == logging.ERROR
+    assert "could not run: No such file or directory" in record.getMessage()
+    assert record.exc_info is None
