@@ -662,6 +662,20 @@ def create_alias(actor: Actor, data: Mapping[str, Any]) -> IPAlias:
     return alias
 
 
+def _alias_unchanged(alias: IPAlias, change: AliasChange) -> bool:
+    """Would storing ``change`` leave ``alias`` (prefetched) exactly as it is?"""
+    if change.password is not None and change.password != alias.get_password():
+        return False
+    fields = ("vhid", "interface", "advbase", "enabled", "preempt", "description")
+    return (
+        all(getattr(alias, name) == getattr(change, name) for name in fields)
+        and [a.address for a in alias.addresses.all()]
+        == [f"{i.ip}/{i.network.prefixlen}" for i in change.addresses]
+        and {(p.node_id, p.priority) for p in alias.priorities.all()}
+        == {(node.pk, tier) for node, tier in change.priorities}
+    )
+
+
 def update_alias(
     actor: Actor, alias: IPAlias, data: Mapping[str, Any], partial: bool = False
 ) -> IPAlias:
@@ -675,6 +689,9 @@ def update_alias(
             before = alias_snapshot(current)
             old_nodes = _node_names(current)
             change = validate_alias(data, current, partial=partial)
+            if _alias_unchanged(current, change):
+                # Nothing to store, audit or apply: no "version N -> N+1" noise.
+                return current
             current.version = locked.version + 1
             _store_alias(current, change)
             updated = _reload(current.pk)
@@ -717,6 +734,8 @@ def update_node(actor: Actor, node: Node, data: Mapping[str, Any], partial: bool
             current = Node.objects.select_for_update().get(pk=node.pk)
             before = node_snapshot(current)
             change = validate_node(data, current, partial=partial)
+            if change.__dict__ == before:
+                return current  # nothing changed: no audit entry, no apply
             for key, value in change.__dict__.items():
                 setattr(current, key, value)
             current.save()

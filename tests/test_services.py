@@ -232,3 +232,24 @@ def test_services_refuse_shapes_they_cannot_read() -> None:
         "addresses": ["Addresses must be a list of addresses with prefix."],
         "priorities": ['Priorities must be a list of {"node", "priority"} items.'],
     }
+
+
+def test_an_update_that_changes_nothing_writes_nothing() -> None:
+    make_nodes(2)
+    alias = make_alias(42)
+    audits = AuditEntry.objects.count()
+    with mock.patch("cluster.services._apply_on_commit") as apply:
+        # The edit form posted back as it was, the same password, an empty PATCH.
+        services.update_alias(None, alias, services.alias_form_data(alias))
+        services.update_alias(None, alias, {"password": ALIAS_SECRET}, partial=True)
+        services.update_alias(None, alias, {"password": ""}, partial=True)
+        node = Node.objects.get(name="node1")
+        services.update_node(None, node, services.node_snapshot(node))
+    alias.refresh_from_db()
+    assert alias.version == 1
+    assert AuditEntry.objects.count() == audits
+    apply.assert_not_called()
+    # A real change still counts, and a new password alone is a change.
+    assert services.update_alias(None, alias, {"password": "new"}, partial=True).version == 2
+    entry = AuditEntry.objects.latest("id")
+    assert entry.changes() == {"password": (None, PASSWORD_CHANGED_MARK), "version": (1, 2)}
