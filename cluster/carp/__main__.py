@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         open_link=open_link,
         addresses=addresses,
         gratuitous=gratuitous,
-        hooks=Hooks(upscript, downscript),
+        hooks=Hooks(upscript, downscript, xparam=args.xparam),
         link_state=watcher,
         neutral=args.neutral,
     )

@@ -7,7 +7,9 @@ ucarp user switches by changing the program name::
 
 Differences from ucarp, on purpose: preemption is on unless ``--no-preempt``
 (the appliance resumes its role when it returns); ``--addr`` may repeat and take
-a prefix; ``--srcip`` may be given once per address family.
+a prefix; ``--srcip`` may be given once per address family. ucarp's ``-f`` (syslog
+facility) is accepted and ignored, the log goes to stderr; ``-B``, ``-r``, ``-S``,
+``-M`` and ``-m`` are refused by name.
 
 ``--config FILE`` (TOML, or JSON if the name ends in .json) holds many virtual
 hosts for one process; top-level keys are defaults for every virtual host and
@@ -42,6 +44,8 @@ from cluster.carp.types import (
     IPInterface,
     VirtualHostConfig,
 )
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def parse_address(text: str) -> IPInterface:
@@ -135,9 +139,29 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accepted for ucarp compatibility: addresses are always removed on exit",
     )
+    run.add_argument(
+        "-x",
+        "--xparam",
+        help="extra argument for the scripts: '<script> <interface> <vip> <xparam>' (ucarp -x)",
+    )
+    run.add_argument(
+        "-f",
+        "--facility",
+        help="accepted for ucarp compatibility: the log goes to stderr (journald/syslog)",
+    )
     run.add_argument("--config", help="TOML or JSON file with many virtual hosts")
     run.add_argument("--log-format", choices=("text", "json"), default="text")
-    run.add_argument("--log-level", default="INFO")
+    run.add_argument(
+        "--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO", help="default INFO"
+    )
+    run.add_argument(
+        "-D",
+        "--debug",
+        dest="log_level",
+        action="store_const",
+        const="DEBUG",
+        help="same as --log-level debug (ucarp -D)",
+    )
 
     decode = sub.add_parser("decode", help="print and verify every CARP advert in a capture")
     decode.add_argument("pcap", help="a pcap file (tcpdump -w)")

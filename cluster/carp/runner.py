@@ -100,15 +100,22 @@ def advert_source(config: VirtualHostConfig) -> IPAddress:
 
 
 class Hooks:
-    """ucarp's upscript/downscript: ``<script> <interface> <vip>``, once per address.
+    """ucarp's upscript/downscript: ``<script> <interface> <vip> [<xparam>]``, once per address.
 
     Scripts run one after the other in a thread of their own, so a slow script
     never stalls the protocol loop and an up/down pair always runs in order.
     """
 
-    def __init__(self, upscript: str | None, downscript: str | None, timeout: float = 60) -> None:
+    def __init__(
+        self,
+        upscript: str | None,
+        downscript: str | None,
+        timeout: float = 60,
+        xparam: str | None = None,
+    ) -> None:
         self.upscript = upscript
         self.downscript = downscript
+        self.xparam = xparam  # ucarp -x: a third argument, only when given
         self.timeout = timeout
         self._queue: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -120,7 +127,8 @@ class Hooks:
             self._thread = threading.Thread(target=self._run, name="carp-hooks", daemon=True)
             self._thread.start()
         for address in addresses:
-            self._queue.put([script, interface, str(address.ip)])
+            extra = [self.xparam] if self.xparam is not None else []
+            self._queue.put([script, interface, str(address.ip), *extra])
 
     def up(self, interface: str, addresses: Iterable[IPInterface]) -> None:
         self._submit(self.upscript, interface, addresses)

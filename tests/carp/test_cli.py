@@ -147,3 +147,37 @@ def test_decode_exits_2_on_a_file_that_is_not_a_capture(tmp_path, capsys):
     bogus = tmp_path / "bogus.pcap"
     bogus.write_bytes(b"not a capture at all")
     assert main(["decode", str(bogus), "--pass", "x"]) == 2
+
+
+def test_carp_mds_ucarp_command_line_is_taken_as_it_is():
+    # CARP.md "Testing against a real peer", with only the program name changed.
+    args = build_parser().parse_args(
+        ["run", "-i", "eth0", "-s", "192.0.2.11", "-v", "42", "-p", "s3cret", "-a", "192.0.2.100",
+         "-b", "1", "-k", "0", "-P", "-z", "-f", "none", "-u", "up.sh", "-d", "down.sh",
+         "-x", "extra"]
+    )  # fmt: skip
+    (config,) = configs_from_args(args)
+    assert (config.vhid, config.advskew, config.preempt) == (42, 0, True)
+    assert args.xparam == "extra"
+    assert args.log_level == "INFO"
+
+
+@pytest.mark.parametrize(
+    ("argv", "level"),
+    [([], "INFO"), (["--log-level", "debug"], "DEBUG"), (["-D"], "DEBUG")],
+)
+def test_the_log_level_is_case_insensitive_and_d_is_debug(argv, level):
+    args = build_parser().parse_args(["run", *argv])
+    assert args.log_level == level
+
+
+def test_a_bad_log_level_or_an_unsupported_ucarp_option_is_a_usage_error_naming_it(capsys):
+    # It used to reach logging.setLevel and end in a traceback with status 1.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "-i", "eth0", "--log-level", "loud"])
+    assert exit_info.value.code == 2
+    assert "--log-level" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "-i", "eth0", "-B"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: -B" in capsys.readouterr().err

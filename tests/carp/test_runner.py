@@ -381,3 +381,18 @@ def test_a_missing_script_is_one_clear_error_line_not_a_traceback(tmp_path: Path
     assert record.levelno == logging.ERROR
     assert "could not run: No such file or directory" in record.getMessage()
     assert record.exc_info is None
+
+
+def test_ucarps_xparam_is_the_scripts_third_argument(tmp_path: Path):
+    out = tmp_path / "calls"
+    script = tmp_path / "up.sh"
+    script.write_text(f'#!/bin/sh\necho "$# $1 $2 $3" >> {out}\n')
+    script.chmod(0o755)
+    Hooks(str(script), None, xparam="extra").up("eth0", [VIP])
+    hooks = Hooks(str(script), None)
+    hooks.up("eth0", [VIP])
+    hooks.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(_lines(out)) < 2:
+        time.sleep(0.01)
+    assert sorted(_lines(out)) == ["2 eth0 192.0.2.100 ", "3 eth0 192.0.2.100 extra"]
