@@ -29,6 +29,7 @@ command-line options are defaults for the file::
 from __future__ import annotations
 
 import argparse
+import difflib
 import ipaddress
 import json
 import os
@@ -201,6 +202,42 @@ def _password(entry: dict[str, Any], where: str) -> bytes:
     return password
 
 
+# The keys of a [[vhost]] table; the top level may hold them too, as defaults.
+VHOST_KEYS = frozenset(
+    {"vhid", "interface", "srcip", "password", "passfile", "addresses", "advbase", "advskew",
+     "preempt"}
+)  # fmt: skip
+TOP_LEVEL_KEYS = VHOST_KEYS | {"upscript", "downscript", "vhost", "vhosts"}
+
+
+def _check_keys(table: dict[str, Any], known: frozenset[str], where: str) -> None:
+    """Refuse a key we do not know: a misspelt ``advskew`` must not silently mean 0."""
+    for key in table:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"{where}: unknown key {key!r}{hint} (known: {', '.join(sorted(known))})"
+            )
+
+
+def _int(merged: dict[str, Any], key: str, default: int, where: str) -> int:
+    value = merged.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ConfigError(f"{where}: {key} must be a whole number, not {value!r}")
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {key} must be a whole number, not {value!r}") from exc
+
+
+def _bool(merged: dict[str, Any], key: str, default: bool, where: str) -> bool:
+    value = merged.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {key} must be true or false, not {value!r}")
+    return value
+
+
 def _vhost(entry: dict[str, Any], defaults: dict[str, Any], where: str) -> VirtualHostConfig:
     merged = {**defaults, **{k: v for k, v in entry.items() if v is not None}}
     for key in ("vhid", "interface"):
@@ -211,13 +248,13 @@ def _vhost(entry: dict[str, Any], defaults: dict[str, Any], where: str) -> Virtu
         raise ConfigError(f"{where}: at least one address (--addr) is required")
     srcips = [parse_ip(str(s)) for s in _as_list(merged.get("srcip"))]
     return VirtualHostConfig(
-        vhid=int(merged["vhid"]),
+        vhid=_int(merged, "vhid", 0, where),
         interface=str(merged["interface"]),
         password=_password(merged, where),
         addresses=addresses,
-        advbase=int(merged.get("advbase", 1)),
-        advskew=int(merged.get("advskew", 0)),
-        preempt=bool(merged.get("preempt", True)),
+        advbase=_int(merged, "advbase", 1, where),
+        advskew=_int(merged, "advskew", 0, where),
+        preempt=_bool(merged, "preempt", True, where),
         src_ip=choose_source(srcips, addresses),
     )
 
@@ -240,12 +277,17 @@ def configs_from_args(args: argparse.Namespace) -> list[VirtualHostConfig]:
     configs: list[VirtualHostConfig] = []
     if args.config:
         data = _load_file(args.config)
+        _check_keys(data, TOP_LEVEL_KEYS, args.config)
         entries = data.pop("vhost", data.pop("vhosts", []))
         if not isinstance(entries, list) or not entries:
             raise ConfigError(f"{args.config}: no [[vhost]] entries")
         defaults = {**cli, **{k: v for k, v in data.items() if k not in ("upscript", "downscript")}}
         for n, entry in enumerate(entries, 1):
-            configs.append(_vhost(dict(entry), defaults, f"{args.config} vhost #{n}"))
+            where = f"{args.config} vhost #{n}"
+            if not isinstance(entry, dict):
+                raise ConfigError(f"{where}: must be a table/object, not {entry!r}")
+            _check_keys(entry, VHOST_KEYS, where)
+            configs.append(_vhost(dict(entry), defaults, where))
         if args.vhid is not None or args.addr:
             raise ConfigError("give either --config or --vhid/--addr, not both")
     else:

@@ -181,3 +181,24 @@ def test_a_bad_log_level_or_an_unsupported_ucarp_option_is_a_usage_error_naming_
         main(["run", "-i", "eth0", "-B"])
     assert exit_info.value.code == 2
     assert "unrecognized arguments: -B" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # A misspelt advskew used to mean advskew 0: this node would become the Primary.
+        ('[[vhost]]\nvhid = 1\naddresses = ["192.0.2.101"]\nadvksew = 100\n',
+         "unknown key 'advksew'; did you mean 'advskew'"),
+        ('prempt = false\n[[vhost]]\nvhid = 1\naddresses = ["192.0.2.101"]\n',
+         "unknown key 'prempt'; did you mean 'preempt'"),
+        ('[[vhost]]\nvhid = 1\naddresses = ["192.0.2.101"]\npreempt = "false"\n',
+         "preempt must be true or false"),
+        ('[[vhost]]\nvhid = "one"\naddresses = ["192.0.2.101"]\n', "vhid must be a whole number"),
+        ("vhost = [1]\n", "vhost #1: must be a table"),
+    ],
+)  # fmt: skip
+def test_a_config_file_with_an_unknown_key_or_a_wrong_type_is_refused(tmp_path, text, message):
+    path = tmp_path / "carp.toml"
+    path.write_text(f'interface = "eth0"\nsrcip = "192.0.2.11"\npassword = "p"\n{text}')
+    with pytest.raises(ConfigError, match=message):
+        configs("--config", str(path))
