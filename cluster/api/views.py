@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.views import SpectacularSwaggerView
 from rest_framework import viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from cluster import services
+from cluster import access, services
 from cluster.api.filters import AliasFilterSet, NodeFilterSet
 from cluster.api.serializers import AliasSerializer, NodeSerializer
 from cluster.models import IPAlias, Node
@@ -62,3 +66,23 @@ class NodeViewSet(viewsets.ModelViewSet[Node]):
         force = request.query_params.get("force", "").lower() in {"1", "true", "yes", "on"}
         services.delete_node(request.user, self.get_object(), force=force)
         return Response(status=204)
+
+
+_swagger = SpectacularSwaggerView.as_view(url_name="api-schema")
+
+
+def api_docs(request: HttpRequest) -> HttpResponseBase:
+    """Swagger UI, reached from the console's menu.
+
+    A browser without a session is sent to the login page and back, rather
+    than shown DRF's bare "401 Unauthorized"; a user without a role gets the
+    console's 403 page. A request with an ``Authorization`` header is left to
+    the API's own authentication. Once on the page, "Authorize" with
+    ``Token <key>`` makes the "Try it out" calls with that token.
+    """
+    if "HTTP_AUTHORIZATION" not in request.META:
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not access.can_view(request.user):
+            raise PermissionDenied("Your account has no role in this cluster.")
+    return _swagger(request)

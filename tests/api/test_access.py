@@ -130,3 +130,23 @@ def test_a_wrong_password_gets_no_token(alice: User) -> None:
     assert response.status_code == 400
     assert "token" not in response.json()
     assert "non_field_errors" in response.json()
+
+
+def test_the_docs_send_a_browser_without_a_session_to_the_login_page(
+    sam: User, charlie: User
+) -> None:
+    from django.test import Client
+
+    browser = Client()
+    response = browser.get("/api/docs/")
+    assert response.status_code == 302  # not DRF's bare "401 Unauthorized" page
+    assert response["Location"] == "/login/?next=/api/docs/"
+    browser.force_login(charlie)
+    refused = browser.get("/api/docs/")
+    assert refused.status_code == 403
+    assert "Your account has no role in this cluster." in refused.content.decode()
+    browser.force_login(sam)
+    assert browser.get("/api/docs/").status_code == 200
+    # Automation with a token is left to the API's own authentication.
+    assert token_client(sam).get("/api/docs/").status_code == 200
+    assert APIClient().get("/api/docs/", HTTP_AUTHORIZATION="Token nope").status_code == 401
