@@ -247,6 +247,10 @@ def _vhost(entry: dict[str, Any], defaults: dict[str, Any], where: str) -> Virtu
     if not addresses:
         raise ConfigError(f"{where}: at least one address (--addr) is required")
     srcips = [parse_ip(str(s)) for s in _as_list(merged.get("srcip"))]
+    for address in addresses:
+        if address.ip in srcips:
+            # Stopping (even in BACKUP) removes the VIPs: it would take the node's address.
+            raise ConfigError(f"{where}: {address.ip} is this node's own address (--srcip)")
     return VirtualHostConfig(
         vhid=_int(merged, "vhid", 0, where),
         interface=str(merged["interface"]),
@@ -295,6 +299,13 @@ def configs_from_args(args: argparse.Namespace) -> list[VirtualHostConfig]:
     keys = [(c.interface, c.vhid) for c in configs]
     if len(set(keys)) != len(keys):
         raise ConfigError("a vhid appears twice on the same interface")
+    owner: dict[tuple[str, IPAddress], int] = {}
+    for config in configs:
+        for ip in config.ips:
+            other = owner.setdefault((config.interface, ip), config.vhid)
+            if other != config.vhid:
+                # The vhid that steps down would remove the address the other one serves.
+                raise ConfigError(f"{ip} is in vhid {other} and vhid {config.vhid}")
     return configs
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -201,4 +202,21 @@ def test_a_config_file_with_an_unknown_key_or_a_wrong_type_is_refused(tmp_path, 
     path = tmp_path / "carp.toml"
     path.write_text(f'interface = "eth0"\nsrcip = "192.0.2.11"\npassword = "p"\n{text}')
     with pytest.raises(ConfigError, match=message):
+        configs("--config", str(path))
+
+
+def test_a_vip_that_is_the_nodes_own_address_is_refused():
+    # A stop removes every prefix of a VIP, so this would delete the node's 192.0.2.11/24.
+    with pytest.raises(ConfigError, match=re.escape("192.0.2.11 is this node's own address")):
+        configs("-i", "eth0", "-s", "192.0.2.11", "-v", "1", "-p", "x", "-a", "192.0.2.11")
+
+
+def test_one_address_in_two_vhids_is_refused(tmp_path):
+    path = tmp_path / "carp.toml"
+    path.write_text(
+        'interface = "eth0"\nsrcip = "192.0.2.11"\npassword = "p"\n'
+        '[[vhost]]\nvhid = 1\naddresses = ["192.0.2.101"]\n'
+        '[[vhost]]\nvhid = 2\naddresses = ["192.0.2.102", "192.0.2.101/24"]\n'
+    )
+    with pytest.raises(ConfigError, match=re.escape("192.0.2.101 is in vhid 1 and vhid 2")):
         configs("--config", str(path))
