@@ -121,7 +121,7 @@ def alias_list(request: HttpRequest) -> HttpResponse:
         "list_url": reverse("console:alias-list"),
         "nodes": nodes,
         "rows": alias_rows(nodes),
-        "colspan": len(nodes) + 8 + can_change,
+        "colspan": len(nodes) + 7 + can_change,
     }
     return render(request, "console/alias_list.html", context)
 

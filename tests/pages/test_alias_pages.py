@@ -29,7 +29,7 @@ def cell(html: str, alias: IPAlias, column: int) -> list[str]:
     counted), tags removed."""
     row = re.search(rf'<tr id="alias-{alias.pk}">(.*?)</tr>', html, re.S)
     assert row
-    cells = re.findall(r'<td(?! class="row-actions")[^>]*>(.*?)</td>', row.group(1), re.S)
+    cells = re.findall(r'<td(?! class="row-actions)[^>]*>(.*?)</td>', row.group(1), re.S)
     return re.sub(r"<[^>]+>", " ", cells[column]).split()
 
 
@@ -38,10 +38,10 @@ def cell(html: str, alias: IPAlias, column: int) -> list[str]:
 
 def test_the_table_shows_each_nodes_tier_with_the_derived_advskew(alice_client, alias):
     html = alice_client.get(ALIAS_URL).content.decode()
-    # Columns: VHID, interface, addresses, advbase, then node1..node3.
+    # Columns: VHID, interface, addresses (with the description), advbase, then node1..node3.
     assert cell(html, alias, 0) == ["1"]
     assert cell(html, alias, 1) == ["eth0"]
-    assert cell(html, alias, 2) == ["192.0.2.101/24"]
+    assert cell(html, alias, 2) == ["192.0.2.101/24", "mail", "A"]
     assert cell(html, alias, 4) == ["Primary", "skew", "0"]
     assert cell(html, alias, 5) == ["Secondary", "skew", "26"]
     assert cell(html, alias, 6) == ["Backup", "skew", "156"]
@@ -67,7 +67,20 @@ def test_the_table_shows_flags_and_description(alice_client, alias):
     html = alice_client.get(ALIAS_URL).content.decode()
     assert cell(html, alias, 7) == ["yes"]  # enabled
     assert cell(html, alias, 8) == ["yes"]  # preempt
-    assert cell(html, alias, 10) == ["mail", "A"]
+    # The description sits under the addresses, not in a column of its own.
+    assert '<div class="description">mail A</div>' in html
+
+
+def test_with_nine_nodes_the_row_keeps_its_vhid_and_its_buttons_in_view(alice_client, alias):
+    # The table scrolls sideways inside its panel: the VHID is pinned to the
+    # left edge and Edit/Delete to the right edge, so neither scrolls away.
+    html = alice_client.get(ALIAS_URL).content.decode()
+    row = re.search(rf'<tr id="alias-{alias.pk}">(.*?)</tr>', html, re.S)
+    assert row
+    cells = re.findall(r"<td([^>]*)>", row.group(1))
+    assert 'class="num mono pin-start"' in cells[0]
+    assert 'class="row-actions pin-end"' in cells[-1]
+    assert '<th class="num pin-start">VHID</th>' in html
 
 
 def test_the_page_needs_a_constant_number_of_queries(alice, alice_client, nodes):
