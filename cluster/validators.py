@@ -96,6 +96,14 @@ def validate_description(value: str) -> None:
 def _reject_special(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, text: str) -> None:
     if ip.is_unspecified or ip.is_loopback or ip.is_multicast:
         raise ValidationError(f"{text} is not a unicast host address.", code="not_unicast")
+    mapped = getattr(ip, "ipv4_mapped", None)
+    if mapped is not None:
+        # ::ffff:a.b.c.d is an IPv4 address in disguise: it would slip past the
+        # "already used" checks, which compare the IPv4 text.
+        raise ValidationError(
+            f"{text} is an IPv4-mapped IPv6 address; write the IPv4 address {mapped} instead.",
+            code="ipv4_mapped",
+        )
 
 
 def parse_host_address(value: str) -> str:

@@ -42,6 +42,8 @@ def test_a_valid_node_is_created(admin_api: APIClient, nodes: list[Node]) -> Non
         ({"address": "198.51.100.11"}, "address",
          "198.51.100.11 is the own address of node node1."),
         ({"address": "127.0.0.1"}, "address", "127.0.0.1 is not a unicast host address."),
+        ({"address": "::ffff:198.51.100.99"}, "address", "::ffff:198.51.100.99 is an IPv4-mapped "
+         "IPv6 address; write the IPv4 address 198.51.100.99 instead."),
         ({"interface": ""}, "interface", "Interface is required."),
         ({"interface": "a" * 16}, "interface", "Interface must be a Linux interface name: "
          "1 to 15 letters, digits, '.', '-' or '_'."),
