@@ -51,6 +51,8 @@ _SockAddr = tuple[str, int] | tuple[str, int, int, int]
 # Big enough for any advert plus IP options; CARP adverts are 20 + 36 bytes.
 _RECV_SIZE = 2048
 _ANC_SIZE = socket.CMSG_SPACE(64) * 2
+# recvmsg calls per `receive` refill: small, so that a flood cannot hold the loop.
+RECEIVE_BATCH = 64
 
 
 @dataclass(slots=True)
@@ -106,17 +108,24 @@ class RawLink:
     def receive(self, timeout: float | None) -> ReceivedPacket | None:
         """One packet from our interface that is not ours, waiting at most ``timeout`` s."""
         if not self._pending:
-            self._pending.extend(self.drain())
+            self._pending.extend(self.drain(RECEIVE_BATCH))
         if not self._pending and timeout != 0:
             readable, _, _ = select.select([self._sock], [], [], timeout)
             if readable:
-                self._pending.extend(self.drain())
+                self._pending.extend(self.drain(RECEIVE_BATCH))
         return self._pending.popleft() if self._pending else None
 
-    def drain(self) -> list[ReceivedPacket]:
-        """Every packet waiting on the socket (never blocks)."""
+    def drain(self, limit: int | None = None) -> list[ReceivedPacket]:
+        """The packets waiting on the socket, at most ``limit`` reads (never blocks).
+
+        Bounded for `receive`: under a flood that arrives at least as fast as we
+        read, an unbounded drain never finds the socket empty and never returns,
+        so the loop would send no adverts and the backup would take over.
+        """
         packets: list[ReceivedPacket] = []
-        while True:
+        reads = 0
+        while limit is None or reads < limit:
+            reads += 1
             try:
                 data, ancdata, _flags, address = self._sock.recvmsg(_RECV_SIZE, _ANC_SIZE)
             except (BlockingIOError, InterruptedError):
@@ -131,6 +140,7 @@ class RawLink:
             packet = self._parse(data, ancdata, address)
             if packet is not None:
                 packets.append(packet)
+        return packets
 
     def _parse(self, data: bytes, ancdata: _Ancillary, address: _SockAddr) -> ReceivedPacket | None:
         raise NotImplementedError

@@ -70,6 +70,9 @@ log = logging.getLogger("cluster.carp")
 # FreeBSD net.inet.carp.ifdown_demotion_factor: the demotion while a CARP interface is down.
 IFDOWN_DEMOTION = 240
 DROP_LOG_INTERVAL = 10.0  # seconds between two log lines for the same drop reason
+# Packets read from one link before the deadlines get their turn again: a few ms of
+# work, so that a flood delays an advert by that much at most.
+PACKETS_PER_STEP = 1_000
 _COUNTER_MASK = 2**64 - 1
 HostKey = tuple[str, int]  # (interface, vhid): a vhid is unique per interface only
 
@@ -419,7 +422,7 @@ class Runner:
 
     def _read_packets(self) -> None:
         for key, link in list(self._links.items()):
-            for _ in range(10_000):  # bounded: a flood must not starve the timers
+            for _ in range(PACKETS_PER_STEP):  # bounded: a flood must not starve the timers
                 try:
                     packet = link.receive(0)
                 except Exception:
