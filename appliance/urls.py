@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 
 from cluster.api.views import api_docs
@@ -13,5 +15,7 @@ urlpatterns = [
     path("api/v1/", include("cluster.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", api_docs, name="api-docs"),
+    # Browsers ask for /favicon.ico on pages without an icon link (the admin).
+    path("favicon.ico", RedirectView.as_view(url=static("console/favicon.svg"))),
     path("", include("cluster.urls")),
 ]

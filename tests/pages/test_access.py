@@ -128,3 +128,32 @@ def test_the_menu_links_api_and_admin(alice_client, sam_client):
         assert 'href="/system/cluster/"' in html
         assert 'href="/system/cluster/nodes/"' in html
         assert 'href="/system/audit/"' in html
+
+
+def test_a_missing_page_is_a_console_page_not_the_bare_server_one(alice_client, alias):
+    for client in (alice_client, Client()):
+        response = client.get("/system/nothing-here/")
+        assert response.status_code == 404
+        html = response.content.decode()
+        assert "<title>Not found · Appliance console</title>" in html
+        assert "/static/console/console.css" in html
+        assert 'href="/">Back to the console</a>' in html
+    gone = alice_client.get(f"{ALIAS_URL}{alias.pk + 100}/edit/")
+    assert gone.status_code == 404
+    assert "may have been deleted" in gone.content.decode()
+
+
+def test_the_server_error_page_renders_without_a_request():
+    from django.template import loader
+
+    html = loader.get_template("500.html").render()
+    assert "Server error" in html
+    assert "/static/console/console.css" in html
+
+
+def test_the_console_has_an_icon(alice_client):
+    html = alice_client.get(ALIAS_URL).content.decode()
+    assert '<link rel="icon" href="/static/console/favicon.svg"' in html
+    response = Client().get("/favicon.ico")
+    assert response.status_code == 302
+    assert response["Location"] == "/static/console/favicon.svg"
