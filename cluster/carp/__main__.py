@@ -32,7 +32,8 @@ from cluster.carp.config import (
     hooks_from_args,
     parse_address,
 )
-from cluster.carp.types import ConfigError
+from cluster.carp.ports import AddressManager
+from cluster.carp.types import ConfigError, VirtualHostConfig
 
 log = logging.getLogger("cluster.carp")
 
@@ -71,6 +72,25 @@ def setup_logging(fmt: str, level: str = "INFO") -> None:
     logging.getLogger("pyroute2").setLevel(logging.WARNING)
 
 
+def missing_source(configs: Sequence[VirtualHostConfig], addresses: AddressManager) -> str | None:
+    """Why a virtual host could not advertise from its --srcip, or None.
+
+    The kernel sends our adverts from --srcip only if it is an address of the
+    interface ("Network is unreachable" otherwise); a daemon that cannot
+    advertise would still take the VIP, beside the real master.
+    """
+    present: dict[str, set[Any]] = {}
+    for config in configs:
+        if config.interface not in present:
+            present[config.interface] = {a.ip for a in addresses.list(config.interface)}
+        if config.src_ip not in present[config.interface]:
+            return (
+                f"vhid {config.vhid}: --srcip {config.src_ip} is not an address of"
+                f" {config.interface}, so no advert could be sent from it"
+            )
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `decode` and `--help` work without pyroute2 or root.
     from cluster.carp.arp import PacketGratuitous
@@ -93,8 +113,17 @@ def run(args: argparse.Namespace) -> int:
             log.error("no interface %r", name)
             return 2
 
-    watcher = LinkWatcher(interfaces)
     addresses = NetlinkAddresses()
+    try:
+        problem = missing_source(configs, addresses)
+    except Exception as exc:  # netlink refused: the runner will say more
+        problem = None
+        log.warning("could not list the addresses of %s: %s", ", ".join(interfaces), exc)
+    if problem:
+        log.error("configuration: %s", problem)
+        addresses.close()
+        return 2
+    watcher = LinkWatcher(interfaces)
     gratuitous = PacketGratuitous()
     runner = Runner(
         configs,
