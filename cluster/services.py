@@ -63,7 +63,9 @@ __all__ = [
     "delete_alias",
     "delete_node",
     "desired_virtual_hosts",
+    "flag_message",
     "node_snapshot",
+    "parse_flag",
     "update_alias",
     "update_node",
     "validate_alias",
@@ -317,17 +319,30 @@ def _number(
     return value if value is not None and errors.check(key, rule, value) else None
 
 
-def _flag(merged: Mapping[str, Any], key: str, errors: _Errors) -> bool:
-    """The boolean under ``key``: true/false, 1/0, or a form's words for them."""
-    value = merged[key]
+def parse_flag(value: Any) -> bool | None:
+    """A boolean from true/false, 1/0, yes/no, on/off (a form's checkbox posts
+    "on", a blank one nothing); None if ``value`` is none of these."""
     if isinstance(value, bool):
         return value
     word = str(value).strip().lower() if isinstance(value, str | int) else None
     if word in TRUE_WORDS:
         return True
-    if word not in FALSE_WORDS:
-        errors.add(key, f"{LABELS[key]} must be true or false.")
-    return False
+    if word in FALSE_WORDS:
+        return False
+    return None
+
+
+def flag_message(key: str) -> str:
+    """The message for a value of ``key`` that ``parse_flag`` cannot read."""
+    return f"{LABELS[key]} must be true or false."
+
+
+def _flag(merged: Mapping[str, Any], key: str, errors: _Errors) -> bool:
+    """The boolean under ``key`` (see ``parse_flag``)."""
+    flag = parse_flag(merged[key])
+    if flag is None:
+        errors.add(key, flag_message(key))
+    return bool(flag)
 
 
 def _merged(

@@ -1,8 +1,44 @@
+"""Filters of the list endpoints (``?vhid=``, ``?enabled=``, ``?node=`` ...)."""
+
 from __future__ import annotations
 
-import django_filters
+from typing import Any
 
+import django_filters
+from django import forms
+from django.core.exceptions import ValidationError
+
+from cluster import services
 from cluster.models import IPAlias, Node
+
+
+class FlagField(forms.Field):
+    """``?enabled=`` read with the words the service reads in a request body.
+
+    django-filter's own boolean filter ignores any value other than true or
+    false, so ``?enabled=0`` or ``?enabled=no`` listed every alias, enabled ones
+    included; an unknown word is now a 400 with the service's message.
+    """
+
+    def __init__(self, *args: Any, key: str, **kwargs: Any) -> None:
+        self.key = key
+        super().__init__(*args, **kwargs)
+
+    def to_python(self, value: Any) -> bool | None:
+        if value in self.empty_values:
+            return None
+        flag = services.parse_flag(value)
+        if flag is None:
+            raise ValidationError(services.flag_message(self.key), code="invalid")
+        return flag
+
+
+class FlagFilter(django_filters.Filter):  # type: ignore[misc]
+    field_class = FlagField
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("key", kwargs.get("field_name"))
+        super().__init__(*args, **kwargs)
 
 
 class AliasFilterSet(django_filters.FilterSet):  # type: ignore[misc]
@@ -10,6 +46,8 @@ class AliasFilterSet(django_filters.FilterSet):  # type: ignore[misc]
         field_name="priorities__node__name", distinct=True, label="Node name"
     )
     address = django_filters.CharFilter(field_name="addresses__ip", label="Address (no prefix)")
+    enabled = FlagFilter(field_name="enabled", label="Enabled (true or false)")
+    preempt = FlagFilter(field_name="preempt", label="Preempt (true or false)")
 
     class Meta:
         model = IPAlias
@@ -17,6 +55,8 @@ class AliasFilterSet(django_filters.FilterSet):  # type: ignore[misc]
 
 
 class NodeFilterSet(django_filters.FilterSet):  # type: ignore[misc]
+    maintenance = FlagFilter(field_name="maintenance", label="Maintenance (true or false)")
+
     class Meta:
         model = Node
         fields = ["name", "interface", "ordinal", "maintenance"]

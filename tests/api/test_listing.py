@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
@@ -101,6 +102,33 @@ def test_the_list_filters_by_vhid_interface_enabled_node_and_search(
     assert vhids("search=mail") == [1]
     assert vhids("search=192.0.2.3") == [3]
     assert vhids("address=192.0.2.1") == [1]
+
+
+@pytest.mark.parametrize(
+    ("word", "expected"), [("0", [2]), ("no", [2]), ("1", [1, 3]), ("on", [1, 3])]
+)
+def test_the_enabled_filter_reads_the_words_a_body_may_use(
+    admin_api: APIClient, nodes: list[Node], word: str, expected: list[int]
+) -> None:
+    # django-filter's own boolean filter ignored "0" and "no": every alias came back.
+    make_alias(1)
+    make_alias(2, enabled=False)
+    make_alias(3)
+    response = admin_api.get(f"{URL}?enabled={word}")
+    assert response.status_code == 200, response.content
+    assert sorted(a["vhid"] for a in response.json()["results"]) == expected
+
+
+def test_an_unreadable_flag_filter_is_a_400_not_ignored(
+    admin_api: APIClient, nodes: list[Node]
+) -> None:
+    make_alias(1)
+    response = admin_api.get(f"{URL}?enabled=maybe")
+    assert response.status_code == 400
+    assert response.json() == {"enabled": ["Enabled must be true or false."]}
+    nodes_response = admin_api.get("/api/v1/nodes/?maintenance=perhaps")
+    assert nodes_response.status_code == 400
+    assert nodes_response.json() == {"maintenance": ["Maintenance must be true or false."]}
 
 
 def test_errors_are_json_field_by_field(admin_api: APIClient, nodes: list[Node]) -> None:
