@@ -151,6 +151,12 @@ def alias_edit(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def render_alias_form(request: HttpRequest, form: AliasForm, alias: IPAlias | None) -> HttpResponse:
+    password = form["password"]
+    if form.errors and password.data and not password.errors:
+        # The other values come back as typed; the password never does.
+        password.help_text = (
+            f"Type the password again: it is never sent back to the page. {password.help_text}"
+        )
     title = f"Edit IP alias {alias.label}" if alias else "Add IP alias"
     context = {"page_title": title, "nav": "ip-alias", "form": form, "alias": alias}
     return render(request, "console/alias_form.html", context)

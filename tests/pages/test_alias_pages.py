@@ -265,6 +265,14 @@ def test_the_failed_form_keeps_what_was_typed_except_the_password(alice_client, 
     assert 'value="0"' in html
     assert "192.0.2.99/24" in html
     assert "Typed-Secret" not in html
+    # ...and says so next to the emptied password box.
+    assert "Type the password again: it is never sent back to the page." in html
+
+
+def test_no_retype_hint_when_the_password_itself_was_wrong_or_not_given(alice_client, nodes):
+    for password in ("x" * 20, ""):
+        html = alice_client.post(ADD_URL, alias_post(nodes, vhid="0", password=password))
+        assert "Type the password again" not in html.content.decode()
 
 
 # --- edit ----------------------------------------------------------------
