@@ -19,6 +19,15 @@ def test_the_list_shows_each_node(alice_client, alias, nodes):
     assert "3 of 9 nodes" in html
 
 
+def test_delete_looks_the_same_on_both_lists(alice_client, alias, nodes):
+    # The IP ALIAS list shows Delete in red; the node list did not.
+    node_html = alice_client.get(NODES_URL).content.decode()
+    alias_html = alice_client.get("/system/advanced/ip-alias/").content.decode()
+    delete = 'class="btn btn-plain btn-small btn-quiet-danger"'
+    assert f'{delete} href="{NODES_URL}{nodes[0].pk}/delete/"' in node_html
+    assert delete in alias_html
+
+
 def test_the_add_form_offers_the_next_free_ordinal(alice_client, nodes):
     response = alice_client.get(ADD_URL)
     assert response.context["form"].initial["ordinal"] == 4
