@@ -31,6 +31,7 @@ import queue
 import random
 import select
 import subprocess
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -73,6 +74,7 @@ DROP_LOG_INTERVAL = 10.0  # seconds between two log lines for the same drop reas
 # Packets read from one link before the deadlines get their turn again: a few ms of
 # work, so that a flood delays an advert by that much at most.
 PACKETS_PER_STEP = 1_000
+HOOK_OUTPUT_LIMIT = 4096  # bytes of a script's output that go into the log
 _COUNTER_MASK = 2**64 - 1
 HostKey = tuple[str, int]  # (interface, vhid): a vhid is unique per interface only
 
@@ -142,14 +144,44 @@ class Hooks:
     def _run(self) -> None:
         while (argv := self._queue.get()) is not None:
             try:
-                done = subprocess.run(argv, timeout=self.timeout, check=False)
-                if done.returncode != 0:
-                    log.warning("hook %s exited with %s", " ".join(argv), done.returncode)
+                self._run_one(argv)
             except OSError as exc:
                 # Missing or not executable: say so in one line, not with a traceback.
                 log.error("hook %s could not run: %s", " ".join(argv), exc.strerror or exc)
             except Exception:
                 log.exception("hook %s failed", " ".join(argv))
+
+    def _run_one(self, argv: list[str]) -> None:
+        """Run one script; what it prints goes into our log, never raw onto our stderr.
+
+        A ucarp downscript's ``ip addr del`` prints "Address not found" at start-up,
+        which broke ``--log-format json`` (one JSON object per line). The output goes
+        to a temporary file, not a pipe, so that a child the script leaves running
+        (``arping ... &``) cannot hold us until the timeout.
+        """
+        command = " ".join(argv)
+        with tempfile.TemporaryFile() as output:
+            done = subprocess.run(
+                argv,
+                timeout=self.timeout,
+                check=False,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+            output.seek(0)
+            said = output.read(HOOK_OUTPUT_LIMIT).decode(errors="replace").strip()
+        extra = {"event": "hook", "command": command, "returncode": done.returncode}
+        if done.returncode != 0:
+            log.warning(
+                "hook %s exited with %s%s",
+                command,
+                done.returncode,
+                f": {said}" if said else "",
+                extra={**extra, "output": said},
+            )
+        elif said:
+            log.info("hook %s: %s", command, said, extra={**extra, "output": said})
 
     def close(self, wait: float = 5.0) -> None:
         """Run what is queued (the downscripts of a stop), then end the thread."""

@@ -396,3 +396,24 @@ def test_ucarps_xparam_is_the_scripts_third_argument(tmp_path: Path):
     while time.monotonic() < deadline and len(_lines(out)) < 2:
         time.sleep(0.01)
     assert sorted(_lines(out)) == ["2 eth0 192.0.2.100 ", "3 eth0 192.0.2.100 extra"]
+
+
+def test_what_a_script_prints_goes_into_the_log_not_onto_our_stderr(tmp_path: Path, caplog, capfd):
+    # A ucarp downscript's `ip addr del` says "Address not found" at start-up; printed
+    # raw on our stderr, it broke --log-format json (one JSON object per line).
+    script = tmp_path / "down.sh"
+    script.write_text('#!/bin/sh\necho "Error: ipv4: Address not found." >&2\nexit "$3"\n')
+    script.chmod(0o755)
+    caplog.set_level(logging.INFO, logger="cluster.carp")
+    for code in ("0", "2"):
+        hooks = Hooks(None, str(script), xparam=code)
+        hooks.down("eth0", [VIP])
+        hooks.close()
+    out, err = capfd.readouterr()
+    assert "Address not found" not in out + err
+    said, failed = [r for r in caplog.records if getattr(r, "event", None) == "hook"]
+    assert said.levelno == logging.INFO
+    assert said.getMessage().endswith("eth0 192.0.2.100 0: Error: ipv4: Address not found.")
+    assert failed.levelno == logging.WARNING
+    assert "exited with 2: Error: ipv4: Address not found." in failed.getMessage()
+    assert failed.output == "Error: ipv4: Address not found."
