@@ -16,6 +16,8 @@ Input shapes (plain dicts, so a form's ``cleaned_data``, a serializer's
         "advbase": 1,                    # 1..255, default 1
         "password": "s3cret",            # <= 19 bytes; required on create,
                                          # "" or missing on update = keep
+        # advbase, enabled, preempt, description: missing on create = the
+        # default, missing on update (partial or not) = keep
         "addresses": ["192.0.2.100/24", "2001:db8::100/64"],
         "priorities": [{"node": "node1", "priority": "primary"},
                        {"node": "node2", "priority": "secondary"}],
@@ -345,6 +347,16 @@ def _flag(merged: Mapping[str, Any], key: str, errors: _Errors) -> bool:
     return bool(flag)
 
 
+def _defaults(defaults: Mapping[str, Any], stored: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What an optional key left out means: its default on create, and on an
+    update (even a full one, like an API PUT) the value it has now. A PUT that
+    leaves out ``enabled`` must not switch a disabled alias back on, nor one
+    that leaves out ``maintenance`` take a node out of maintenance."""
+    if stored is None:
+        return dict(defaults)
+    return {key: stored.get(key, value) for key, value in defaults.items()}
+
+
 def _merged(
     data: Mapping[str, Any],
     current: Mapping[str, Any] | None,
@@ -395,8 +407,9 @@ def validate_alias(
     missing keys keep the alias's current values.
     """
     errors = _Errors()
-    current = alias_form_data(alias) if (alias is not None and partial) else None
-    merged = _merged(data, current, ALIAS_DEFAULTS, ALIAS_REQUIRED, errors)
+    stored = alias_form_data(alias) if alias is not None else None
+    current = stored if partial else None
+    merged = _merged(data, current, _defaults(ALIAS_DEFAULTS, stored), ALIAS_REQUIRED, errors)
 
     vhid = _number(merged, "vhid", validators.validate_vhid, errors)
     interface = _text(merged, "interface", validators.validate_interface, errors)
@@ -534,8 +547,9 @@ def validate_node(
 ) -> NodeChange:
     """Check ``data`` for a node; raise ValidationError(dict) or return it cleaned."""
     errors = _Errors()
-    current = node_snapshot(node) if (node is not None and partial) else None
-    merged = _merged(data, current, NODE_DEFAULTS, NODE_REQUIRED, errors)
+    stored = node_snapshot(node) if node is not None else None
+    current = stored if partial else None
+    merged = _merged(data, current, _defaults(NODE_DEFAULTS, stored), NODE_REQUIRED, errors)
     others = Node.objects.exclude(pk=node.pk) if node is not None else Node.objects.all()
 
     name = _text(merged, "name", validators.validate_node_name, errors)

@@ -65,7 +65,10 @@ class AliasSerializer(ServiceInput, serializers.Serializer[IPAlias]):
     url = serializers.HyperlinkedIdentityField(view_name="api:ipalias-detail")
     vhid = serializers.IntegerField(help_text="1..255, unique per interface.")
     interface = serializers.CharField()
-    advbase = serializers.IntegerField(required=False, help_text="1..255 seconds, default 1.")
+    advbase = serializers.IntegerField(
+        required=False,
+        help_text="1..255 seconds. Default 1 on create; absent on update keeps it.",
+    )
     password = serializers.CharField(
         write_only=True,
         required=False,
@@ -78,9 +81,17 @@ class AliasSerializer(ServiceInput, serializers.Serializer[IPAlias]):
         child=serializers.CharField(), help_text='Addresses with prefix, e.g. "192.0.2.100/24".'
     )
     priorities = PrioritySerializer(many=True)
-    enabled = serializers.BooleanField(required=False)
-    preempt = serializers.BooleanField(required=False)
-    description = serializers.CharField(required=False, allow_blank=True)
+    enabled = serializers.BooleanField(
+        required=False, help_text="Default true on create; absent on update (PUT too) keeps it."
+    )
+    preempt = serializers.BooleanField(
+        required=False, help_text="Default true on create; absent on update (PUT too) keeps it."
+    )
+    description = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        help_text="Default empty on create; absent on update (PUT too) keeps it.",
+    )
     version = serializers.IntegerField(read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
@@ -128,7 +139,9 @@ class NodeSerializer(ServiceInput, serializers.Serializer[Node]):
     address = serializers.CharField(help_text="The node's own unicast address.")
     interface = serializers.CharField()
     ordinal = serializers.IntegerField(help_text="1..9, unique; sets the node's advskews.")
-    maintenance = serializers.BooleanField(required=False)
+    maintenance = serializers.BooleanField(
+        required=False, help_text="Default false on create; absent on update (PUT too) keeps it."
+    )
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
 

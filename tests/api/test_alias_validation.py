@@ -271,3 +271,36 @@ def test_malformed_json_is_a_400(admin_api: APIClient, nodes: list[Node]) -> Non
     assert response.status_code == 400
     assert "JSON parse error" in response.json()["detail"]
     assert IPAlias.objects.count() == 0
+
+
+def test_a_put_that_leaves_out_the_optional_fields_keeps_them(
+    admin_api: APIClient, nodes: list[Node]
+) -> None:
+    # A PUT without "enabled" switched a disabled alias back on (and reset
+    # advbase, preempt and the description to their defaults).
+    alias = make_alias(42, enabled=False, preempt=False, advbase=3, description="parked")
+    data = alias_data(42, addresses=["192.0.2.43/24"])
+    for key in ("password", "enabled", "preempt", "advbase", "description"):
+        data.pop(key, None)
+    response = admin_api.put(f"{URL}{alias.pk}/", data, format="json")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert (body["enabled"], body["preempt"], body["advbase"]) == (False, False, 3)
+    assert (body["description"], body["addresses"]) == ("parked", ["192.0.2.43/24"])
+    alias.refresh_from_db()
+    assert alias.get_password() == "vh-s3cret!"
+    # The required ones are still required on a PUT.
+    del data["vhid"]
+    refused = admin_api.put(f"{URL}{alias.pk}/", data, format="json")
+    assert refused.json() == {"vhid": ["VHID is required."]}
+
+
+def test_the_schema_says_what_an_update_without_a_field_does(admin_api: APIClient) -> None:
+    schemas = admin_api.get("/api/schema/?format=json").json()["components"]["schemas"]
+    request = schemas["AliasRequest"]["properties"]
+    assert "absent on update keeps it" in request["password"]["description"]
+    assert "absent on update (PUT too) keeps it" in request["enabled"]["description"]
+    assert (
+        "absent on update (PUT too) keeps it"
+        in schemas["NodeRequest"]["properties"]["maintenance"]["description"]
+    )

@@ -141,3 +141,17 @@ def test_an_alias_left_without_nodes_is_disabled(admin_api: APIClient, db: None)
 def test_an_unused_node_is_deleted(admin_api: APIClient, nodes: list[Node]) -> None:
     assert admin_api.delete(f"{URL}{nodes[2].pk}/").status_code == 204
     assert not Node.objects.filter(name="node3").exists()
+
+
+def test_a_put_without_maintenance_keeps_the_node_in_maintenance(
+    admin_api: APIClient, nodes: list[Node]
+) -> None:
+    node = nodes[0]
+    patched = admin_api.patch(f"{URL}{node.pk}/", {"maintenance": True}, format="json")
+    assert patched.status_code == 200
+    data = {"name": node.name, "address": "198.51.100.21", "interface": "eth1", "ordinal": 1}
+    response = admin_api.put(f"{URL}{node.pk}/", data, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["maintenance"] is True
+    node.refresh_from_db()
+    assert (node.address, node.interface, node.maintenance) == ("198.51.100.21", "eth1", True)
