@@ -263,6 +263,7 @@ class Runner:
         self.drops: Counter[str] = Counter()
         self.port_errors: Counter[str] = Counter()
         self._drops_logged: dict[str, tuple[float, int]] = {}
+        self._foreign_vhids: set[tuple[str, int]] = set()
         self._errors_logged: dict[str, float] = {}
         self._lock = threading.RLock()  # guards _hosts for snapshot() from other threads
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -476,8 +477,25 @@ class Runner:
             return
         host = self._hosts.get((packet.interface, advert.vhid))
         if host is None:
-            # Another cluster's vhid on the same segment is normal: counted, quietly.
-            self._drop(wire.DecodeFailure.WRONG_VHID, packet, f"vhid {advert.vhid}")
+            # Another cluster's vhid on the same segment is normal: counted, and said
+            # once per vhid at INFO (a warning every 10 s for ever would cry wolf).
+            self.drops[wire.DecodeFailure.WRONG_VHID] += 1
+            foreign = (packet.interface, advert.vhid)
+            if foreign not in self._foreign_vhids and len(self._foreign_vhids) < 4096:
+                self._foreign_vhids.add(foreign)
+                log.info(
+                    "ignoring CARP adverts for vhid %d on %s (first from %s): not one of ours",
+                    advert.vhid,
+                    packet.interface,
+                    packet.source,
+                    extra={
+                        "event": "drop",
+                        "reason": str(wire.DecodeFailure.WRONG_VHID),
+                        "vhid": advert.vhid,
+                        "source": str(packet.source),
+                        "interface": packet.interface,
+                    },
+                )
             return
         if not wire.verify_hmac(advert, host.config.password, host.config.addresses):
             self._drop(
@@ -497,11 +515,11 @@ class Runner:
         if now - last >= DROP_LOG_INTERVAL:
             since = self.drops[reason] - count_then
             log.warning(
-                "dropped CARP packet from %s on %s: %s (%s); %d dropped for this reason",
+                "dropped CARP packet from %s on %s: %s%s; %d dropped for this reason",
                 packet.source,
                 packet.interface,
                 reason,
-                detail,
+                f" ({detail})" if detail else "",
                 since,
                 extra={
                     "event": "drop",

@@ -417,3 +417,31 @@ def test_what_a_script_prints_goes_into_the_log_not_onto_our_stderr(tmp_path: Pa
     assert failed.levelno == logging.WARNING
     assert "exited with 2: Error: ipv4: Address not found." in failed.getMessage()
     assert failed.output == "Error: ipv4: Address not found."
+
+
+def test_another_clusters_vhid_is_counted_and_said_once_at_info(clock, segment, caplog):
+    # Two CARP pairs on one LAN is normal: no warning every 10 s for ever.
+    a = Node(segment, clock, [config(1)])
+    start(a)
+    peer = ipaddress.ip_address("192.0.2.12")
+    with caplog.at_level(logging.INFO, logger="cluster.carp"):
+        for _ in range(25):
+            a.links[0].inject(wire.encode(43, 1, 0, 0, 7, b"theirs", [VIP2]), peer)
+            a.links[0].inject(wire.encode(44, 1, 0, 0, 7, b"theirs", [VIP2]), peer)
+            run_for(clock, [a], 1.0, dt=0.5)
+    assert a.runner.snapshot().drops["wrong_vhid"] == 50
+    said = [r for r in caplog.records if "not one of ours" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.INFO, logging.INFO]
+    assert "vhid 43 on eth0 (first from 192.0.2.12)" in said[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_drop_without_detail_has_no_empty_parentheses(clock, segment, caplog):
+    a = Node(segment, clock, [config(1)])
+    start(a)
+    good = wire.encode(42, 1, 0, 0, 7, PASSWORD, [VIP])
+    a.links[0].inject(good[:6] + b"\0\0" + good[8:], ipaddress.ip_address("192.0.2.12"))
+    with caplog.at_level(logging.WARNING, logger="cluster.carp"):
+        run_for(clock, [a], 0.01)
+    (record,) = [r for r in caplog.records if "bad_checksum" in r.getMessage()]
+    assert "bad_checksum; 1 dropped" in record.getMessage()
