@@ -74,14 +74,13 @@ class AliasAdminForm(ServiceForm):
     interface = ServiceField()
     advbase = ServiceField(number=True, help_text="Seconds between advertisements, 1 to 255.")
     description = ServiceField(required=False)
-    password = forms.CharField(
+    password = ServiceField(
         required=False,
         strip=False,
         widget=forms.PasswordInput(render_value=False),
         help_text="At most 19 bytes. Leave blank to keep the current password.",
     )
-    addresses = forms.CharField(
-        required=False,
+    addresses = ServiceField(
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text="One address with prefix per line, e.g. 192.0.2.100/24.",
     )
@@ -92,6 +91,11 @@ class AliasAdminForm(ServiceForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.instance.pk is None:
+            # On add the password is required (the service says so when blank).
+            password = self.fields["password"]
+            password.required = True
+            password.help_text = "At most 19 bytes. It is never shown again."
         if self.instance.pk is not None and not self.is_bound:
             data = services.alias_form_data(self.instance)
             self.initial["addresses"] = "\n".join(data["addresses"])

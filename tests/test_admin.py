@@ -221,3 +221,17 @@ def test_the_admin_node_form_words_its_rules_like_the_page(alice: Client, alias:
     assert "Ordinal must be between 1 and 9." in html
     assert "Enter a valid IPv4 or IPv6 address." not in html
     assert Node.objects.count() == 3
+
+
+def test_the_admin_add_form_marks_what_the_service_requires(alice: Client, alias: IPAlias) -> None:
+    add = alice.get("/admin/cluster/ipalias/add/").content.decode()
+    for name in ("vhid", "interface", "password", "addresses"):
+        assert f'class="required" for="id_{name}"' in add, name
+    # Not "leave blank to keep": there is nothing to keep yet.
+    assert "Leave blank to keep the current password" not in add
+    change = alice.get(f"/admin/cluster/ipalias/{alias.pk}/change/").content.decode()
+    assert "Leave blank to keep the current password" in change
+    assert 'class="required" for="id_password"' not in change
+    blank = alice.post("/admin/cluster/ipalias/add/", form(password="")).content.decode()
+    assert "Password is required." in blank
+    assert "This field is required." not in blank
