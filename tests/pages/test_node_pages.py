@@ -121,3 +121,13 @@ def test_deleting_a_used_node_needs_explicit_confirmation(alice_client, alias, n
     assert response.status_code == 302
     assert not Node.objects.filter(name="node3").exists()
     assert IPAlias.objects.get().priorities.count() == 2
+
+
+def test_a_full_cluster_offers_no_add_button(alice_client, nodes):
+    assert 'href="/system/cluster/nodes/add/"' in alice_client.get(NODES_URL).content.decode()
+    for ordinal in range(4, 10):
+        make_node(ordinal)
+    html = alice_client.get(NODES_URL).content.decode()
+    assert "9 of 9 nodes" in html
+    assert 'href="/system/cluster/nodes/add/"' not in html
+    assert "The cluster is full: delete a node to add another." in html
