@@ -82,3 +82,8 @@ def test_pages_use_only_local_assets(alice_client, alias):
         assert not re.search(r'(src|href)="(https?:)?//', html), url
         for asset in re.findall(r'(?:src|href)="/static/([^"]+)"', html):
             assert finders.find(asset), asset
+
+
+def test_the_audit_log_says_which_time_zone_its_times_are_in(alice_client, alias):
+    html = alice_client.get("/system/audit/").content.decode()
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC<", html)
