@@ -174,6 +174,7 @@ def alias_delete(request: HttpRequest, pk: int) -> HttpResponse:
     return render_confirm_delete(
         request,
         nav="ip-alias",
+        page_title="Delete IP alias",
         crumbs=["Advanced view", "IP ALIAS addresses"],
         question=f"Delete the IP alias {alias.label}?",
         consequence=(
@@ -265,6 +266,7 @@ def node_delete(request: HttpRequest, pk: int) -> HttpResponse:
     return render_confirm_delete(
         request,
         nav="nodes",
+        page_title="Delete cluster node",
         crumbs=["Cluster nodes"],
         question=f"Delete the node {node.name}?",
         consequence=(

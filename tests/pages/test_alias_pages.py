@@ -331,6 +331,9 @@ def test_delete_asks_first_and_a_get_deletes_nothing(alice_client, alias):
     assert response.status_code == 200
     html = response.content.decode()
     assert "Delete the IP alias VHID 1 on eth0 (mail A)?" in html
+    # The heading names the action; the question is asked once, in the panel.
+    assert "<h1>Delete IP alias</h1>" in html
+    assert html.count("Delete the IP alias VHID 1 on eth0 (mail A)") == 1
     assert 'method="post"' in html
     assert IPAlias.objects.count() == 1
 
