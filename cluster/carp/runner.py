@@ -454,7 +454,15 @@ class Runner:
                 os.eventfd_read(self._wake)
 
     def _read_packets(self) -> None:
+        # A raw socket hears every CARP packet of its interface and family, whatever its
+        # source address: with two sources on one interface (vhosts with their own
+        # srcip) every advert arrives once per socket. Only the first link of each
+        # (interface, family) hands packets on; the others are drained and ignored.
+        readers: dict[tuple[str, int], tuple[str, IPAddress]] = {}
+        for key in self._links:
+            readers.setdefault((key[0], key[1].version), key)
         for key, link in list(self._links.items()):
+            reader = readers[(key[0], key[1].version)] == key
             for _ in range(PACKETS_PER_STEP):  # bounded: a flood must not starve the timers
                 try:
                     packet = link.receive(0)
@@ -463,7 +471,8 @@ class Runner:
                     break
                 if packet is None:
                     break
-                self._packet(packet)
+                if reader:
+                    self._packet(packet)
 
     def _packet(self, packet: ReceivedPacket) -> None:
         if packet.source in self._own:

@@ -445,3 +445,24 @@ def test_a_drop_without_detail_has_no_empty_parentheses(clock, segment, caplog):
         run_for(clock, [a], 0.01)
     (record,) = [r for r in caplog.records if "bad_checksum" in r.getMessage()]
     assert "bad_checksum; 1 dropped" in record.getMessage()
+
+
+def test_two_source_addresses_on_one_interface_handle_each_advert_once(clock, segment):
+    # Both raw sockets hear every advert of eth0; each used to reach the machines twice.
+    vip3 = ipaddress.ip_interface("198.51.100.102/32")
+    own_source = VirtualHostConfig(
+        vhid=2,
+        interface="eth0",
+        password=PASSWORD,
+        addresses=(vip3,),
+        src_ip=ipaddress.ip_address("198.51.100.11"),
+    )
+    a = Node(segment, clock, [config(1, advskew=100), own_source])
+    b = Node(segment, clock, [config(2)])
+    start(a, b)
+    run_for(clock, [a, b], 10)
+    assert len(a.links) == 2
+    received = {h.vhid: h.adverts_received for h in a.runner.snapshot().hosts}
+    (b_host,) = b.runner.snapshot().hosts
+    # b's adverts since it became MASTER (the last one may still be in flight).
+    assert b_host.adverts_sent - 1 <= received[42] <= b_host.adverts_sent
