@@ -141,6 +141,14 @@ def parse_alias_address(value: str) -> IPInterface:
         ) from None
     ip, network = iface.ip, iface.network
     _reject_special(ip, text)
+    if network.prefixlen == 0:
+        # The kernel would add a connected route to everything (a default
+        # route) through the VIP's interface.
+        raise ValidationError(
+            f"{text} has prefix length 0, which covers every address; write the prefix "
+            "of the VIP's subnet, e.g. /24 or /64.",
+            code="prefix_zero",
+        )
     if isinstance(network, ipaddress.IPv4Network):
         if network.prefixlen <= 30:
             if ip == network.network_address:

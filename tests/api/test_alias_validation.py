@@ -88,6 +88,10 @@ def test_a_valid_alias_is_created(admin_api: APIClient, nodes: list[Node]) -> No
          "priorities", "'master' is not a priority; choose one of primary, secondary, backup."),
         ({"description": "d" * 201}, "description",
          "Description must be at most 200 characters (got 201)."),
+        ({"addresses": ["192.0.2.82/0"]}, "addresses", "192.0.2.82/0 has prefix length 0, "
+         "which covers every address; write the prefix of the VIP's subnet, e.g. /24 or /64."),
+        ({"addresses": ["2001:db8::82/0"]}, "addresses", "2001:db8::82/0 has prefix length 0, "
+         "which covers every address; write the prefix of the VIP's subnet, e.g. /24 or /64."),
         # node2's own address, and an IPv4 one, written as IPv4-mapped IPv6.
         ({"addresses": ["::ffff:198.51.100.12/120"]}, "addresses",
          "::ffff:198.51.100.12/120 is an IPv4-mapped IPv6 address; write the IPv4 address "
