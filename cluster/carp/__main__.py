@@ -72,21 +72,21 @@ def setup_logging(fmt: str, level: str = "INFO") -> None:
     logging.getLogger("pyroute2").setLevel(logging.WARNING)
 
 
-def missing_source(configs: Sequence[VirtualHostConfig], addresses: AddressManager) -> str | None:
+def missing_source(
+    configs: Sequence[VirtualHostConfig], addresses: AddressManager, interfaces: Sequence[str]
+) -> str | None:
     """Why a virtual host could not advertise from its --srcip, or None.
 
-    The kernel sends our adverts from --srcip only if it is an address of the
-    interface ("Network is unreachable" otherwise); a daemon that cannot
-    advertise would still take the VIP, beside the real master.
+    The kernel sends our adverts from --srcip only if it is an address of this
+    node, on any interface ("Network is unreachable" otherwise); a daemon that
+    cannot advertise would still take the VIP, beside the real master.
     """
-    present: dict[str, set[Any]] = {}
+    local = {a.ip for name in interfaces for a in addresses.list(name)}
     for config in configs:
-        if config.interface not in present:
-            present[config.interface] = {a.ip for a in addresses.list(config.interface)}
-        if config.src_ip not in present[config.interface]:
+        if config.src_ip not in local:
             return (
-                f"vhid {config.vhid}: --srcip {config.src_ip} is not an address of"
-                f" {config.interface}, so no advert could be sent from it"
+                f"vhid {config.vhid}: --srcip {config.src_ip} is not an address of this node,"
+                " so no advert could be sent from it"
             )
     return None
 
@@ -115,10 +115,10 @@ def run(args: argparse.Namespace) -> int:
 
     addresses = NetlinkAddresses()
     try:
-        problem = missing_source(configs, addresses)
+        problem = missing_source(configs, addresses, [n for _, n in socket.if_nameindex()])
     except Exception as exc:  # netlink refused: the runner will say more
         problem = None
-        log.warning("could not list the addresses of %s: %s", ", ".join(interfaces), exc)
+        log.warning("could not list this node's addresses: %s", exc)
     if problem:
         log.error("configuration: %s", problem)
         addresses.close()

@@ -222,7 +222,7 @@ def test_one_address_in_two_vhids_is_refused(tmp_path):
         configs("--config", str(path))
 
 
-def test_a_srcip_that_is_not_on_the_interface_is_reported_before_starting():
+def test_a_srcip_that_is_not_an_address_of_the_node_is_reported_before_starting():
     # The kernel refused every advert ("Network is unreachable") while the daemon
     # still became MASTER and took the VIP beside the real master.
     from cluster.carp.__main__ import missing_source
@@ -230,9 +230,12 @@ def test_a_srcip_that_is_not_on_the_interface_is_reported_before_starting():
 
     addresses = FakeAddresses()
     addresses.add("eth0", [ipaddress.ip_interface("192.0.2.11/24")])
-    good = configs("-i", "eth0", "-s", "192.0.2.11", "-v", "1", "-p", "x", "-a", "192.0.2.100")
-    assert missing_source(good, addresses) is None
+    addresses.add("lo", [ipaddress.ip_interface("192.0.2.50/32")])
+    for source in ("192.0.2.11", "192.0.2.50"):  # any local address can be the source
+        good = configs("-i", "eth0", "-s", source, "-v", "1", "-p", "x", "-a", "192.0.2.100")
+        assert missing_source(good, addresses, ["lo", "eth0"]) is None
     bad = configs("-i", "eth0", "-s", "192.0.2.99", "-v", "1", "-p", "x", "-a", "192.0.2.100")
-    assert missing_source(bad, addresses) == (
-        "vhid 1: --srcip 192.0.2.99 is not an address of eth0, so no advert could be sent from it"
+    assert missing_source(bad, addresses, ["lo", "eth0"]) == (
+        "vhid 1: --srcip 192.0.2.99 is not an address of this node, so no advert could be sent"
+        " from it"
     )
