@@ -11,11 +11,12 @@ PG_URL ?= postgres://postgres:postgres@127.0.0.1:5432/appliance
 
 venv: $(VENV_STAMP)
 
-$(VENV_STAMP): requirements.txt requirements-dev.txt
+$(VENV_STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@command -v python3 >/dev/null || { echo "python3 is needed (apt-get install python3 python3-venv)"; exit 1; }
 	test -x $(PY) || python3 -m venv .venv || { apt-get install -y python3-venv && python3 -m venv .venv; }
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 debian-deps:
