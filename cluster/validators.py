@@ -93,6 +93,16 @@ def validate_description(value: str) -> None:
         )
 
 
+def _reject_zone(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, text: str, role: str) -> None:
+    """Refuse an IPv6 zone (``fe80::1%eth0``): the database would store the
+    address without it, and the interface is a field of its own anyway."""
+    zone = getattr(ip, "scope_id", None)
+    if zone:
+        raise ValidationError(
+            f"{text}: an address with a zone (%{zone}) cannot be {role}.", code="zone"
+        )
+
+
 def _reject_special(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, text: str) -> None:
     if ip.is_unspecified or ip.is_loopback or ip.is_multicast:
         raise ValidationError(f"{text} is not a unicast host address.", code="not_unicast")
@@ -115,6 +125,7 @@ def parse_host_address(value: str) -> str:
         raise ValidationError(
             f"'{text}' is not a valid IPv4 or IPv6 address.", code="invalid"
         ) from None
+    _reject_zone(ip, text, "a node's own address")
     _reject_special(ip, text)
     return str(ip)
 
@@ -126,6 +137,7 @@ def parse_alias_address(value: str) -> IPInterface:
     on /31 (RFC 3021 point-to-point links use both) and /32 (a lone host).
     IPv6: there is no broadcast; the all-zeros host (the Subnet-Router anycast
     address, RFC 4291 2.6.1) is refused except on /127 (RFC 6164) and /128.
+    A zone (``fe80::1%eth0``) is refused: the alias's interface says where.
     """
     text = str(value).strip()
     if "/" not in text:
@@ -139,6 +151,8 @@ def parse_alias_address(value: str) -> IPInterface:
         raise ValidationError(
             f"'{text}' is not a valid IPv4 or IPv6 address with prefix.", code="invalid"
         ) from None
+    # iface.ip drops the zone; the interface itself keeps it.
+    _reject_zone(iface, text, "a virtual address")
     ip, network = iface.ip, iface.network
     _reject_special(ip, text)
     if network.prefixlen == 0:

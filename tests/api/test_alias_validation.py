@@ -96,6 +96,9 @@ def test_a_valid_alias_is_created(admin_api: APIClient, nodes: list[Node]) -> No
         ({"addresses": ["::ffff:198.51.100.12/120"]}, "addresses",
          "::ffff:198.51.100.12/120 is an IPv4-mapped IPv6 address; write the IPv4 address "
          "198.51.100.12 instead."),
+        # A zone would be dropped on the way into the database, silently.
+        ({"addresses": ["fe80::1%eth0/64"]}, "addresses",
+         "fe80::1%eth0/64: an address with a zone (%eth0) cannot be a virtual address."),
     ],
 )  # fmt: skip
 def test_it_rejects_an_invalid_alias(

@@ -44,6 +44,8 @@ def test_a_valid_node_is_created(admin_api: APIClient, nodes: list[Node]) -> Non
         ({"address": "127.0.0.1"}, "address", "127.0.0.1 is not a unicast host address."),
         ({"address": "::ffff:198.51.100.99"}, "address", "::ffff:198.51.100.99 is an IPv4-mapped "
          "IPv6 address; write the IPv4 address 198.51.100.99 instead."),
+        ({"address": "fe80::14%eth0"}, "address",
+         "fe80::14%eth0: an address with a zone (%eth0) cannot be a node's own address."),
         ({"interface": ""}, "interface", "Interface is required."),
         ({"interface": "a" * 16}, "interface", "Interface must be a Linux interface name: "
          "1 to 15 letters, digits, '.', '-' or '_'."),

@@ -177,6 +177,11 @@ def test_unchecked_boxes_turn_enabled_and_preempt_off(alice_client, nodes):
             "198.51.100.12 is the own address of node node2.",
         ),
         (
+            {"addresses": "fe80::1%eth0/64"},
+            "addresses",
+            "fe80::1%eth0/64: an address with a zone (%eth0) cannot be a virtual address.",
+        ),
+        (
             {"description": "d" * 201},
             "description",
             "Description must be at most 200 characters (got 201).",

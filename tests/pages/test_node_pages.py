@@ -54,6 +54,11 @@ def test_adding_a_node(alice_client, nodes):
             "198.51.100.11 is the own address of node node1.",
         ),
         ({"address": "192.0.2.101"}, "address", "192.0.2.101 is already used by alias VHID 1"),
+        (
+            {"address": "fe80::14%eth0"},
+            "address",
+            "fe80::14%eth0: an address with a zone (%eth0) cannot be a node's own address.",
+        ),
         ({"ordinal": "0"}, "ordinal", "Ordinal must be between 1 and 9."),
         ({"ordinal": "10"}, "ordinal", "Ordinal must be between 1 and 9."),
         ({"ordinal": "2"}, "ordinal", "Ordinal 2 is already used by node node2."),
