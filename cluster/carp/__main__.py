@@ -203,10 +203,9 @@ def decode(args: argparse.Namespace) -> int:
     """
     from cluster.carp import pcap
 
-    password = args.password.encode() if args.password is not None else None
     try:
         vips = [parse_address(a) for a in args.addr]
-        inspections = pcap.decode_file(args.pcap, password, vips)
+        inspections = pcap.decode_file(args.pcap, args.password, vips)
     except (ConfigError, OSError, pcap.PcapError) as exc:
         print(f"decode: {exc}", file=sys.stderr)
         return 2

@@ -166,7 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     decode = sub.add_parser("decode", help="print and verify every CARP advert in a capture")
     decode.add_argument("pcap", help="a pcap file (tcpdump -w)")
-    decode.add_argument("-p", "--pass", dest="password", help="password to verify the HMAC")
+    decode.add_argument(
+        "-p",
+        "--pass",
+        dest="password",
+        type=password_argument,
+        help=f"password to verify the HMAC, at most {MAX_PASSWORD_BYTES} bytes",
+    )
     decode.add_argument(
         "-a", "--addr", action="append", default=[], help="virtual address(es) of the vhid"
     )
@@ -190,6 +196,25 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
+def check_password(password: bytes, where: str = "") -> bytes:
+    """The password as it is, or ConfigError if it is longer than BSD ifconfig and ucarp allow."""
+    if len(password) > MAX_PASSWORD_BYTES:
+        prefix = f"{where}: " if where else ""
+        raise ConfigError(
+            f"{prefix}the password is at most {MAX_PASSWORD_BYTES} bytes (as in BSD ifconfig"
+            f" and ucarp), not {len(password)}"
+        )
+    return password
+
+
+def password_argument(text: str) -> bytes:
+    """argparse type for ``decode --pass``: a password too long is a usage error naming it."""
+    try:
+        return check_password(text.encode())
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def _password(entry: dict[str, Any], where: str) -> bytes:
     if entry.get("password") is not None:
         password = str(entry["password"]).encode()
@@ -197,9 +222,7 @@ def _password(entry: dict[str, Any], where: str) -> bytes:
         password = read_password(str(entry["passfile"]))
     else:
         raise ConfigError(f"{where}: a password (--pass or --passfile) is required")
-    if len(password) > MAX_PASSWORD_BYTES:
-        raise ConfigError(f"{where}: the password is at most {MAX_PASSWORD_BYTES} bytes")
-    return password
+    return check_password(password, where)
 
 
 # The keys of a [[vhost]] table; the top level may hold them too, as defaults.

@@ -150,6 +150,20 @@ def test_decode_exits_2_on_a_file_that_is_not_a_capture(tmp_path, capsys):
     assert main(["decode", str(bogus), "--pass", "x"]) == 2
 
 
+@pytest.mark.parametrize("password", ["x" * 20, "é" * 10])  # 20 bytes, in characters or UTF-8
+def test_decode_refuses_a_password_longer_than_19_bytes_as_a_usage_error(password, capsys):
+    # It used to be taken, and every advert reported "hmac BAD".
+    with pytest.raises(SystemExit) as exit_info:
+        main(["decode", str(CAPTURE), "--pass", password, "--addr", "192.0.2.100"])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert "argument -p/--pass: the password is at most 19 bytes" in captured.err
+    assert "hmac" not in captured.out
+    # 19 bytes is allowed: the HMAC is checked (and fails: not the capture's password).
+    assert main(["decode", str(CAPTURE), "--pass", "x" * 19, "--addr", "192.0.2.100"]) == 1
+    assert "hmac BAD" in capsys.readouterr().out
+
+
 def test_carp_mds_ucarp_command_line_is_taken_as_it_is():
     # CARP.md "Testing against a real peer", with only the program name changed.
     args = build_parser().parse_args(
