@@ -783,8 +783,10 @@ def update_node(actor: Actor, node: Node, data: Mapping[str, Any], partial: bool
 
 def delete_node(actor: Actor, node: Node, force: bool = False) -> None:
     """Delete a node. If aliases use it, ``force`` must say so: its priorities
-    go with it, a lost Primary passes to the remaining node with the lowest
-    advskew, and an alias left with no node is disabled."""
+    go with it, a lost Primary passes to the remaining member with the lowest
+    advskew that is not in maintenance (to the lowest advskew of all only when
+    every remaining member is in maintenance), and an alias left with no node
+    is disabled."""
     with transaction.atomic():
         current = Node.objects.select_for_update().get(pk=node.pk)
         users = list(aliases_with_relations().filter(priorities__node=current).distinct())
@@ -806,7 +808,7 @@ def delete_node(actor: Actor, node: Node, force: bool = False) -> None:
             nodes_to_tell |= {p.node.name for p in remaining}
             AliasPriority.objects.filter(alias=alias, node=current).delete()
             if remaining and not any(p.priority == Priority.PRIMARY for p in remaining):
-                heir = min(remaining, key=lambda p: p.advskew)
+                heir = min(remaining, key=lambda p: (p.node.maintenance, p.advskew))
                 heir.priority = Priority.PRIMARY
                 heir.save(update_fields=["priority"])
             if not remaining:

@@ -156,6 +156,40 @@ def test_a_forced_node_deletion_passes_primary_to_the_lowest_advskew() -> None:
     assert tiers == {"node2": "backup", "node3": "primary", "node4": "secondary"}
 
 
+def test_a_forced_node_deletion_passes_primary_to_a_member_not_in_maintenance() -> None:
+    make_nodes(4)
+    alias = make_alias(
+        42,
+        priorities=[
+            {"node": "node1", "priority": "primary"},
+            {"node": "node2", "priority": "secondary"},
+            {"node": "node3", "priority": "secondary"},
+            {"node": "node4", "priority": "backup"},
+        ],
+    )
+    services.update_node(None, Node.objects.get(name="node2"), {"maintenance": True}, partial=True)
+    services.delete_node(None, Node.objects.get(name="node1"), force=True)
+    tiers = {p.node.name: p.priority for p in AliasPriority.objects.filter(alias=alias)}
+    assert tiers == {"node2": "secondary", "node3": "primary", "node4": "backup"}
+
+
+def test_with_every_remaining_member_in_maintenance_primary_goes_to_the_lowest_advskew() -> None:
+    make_nodes(3)
+    alias = make_alias(
+        42,
+        priorities=[
+            {"node": "node1", "priority": "primary"},
+            {"node": "node2", "priority": "backup"},
+            {"node": "node3", "priority": "secondary"},
+        ],
+    )
+    for name in ("node2", "node3"):
+        services.update_node(None, Node.objects.get(name=name), {"maintenance": True}, partial=True)
+    services.delete_node(None, Node.objects.get(name="node1"), force=True)
+    tiers = {p.node.name: p.priority for p in AliasPriority.objects.filter(alias=alias)}
+    assert tiers == {"node2": "backup", "node3": "primary"}
+
+
 def test_alias_form_data_round_trips_without_the_password() -> None:
     make_nodes(2)
     alias = make_alias(42)

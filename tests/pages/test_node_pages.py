@@ -136,3 +136,19 @@ def test_a_full_cluster_offers_no_add_button(alice_client, nodes):
     assert "9 of 9 nodes" in html
     assert 'href="/system/cluster/nodes/add/"' not in html
     assert "The cluster is full: delete a node to add another." in html
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the sentence is built in cluster/views.py (node_delete), outside this change; "
+    "drop this mark when the view says the service's rule",
+)
+def test_the_delete_confirmation_states_the_services_rule_for_the_new_primary(
+    alice_client, alias, nodes
+):
+    page = alice_client.get(f"{NODES_URL}{nodes[0].pk}/delete/").content.decode()
+    assert (
+        "Where it was Primary, the remaining member with the lowest advskew that is not in "
+        "maintenance becomes Primary (the lowest advskew of all when every remaining member "
+        "is in maintenance)"
+    ) in page
