@@ -7,9 +7,11 @@ gracefully (bow-out advert, addresses removed, downscripts run); a second one
 exits at once, in case something hangs. SIGUSR1 (or SIGUSR2) logs the state of
 every virtual host and the drop counters, as ucarp's SIGUSR1 does.
 
-``decode FILE.pcap --pass P --addr VIP...`` prints every CARP advert of a
-capture with its fields and whether its checksum and HMAC verify: the tool for
-a peer that logs "Bad digest".
+``decode FILE.pcap --pass P --addr VIP... [--vhid N...]`` prints every CARP
+advert of a capture (or only those of the given vhids) with its fields and
+whether its checksum and HMAC verify: the tool for a peer that logs "Bad
+digest". The summary names the vhids seen, since the adverts of other clusters
+on the segment have other passwords and addresses and cannot verify.
 """
 
 from __future__ import annotations
@@ -198,20 +200,48 @@ def run(args: argparse.Namespace) -> int:
 def decode(args: argparse.Namespace) -> int:
     """Print each CARP advert of a capture and whether checksum and HMAC verify.
 
-    Exit status: 0 when every advert verifies, 1 when one does not, 2 when the
-    file cannot be read.
+    With ``--vhid``, only the adverts of those vhids are checked and the others
+    are counted in a last line. Exit status, for the checked adverts: 0 when
+    every one verifies, 1 when one does not (or a vhid asked for has no advert
+    in the capture), 2 when the file cannot be read.
     """
     from cluster.carp import pcap
 
     try:
         vips = [parse_address(a) for a in args.addr]
-        inspections = pcap.decode_file(args.pcap, args.password, vips)
+        packets = pcap.read_file(args.pcap)
     except (ConfigError, OSError, pcap.PcapError) as exc:
         print(f"decode: {exc}", file=sys.stderr)
         return 2
-    print(pcap.format_report(inspections))
+    present = sorted({v for v in map(pcap.vhid_of, packets) if v is not None})
+    skipped: list[pcap.CarpPacket] = []
+    if args.vhids:
+        packets, skipped = pcap.select_vhids(packets, args.vhids)
+    inspections = pcap.inspect(packets, args.password, vips)
+    print(pcap.format_report(inspections, skipped))
     failed = any(not i.checksum_ok or i.hmac_ok is False for i in inspections)
+    if args.vhids:
+        missing = sorted(set(args.vhids) - set(present))
+        if missing:
+            failed = True
+            print(
+                f"decode: no advert of vhid {', '.join(map(str, missing))} in the capture"
+                f" (it holds {_vhids(present)})",
+                file=sys.stderr,
+            )
+    elif len(present) > 1:
+        print(
+            f"decode: the capture holds adverts of vhids {', '.join(map(str, present))}:"
+            " each cluster has its own password and addresses, give --vhid N to check only yours",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
+
+
+def _vhids(vhids: Sequence[int]) -> str:
+    if not vhids:
+        return "no advert"
+    return ("vhid " if len(vhids) == 1 else "vhids ") + ", ".join(map(str, vhids))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

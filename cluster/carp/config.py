@@ -176,6 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument(
         "-a", "--addr", action="append", default=[], help="virtual address(es) of the vhid"
     )
+    decode.add_argument(
+        "-v",
+        "--vhid",
+        dest="vhids",
+        metavar="N",
+        action="append",
+        type=vhid_argument,
+        help="check only the adverts of this vhid (repeatable; default: every advert)",
+    )
     return parser
 
 
@@ -213,6 +222,17 @@ def password_argument(text: str) -> bytes:
         return check_password(text.encode())
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def vhid_argument(text: str) -> int:
+    """argparse type for ``decode --vhid``: a whole number 1..255."""
+    try:
+        vhid = int(text)
+    except ValueError:
+        vhid = 0
+    if not 1 <= vhid <= 255:
+        raise argparse.ArgumentTypeError(f"a vhid is a whole number 1..255, not {text!r}")
+    return vhid
 
 
 def _password(entry: dict[str, Any], where: str) -> bytes:

@@ -2,7 +2,10 @@
 
 The tool an administrator needs when a peer logs "Bad digest": give it the
 capture, the password and the virtual addresses, and it shows every
-protocol-112 packet with its fields, TTL, checksum and HMAC verdicts.
+protocol-112 packet with its fields, TTL, checksum and HMAC verdicts. A
+capture of a segment with several clusters holds adverts of other vhids, with
+other passwords and addresses: select the ones to check by vhid; the report
+says which vhids the capture held.
 
 Pure and stdlib only. Reads classic libpcap files (either byte order,
 microsecond or nanosecond timestamps) and pcapng (section, interface and
@@ -13,9 +16,11 @@ IPv6 (hop-by-hop, routing and destination options headers skipped).
 Public API:
     read_packets(data: bytes) -> list[CarpPacket]        protocol-112 packets in a capture
     read_file(path) -> list[CarpPacket]
+    vhid_of(packet) -> int | None                         byte 1 of the header
+    select_vhids(packets, vhids) -> (selected, skipped)
     inspect(packets, password=None, addresses=()) -> list[Inspection]
-    decode_file(path, password=None, addresses=()) -> list[Inspection]
-    format_report(inspections) -> str                     one line per packet plus a summary
+    decode_file(path, password=None, addresses=(), vhids=None) -> list[Inspection]
+    format_report(inspections, skipped=()) -> str         one line per packet plus a summary
 PcapError is raised for a file that is not a capture we can read.
 """
 
@@ -26,7 +31,8 @@ import enum
 import ipaddress
 import itertools
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +49,8 @@ __all__ = [
     "inspect",
     "read_file",
     "read_packets",
+    "select_vhids",
+    "vhid_of",
 ]
 
 IPPROTO_CARP = 112
@@ -276,6 +284,47 @@ def _carp_from_ipv6(number: int, timestamp: float, packet: bytes) -> CarpPacket 
     )
 
 
+# ---- selection by vhid ----
+
+
+def vhid_of(packet: CarpPacket) -> int | None:
+    """The vhid byte of the header, or None when the packet is too short to hold it."""
+    return packet.payload[1] if len(packet.payload) >= 2 else None
+
+
+def select_vhids(
+    packets: Iterable[CarpPacket], vhids: Collection[int]
+) -> tuple[list[CarpPacket], list[CarpPacket]]:
+    """(the packets of these vhids, the others), each in capture order.
+
+    A packet too short to carry a vhid belongs to no selection.
+    """
+    selected: list[CarpPacket] = []
+    skipped: list[CarpPacket] = []
+    for packet in packets:
+        (selected if vhid_of(packet) in vhids else skipped).append(packet)
+    return selected, skipped
+
+
+def _of_vhids(packets: Iterable[CarpPacket]) -> str:
+    """' of vhid 42', or ' of vhids 7 (10), 42 (25)' with the packets of each; '' for none.
+
+    Packets too short to carry a vhid are counted apart.
+    """
+    counts = Counter(map(vhid_of, packets))
+    short = counts.pop(None, 0)
+    vhids = sorted(v for v in counts if v is not None)
+    text = ""
+    if len(vhids) == 1 and not short:
+        text = f" of vhid {vhids[0]}"
+    elif vhids:
+        each = ", ".join(f"{v} ({counts[v]})" for v in vhids)
+        text = f" of vhid{'s' if len(vhids) > 1 else ''} {each}"
+    if short:
+        text += f"{' and' if text else ','} {short} too short for a vhid"
+    return text
+
+
 # ---- verdicts ----
 
 
@@ -295,8 +344,13 @@ def decode_file(
     path: str | Path,
     password: bytes | None = None,
     addresses: Sequence[AddressLike] = (),
+    vhids: Collection[int] | None = None,
 ) -> list[Inspection]:
-    return inspect(read_file(path), password, addresses)
+    """Inspect the CARP packets of a capture; only those of `vhids` unless it is None."""
+    packets = read_file(path)
+    if vhids is not None:
+        packets, _ = select_vhids(packets, vhids)
+    return inspect(packets, password, addresses)
 
 
 def _inspect_one(
@@ -380,12 +434,18 @@ def _format_one(item: Inspection) -> str:
     return f"{head} {ttl} {fields}: {verdicts}{problems}"
 
 
-def format_report(inspections: Sequence[Inspection]) -> str:
-    """One line per packet, then a summary line; what `python -m cluster.carp decode` prints."""
+def format_report(inspections: Sequence[Inspection], skipped: Sequence[CarpPacket] = ()) -> str:
+    """One line per packet, then a summary line; what `python -m cluster.carp decode` prints.
+
+    The summary names the vhids of the packets (with the count of each when
+    there are several). `skipped` are the packets left out by a vhid selection:
+    a last line counts them by vhid.
+    """
     lines = [_format_one(item) for item in inspections]
     valid = sum(1 for i in inspections if i.error is None)
     checksum_ok = sum(1 for i in inspections if i.checksum_ok)
-    summary = f"{len(inspections)} CARP packet(s): {checksum_ok} checksum ok"
+    of_vhids = _of_vhids(i.packet for i in inspections)
+    summary = f"{len(inspections)} CARP packet(s){of_vhids}: {checksum_ok} checksum ok"
     checked = [i for i in inspections if i.hmac_ok is not None]
     if checked:
         hmac_ok = sum(1 for i in checked if i.hmac_ok)
@@ -393,4 +453,6 @@ def format_report(inspections: Sequence[Inspection]) -> str:
     else:
         summary += ", hmac not checked (no password given)"
     lines.append(summary)
+    if skipped:
+        lines.append(f"skipped {len(skipped)} CARP packet(s){_of_vhids(skipped)} (not selected)")
     return "\n".join(lines)

@@ -13,6 +13,7 @@ import pytest
 from cluster.carp.__main__ import JsonFormatter, main
 from cluster.carp.config import build_parser, configs_from_args, hooks_from_args
 from cluster.carp.types import ConfigError
+from tests.carp.test_pcap import OTHER_PASSWORD, OTHER_VIP, two_clusters
 
 CAPTURE = Path(__file__).parent / "data" / "ucarp-vhid42-eth.pcap"
 
@@ -148,6 +149,53 @@ def test_decode_exits_2_on_a_file_that_is_not_a_capture(tmp_path, capsys):
     bogus = tmp_path / "bogus.pcap"
     bogus.write_bytes(b"not a capture at all")
     assert main(["decode", str(bogus), "--pass", "x"]) == 2
+
+
+def test_decode_without_vhid_names_the_vhids_of_a_capture_of_several_clusters(tmp_path, capsys):
+    # The other cluster's adverts fail (other password and addresses): say why, and what to do.
+    path = tmp_path / "two.pcap"
+    path.write_bytes(two_clusters())
+    assert main(["decode", str(path), "--pass", "s3cret", "--addr", "192.0.2.100"]) == 1
+    captured = capsys.readouterr()
+    assert "4 CARP packet(s) of vhids 7 (1), 42 (2) and 1 too short for a vhid:" in captured.out
+    assert "adverts of vhids 7, 42" in captured.err
+    assert "--vhid" in captured.err
+
+
+def test_decode_with_vhid_checks_only_those_adverts(tmp_path, capsys):
+    path = tmp_path / "two.pcap"
+    path.write_bytes(two_clusters())
+    ours = ["decode", str(path), "--pass", "s3cret", "--addr", "192.0.2.100"]
+    assert main([*ours, "--vhid", "42"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[0] for line in out.splitlines() if line.startswith("#")] == ["#1", "#3"]
+    assert "2 CARP packet(s) of vhid 42: 2 checksum ok, 2 of 2 hmac ok, 2 fully valid" in out
+    assert out.splitlines()[-1] == (
+        "skipped 2 CARP packet(s) of vhid 7 (1) and 1 too short for a vhid (not selected)"
+    )
+    theirs = ["decode", str(path), "-p", OTHER_PASSWORD.decode(), "-a", str(OTHER_VIP), "-v", "7"]
+    assert main(theirs) == 0
+    # Exit codes apply to the selection: both vhids with one password fails.
+    assert main([*ours, "--vhid", "42", "--vhid", "7"]) == 1
+    capsys.readouterr()
+    # A vhid with no advert in the capture is not a success (a typo would look like one).
+    assert main([*ours, "--vhid", "42", "--vhid", "43"]) == 1
+    assert "no advert of vhid 43 in the capture (it holds vhids 7, 42)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("vhid", ["0", "256", "abc"])
+def test_decode_refuses_a_vhid_out_of_range_as_a_usage_error(vhid, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["decode", str(CAPTURE), "--pass", "s3cret", "--vhid", vhid])
+    assert exit_info.value.code == 2
+    assert "argument -v/--vhid: a vhid is a whole number 1..255" in capsys.readouterr().err
+
+
+def test_decode_of_a_single_cluster_names_its_vhid_and_gives_no_advice(capsys):
+    assert main(["decode", str(CAPTURE), "--pass", "s3cret", "--addr", "192.0.2.100"]) == 0
+    captured = capsys.readouterr()
+    assert " CARP packet(s) of vhid 42: " in captured.out
+    assert captured.err == ""
 
 
 @pytest.mark.parametrize("password", ["x" * 20, "é" * 10])  # 20 bytes, in characters or UTF-8

@@ -80,7 +80,9 @@ def test_the_report_shows_fields_and_verdicts():
         assert part in first
     assert first.endswith("checksum ok, hmac ok")
     n = len(results)
-    assert report[-1] == f"{n} CARP packet(s): {n} checksum ok, {n} of {n} hmac ok, {n} fully valid"
+    assert report[-1] == (
+        f"{n} CARP packet(s) of vhid 42: {n} checksum ok, {n} of {n} hmac ok, {n} fully valid"
+    )
 
 
 # ---- captures built here ----
@@ -216,6 +218,48 @@ def test_a_bow_out_is_labelled():
     bow_out = wire.encode(42, 255, 255, 0, 1, PASSWORD, [VIP])
     results = pcap.inspect(pcap.read_packets(classic(101, [ipv4(bow_out)])), PASSWORD, [VIP])
     assert "[bow-out]" in pcap.format_report(results)
+
+
+OTHER_PASSWORD = b"other"
+OTHER_VIP = ipaddress.IPv4Address("198.51.100.7")
+
+
+def two_clusters() -> bytes:
+    """A segment with two clusters: vhid 42 (s3cret, 192.0.2.100) and vhid 7 (other, VIP .7)."""
+    ours = advert_bytes()
+    theirs = wire.encode(7, 1, 50, 0, 9, OTHER_PASSWORD, [OTHER_VIP])
+    return classic(101, [ipv4(ours), ipv4(theirs, src=NODE_B), ipv4(ours), ipv4(b"\x21")])
+
+
+def test_a_capture_of_several_clusters_names_the_vhids_it_holds(tmp_path):
+    # Adverts of another cluster cannot verify with our password and addresses.
+    path = tmp_path / "two.pcap"
+    path.write_bytes(two_clusters())
+    results = pcap.decode_file(path, PASSWORD, [VIP])
+    assert [r.hmac_ok for r in results] == [True, False, True, None]
+    report = pcap.format_report(results).splitlines()
+    assert report[-1].startswith(
+        "4 CARP packet(s) of vhids 7 (1), 42 (2) and 1 too short for a vhid: "
+    )
+
+
+def test_adverts_are_selected_by_vhid_and_the_others_counted(tmp_path):
+    packets = pcap.read_packets(two_clusters())
+    assert [pcap.vhid_of(p) for p in packets] == [42, 7, 42, None]
+    selected, skipped = pcap.select_vhids(packets, {42})
+    assert [p.frame for p in selected] == [1, 3]
+    assert [p.frame for p in skipped] == [2, 4]  # too short for a vhid: in no selection
+    results = pcap.inspect(selected, PASSWORD, [VIP])
+    assert all(r.error is None for r in results)
+    report = pcap.format_report(results, skipped).splitlines()
+    assert report[-2] == "2 CARP packet(s) of vhid 42: 2 checksum ok, 2 of 2 hmac ok, 2 fully valid"
+    assert report[-1] == (
+        "skipped 2 CARP packet(s) of vhid 7 (1) and 1 too short for a vhid (not selected)"
+    )
+    path = tmp_path / "two.pcap"
+    path.write_bytes(two_clusters())
+    theirs = pcap.decode_file(path, OTHER_PASSWORD, [OTHER_VIP], vhids=[7])
+    assert [(r.packet.frame, r.error) for r in theirs] == [(2, None)]
 
 
 def test_what_is_not_a_capture_is_refused():
