@@ -757,7 +757,8 @@ def create_node(actor: Actor, data: Mapping[str, Any]) -> Node:
 
 
 def update_node(actor: Actor, node: Node, data: Mapping[str, Any], partial: bool = False) -> Node:
-    """Change a node. A new ordinal changes its derived advskews."""
+    """Change a node. A new ordinal changes its derived advskews: each alias it
+    belongs to gets a new version and an audit entry of its own."""
     try:
         with transaction.atomic():
             current = Node.objects.select_for_update().get(pk=node.pk)
@@ -765,16 +766,23 @@ def update_node(actor: Actor, node: Node, data: Mapping[str, Any], partial: bool
             change = validate_node(data, current, partial=partial)
             if change.__dict__ == before:
                 return current  # nothing changed: no audit entry, no apply
+            # A new ordinal changes the node's advskews, so the desired state of
+            # its aliases changes too. Their snapshots are taken before the save,
+            # while they still hold the old advskews.
+            affected: list[IPAlias] = []
+            if change.ordinal != before["ordinal"]:
+                affected = list(aliases_with_relations().filter(priorities__node=current))
+            alias_befores = {alias.pk: alias_snapshot(alias) for alias in affected}
             for key, value in change.__dict__.items():
                 setattr(current, key, value)
             current.save()
-            affected = IPAlias.objects.filter(priorities__node=current)
-            if before["ordinal"] != current.ordinal:
-                # The node's advskews changed: the aliases' desired state did too.
-                for alias in affected:
-                    alias.version += 1
-                    alias.save(update_fields=["version", "updated_at"])
             _audit(actor, AuditAction.UPDATE, current, before, node_snapshot(current))
+            for alias in affected:
+                alias.version += 1
+                alias.save(update_fields=["version", "updated_at"])
+                refreshed = _reload(alias.pk)
+                after = alias_snapshot(refreshed)
+                _audit(actor, AuditAction.UPDATE, refreshed, alias_befores[alias.pk], after)
             _apply_on_commit({before["name"], current.name})
     except IntegrityError as exc:
         raise _integrity_error() from exc

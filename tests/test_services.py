@@ -190,6 +190,41 @@ def test_with_every_remaining_member_in_maintenance_primary_goes_to_the_lowest_a
     assert tiers == {"node2": "backup", "node3": "primary"}
 
 
+def test_a_new_ordinal_writes_an_audit_entry_for_each_alias_whose_advskew_it_changes() -> None:
+    make_nodes(3)
+    alice = make_user("alice", "administrator")
+    secondary = make_alias(42)  # node1 primary, node2 secondary
+    backup = make_alias(
+        43,
+        priorities=[
+            {"node": "node3", "priority": "primary"},
+            {"node": "node2", "priority": "backup"},
+        ],
+    )
+    make_alias(44, priorities=[{"node": "node1", "priority": "primary"}])  # without node2
+    first = AuditEntry.objects.latest("id").pk
+    services.update_node(alice, Node.objects.get(name="node2"), {"ordinal": 7}, partial=True)
+    node_entry, *alias_entries = AuditEntry.objects.filter(pk__gt=first).order_by("id")
+    assert (node_entry.object_type, node_entry.changes()) == ("node", {"ordinal": (2, 7)})
+    assert [(e.object_id, e.action, e.actor_name) for e in alias_entries] == [
+        (str(secondary.pk), AuditAction.UPDATE, "alice"),
+        (str(backup.pk), AuditAction.UPDATE, "alice"),
+    ]
+    # (node, advskew) before -> after, each in node ordinal order.
+    skews = [
+        tuple([(p["node"], p["advskew"]) for p in side] for side in e.changes()["priorities"])
+        for e in alias_entries
+    ]
+    assert skews == [
+        ([("node1", 0), ("node2", 26)], [("node1", 0), ("node2", 91)]),
+        ([("node2", 143), ("node3", 0)], [("node3", 0), ("node2", 208)]),
+    ]
+    assert [e.changes()["version"] for e in alias_entries] == [(1, 2), (1, 2)]
+    # Another change of the node leaves its aliases' advskews, and their audit, alone.
+    services.update_node(alice, Node.objects.get(name="node2"), {"name": "beta"}, partial=True)
+    assert AuditEntry.objects.latest("id").object_type == "node"
+
+
 def test_alias_form_data_round_trips_without_the_password() -> None:
     make_nodes(2)
     alias = make_alias(42)

@@ -46,6 +46,16 @@ def test_the_audit_log_shows_who_what_when_before_and_after(alice_client, alias,
     assert re.search(r"advbase\s+1\s+→\s+5", text)
 
 
+def test_the_audit_log_shows_the_advskews_a_new_ordinal_changed(alice, alice_client, alias, nodes):
+    # The alias fixture makes node2 Secondary (skew 26) and node3 Backup (skew 156).
+    services.update_node(alice, nodes[1], {"ordinal": 5}, partial=True)
+    html = alice_client.get("/system/audit/").content.decode()
+    text = re.sub(r"<[^>]+>", " ", html)
+    assert re.search(r"ordinal\s+2\s+→\s+5", text)
+    assert re.search(r"node2 secondary \(skew 26\).*?→.*?node2 secondary \(skew 65\)", text, re.S)
+    assert re.search(r"version\s+1\s+→\s+2", text)
+
+
 def test_the_audit_log_is_paginated(alice, alice_client, nodes):
     for n in range(60):
         AuditEntry.objects.create(
