@@ -272,7 +272,9 @@ def node_delete(request: HttpRequest, pk: int) -> HttpResponse:
         consequence=(
             f"{node.name} ({node.address}) leaves the cluster and is removed from every IP "
             "alias it is a member of. Where it was Primary, the remaining member with the "
-            "lowest advskew becomes Primary; an alias left with no member is disabled."
+            "lowest advskew that is not in maintenance becomes Primary (the lowest advskew "
+            "of all when every remaining member is in maintenance); an alias left with no "
+            "member is disabled."
         ),
         used_by=used_by,
         errors=errors,

@@ -138,11 +138,6 @@ def test_a_full_cluster_offers_no_add_button(alice_client, nodes):
     assert "The cluster is full: delete a node to add another." in html
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the sentence is built in cluster/views.py (node_delete), outside this change; "
-    "drop this mark when the view says the service's rule",
-)
 def test_the_delete_confirmation_states_the_services_rule_for_the_new_primary(
     alice_client, alias, nodes
 ):
