@@ -33,6 +33,7 @@ from cluster.carp.config import (
     configs_from_args,
     hooks_from_args,
     parse_address,
+    read_config_file,
 )
 from cluster.carp.ports import AddressManager
 from cluster.carp.types import ConfigError, VirtualHostConfig
@@ -102,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
 
     setup_logging(args.log_format, args.log_level)
     try:
-        configs = configs_from_args(args)
-        upscript, downscript = hooks_from_args(args)
+        data = read_config_file(args)
+        configs = configs_from_args(args, data)
+        upscript, downscript = hooks_from_args(args, data)
     except (ConfigError, OSError) as exc:
         log.error("configuration: %s", exc)
         return 2

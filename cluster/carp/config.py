@@ -318,12 +318,23 @@ def _cli_defaults(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def configs_from_args(args: argparse.Namespace) -> list[VirtualHostConfig]:
-    """The virtual hosts of a ``run`` command line: ``--config`` or the ucarp-style options."""
+def read_config_file(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--config`` file's contents ({} without one), to read it once for
+    `configs_from_args` and `hooks_from_args`."""
+    return _load_file(args.config) if args.config else {}
+
+
+def configs_from_args(
+    args: argparse.Namespace, data: dict[str, Any] | None = None
+) -> list[VirtualHostConfig]:
+    """The virtual hosts of a ``run`` command line: ``--config`` or the ucarp-style options.
+
+    ``data`` is what `read_config_file` returned; read here when not given.
+    """
     cli = {k: v for k, v in _cli_defaults(args).items() if v is not None}
     configs: list[VirtualHostConfig] = []
     if args.config:
-        data = _load_file(args.config)
+        data = dict(read_config_file(args) if data is None else data)  # popped below
         _check_keys(data, TOP_LEVEL_KEYS, args.config)
         entries = data.pop("vhost", data.pop("vhosts", []))
         if not isinstance(entries, list) or not entries:
@@ -352,15 +363,18 @@ def configs_from_args(args: argparse.Namespace) -> list[VirtualHostConfig]:
     return configs
 
 
-def hooks_from_args(args: argparse.Namespace) -> tuple[str | None, str | None]:
+def hooks_from_args(
+    args: argparse.Namespace, data: dict[str, Any] | None = None
+) -> tuple[str | None, str | None]:
     """Up/down scripts: the command line wins over the file's top-level keys.
 
     A relative path is taken from the directory the daemon starts in, as ucarp's
     execl() does (``-u up.sh`` runs ./up.sh); a bare name is not looked up in PATH.
+    ``data`` is what `read_config_file` returned; read here when not given.
     """
     up, down = args.upscript, args.downscript
     if args.config and (up is None or down is None):
-        data = _load_file(args.config)
+        data = read_config_file(args) if data is None else data
         up = up or data.get("upscript")
         down = down or data.get("downscript")
     return _script_path(up), _script_path(down)

@@ -50,8 +50,8 @@ class SentPacket:
 class FakeLink:
     """A PacketLink that records what is sent and returns what tests inject.
 
-    `receive` never blocks: it returns the oldest injected packet or None
-    (whatever the timeout; the fake clock is the test's business).
+    `receive` returns the oldest injected packet or None (the fake clock is the
+    test's business).
     """
 
     def __init__(
@@ -76,7 +76,7 @@ class FakeLink:
         if self.segment is not None:
             self.segment.deliver(self, payload)
 
-    def receive(self, timeout: float | None) -> ReceivedPacket | None:
+    def receive(self) -> ReceivedPacket | None:
         return self.inbox.popleft() if self.inbox else None
 
     def close(self) -> None:

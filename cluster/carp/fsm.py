@@ -38,7 +38,6 @@ OpenBSD/FreeBSD ``carp_input``/``carp_setrun``/``carp_master_down``; ucarp ``car
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -356,11 +355,7 @@ class VirtualHost:
         own = self._config.src_ip
         if own is None or source.version != own.version:
             return True
-        if isinstance(source, ipaddress.IPv4Address) and isinstance(own, ipaddress.IPv4Address):
-            return source < own
-        if isinstance(source, ipaddress.IPv6Address) and isinstance(own, ipaddress.IPv6Address):
-            return source < own
-        return True
+        return int(source) < int(own)  # same family: numeric order is address order
 
     def _advert(self, now: float) -> SendAdvert:
         """One advert with the demoted advskew; the next periodic one is an interval away."""

@@ -24,18 +24,14 @@ from __future__ import annotations
 import collections
 import errno
 import ipaddress
-import select
 import socket
 import struct
 from dataclasses import dataclass
 
 from cluster.carp.types import IPAddress, ReceivedPacket
+from cluster.carp.wire import CARP_GROUP_V4, CARP_GROUP_V6, CARP_TTL
 
 IPPROTO_CARP = 112
-CARP_GROUP_V4 = ipaddress.IPv4Address("224.0.0.18")
-CARP_GROUP_V6 = ipaddress.IPv6Address("ff02::12")
-# The only TTL / hop limit a valid advert may carry (CARP.md; RFC 5798 does the same for VRRP).
-CARP_TTL = 255
 
 # Linux constants that the socket module does not export on every build.
 _SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
@@ -105,14 +101,10 @@ class RawLink:
     def _destination(self) -> tuple[str, int] | tuple[str, int, int, int]:
         raise NotImplementedError
 
-    def receive(self, timeout: float | None) -> ReceivedPacket | None:
-        """One packet from our interface that is not ours, waiting at most ``timeout`` s."""
+    def receive(self) -> ReceivedPacket | None:
+        """One waiting packet from our interface that is not ours, or None (never blocks)."""
         if not self._pending:
             self._pending.extend(self.drain(RECEIVE_BATCH))
-        if not self._pending and timeout != 0:
-            readable, _, _ = select.select([self._sock], [], [], timeout)
-            if readable:
-                self._pending.extend(self.drain(RECEIVE_BATCH))
         return self._pending.popleft() if self._pending else None
 
     def drain(self, limit: int | None = None) -> list[ReceivedPacket]:

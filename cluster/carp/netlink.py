@@ -4,9 +4,6 @@
   ("replace" succeeds whether the address is there or not) and remove
   (EADDRNOTAVAIL, "not there", is success). NOTES.md: adding twice raises
   EEXIST and deleting a missing address raises EADDRNOTAVAIL.
-* `reconcile` removes, at start, virtual addresses of our own vhids that a
-  previous run left on the interface: SIGKILL leaves the VIP behind (NOTES.md),
-  and a node that starts in BACKUP must not answer for it.
 * `LinkWatcher` reports carrier up/down of the watched interfaces from its own
   thread. NOTES.md: a pyroute2 socket belongs to the thread that made it (one
   bound in one thread and read in another silently receives nothing), so the
@@ -124,27 +121,6 @@ class NetlinkAddresses:
             with contextlib.suppress(Exception):
                 ipr.close()
         self._local = threading.local()
-
-
-def reconcile(
-    addresses: NetlinkAddresses | Any,
-    interface: str,
-    ours: Iterable[IPInterface],
-    keep: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address] = (),
-) -> list[IPInterface]:
-    """Remove from ``interface`` every address of ``ours`` (by IP) that is on it now.
-
-    Called before the first advert: every virtual host starts in BACKUP, so a VIP
-    still present was left by a crashed run (NOTES.md: SIGKILL leaves the VIP).
-    ``keep`` protects the node's own addresses from a misconfiguration that lists
-    one of them as a VIP. Returns what was removed.
-    """
-    protected = set(keep)
-    by_ip = {a.ip: a for a in ours if a.ip not in protected}
-    stale = [a for a in addresses.list(interface) if a.ip in by_ip]
-    if stale:
-        addresses.remove(interface, stale)
-    return stale
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.carp import wire
-from cluster.carp.types import Advertisement, IPAddress, IPInterface
+from cluster.carp.types import Advertisement, IPAddress
 
 __all__ = [
     "CarpPacket",
@@ -54,8 +54,6 @@ __all__ = [
 ]
 
 IPPROTO_CARP = 112
-CARP_GROUP_V4 = ipaddress.IPv4Address("224.0.0.18")
-CARP_GROUP_V6 = ipaddress.IPv6Address("ff02::12")
 
 _ETHERTYPE_IPV4 = 0x0800
 _ETHERTYPE_IPV6 = 0x86DD
@@ -328,7 +326,7 @@ def _of_vhids(packets: Iterable[CarpPacket]) -> str:
 # ---- verdicts ----
 
 
-AddressLike = IPAddress | IPInterface
+AddressLike = wire.AddressLike
 
 
 def inspect(
@@ -391,15 +389,9 @@ def _hmac_hint(advert: Advertisement, password: bytes, addresses: Sequence[Addre
     for size in sizes:
         for subset in itertools.combinations(addresses, size):
             if wire.verify_hmac(advert, password, subset):
-                shown = ", ".join(str(_ip(a)) for a in subset)
+                shown = ", ".join(str(wire.host_ip(a)) for a in subset)
                 return f"verifies with only {shown}: the peer has other addresses for this vhid"
     return "wrong password, or the peer has other addresses for this vhid"
-
-
-def _ip(address: AddressLike) -> IPAddress:
-    if isinstance(address, ipaddress.IPv4Interface | ipaddress.IPv6Interface):
-        return address.ip
-    return address
 
 
 def _verdict(ok: bool | None) -> str:

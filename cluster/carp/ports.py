@@ -25,14 +25,14 @@ class PacketLink(Protocol):
 
     `send` takes the 36-byte CARP payload; the link adds the IP header
     (224.0.0.18 or ff02::12, TTL/hop limit 255, CARP.md "Building the raw
-    socket"). `receive` waits at most `timeout` seconds (None: forever, 0: poll)
-    and returns one packet from this link's interface, or None. It does not
+    socket"). `receive` never blocks: it returns one waiting packet from this
+    link's interface, or None (the runner waits in select() on every link). It does not
     filter the node's own adverts or bad TTLs: the runner does, so it can count them.
     """
 
     def send(self, vhid: int, payload: bytes) -> None: ...
 
-    def receive(self, timeout: float | None) -> ReceivedPacket | None: ...
+    def receive(self) -> ReceivedPacket | None: ...
 
     def close(self) -> None: ...
 

@@ -465,7 +465,7 @@ class Runner:
             reader = readers[(key[0], key[1].version)] == key
             for _ in range(PACKETS_PER_STEP):  # bounded: a flood must not starve the timers
                 try:
-                    packet = link.receive(0)
+                    packet = link.receive()
                 except Exception:
                     self._port_error("receive", key[0])
                     break
@@ -773,16 +773,9 @@ class Runner:
                     self._remove_host(key, now)
                     self._add_host(config, now)
                     continue
-                old = host.config
+                # The machine converges a MASTER's addresses (removes, adds, announces).
                 host.config = config
                 self._handle(host, Reconfigure(config), now)
-                gone = [a for a in old.addresses if a.ip not in set(config.ips)]
-                if gone:
-                    # The machine converges a MASTER's addresses; make sure of the removed ones.
-                    try:
-                        self.addresses.remove(config.interface, gone)
-                    except Exception:
-                        self._port_error("remove", config.interface)
         log.info(
             "configuration applied: %d virtual hosts",
             len(self._hosts),

@@ -12,6 +12,7 @@ Public API:
     verify_hmac(advert, password, addresses) -> bool
     compute_hmac(password, vhid, addresses, counter) -> bytes
     hmac_message(vhid, addresses, counter) -> bytes
+    host_ip(address) -> the address without its prefix
     checksum_ok(data) -> bool,  internet_checksum(data) -> int
     pack(advert) -> bytes                                    the fields as given, checksum filled in
     check_ttl(ttl)                                           DecodeError(BAD_TTL) unless 255
@@ -37,6 +38,8 @@ from cluster.carp.types import (
 )
 
 __all__ = [
+    "CARP_GROUP_V4",
+    "CARP_GROUP_V6",
     "CARP_TTL",
     "DIGEST_LEN",
     "HEADER_LEN",
@@ -49,6 +52,7 @@ __all__ = [
     "decode_unverified",
     "encode",
     "hmac_message",
+    "host_ip",
     "internet_checksum",
     "pack",
     "parse",
@@ -63,6 +67,9 @@ DIGEST_LEN = 20
 _CHECKSUM_OFFSET = 6
 # CARP.md: IPv4 TTL / IPv6 hop limit must be 255; anything else is dropped.
 CARP_TTL = 255
+# CARP.md: adverts go to these groups (IP protocol 112, shared with VRRP).
+CARP_GROUP_V4 = ipaddress.IPv4Address("224.0.0.18")
+CARP_GROUP_V6 = ipaddress.IPv6Address("ff02::12")
 _MAX_COUNTER = 2**64 - 1
 
 
@@ -93,7 +100,8 @@ class DecodeError(ValueError):
 AddressLike = IPAddress | IPInterface
 
 
-def _ip(address: AddressLike) -> IPAddress:
+def host_ip(address: AddressLike) -> IPAddress:
+    """The address itself, without a prefix if it has one."""
     if isinstance(address, ipaddress.IPv4Interface | ipaddress.IPv6Interface):
         return address.ip
     return address
@@ -121,7 +129,7 @@ def hmac_message(vhid: int, addresses: Iterable[AddressLike], counter: int) -> b
     IPv6 VIPs 16 bytes each, sorted ascending | the 8 counter bytes.
     FreeBSD 10+ hashes every address like this; ucarp hashes its one IPv4 address.
     """
-    ips = [_ip(a) for a in addresses]
+    ips = [host_ip(a) for a in addresses]
     v4 = sorted(a for a in ips if isinstance(a, ipaddress.IPv4Address))
     v6 = sorted(a for a in ips if isinstance(a, ipaddress.IPv6Address))
     return b"".join(

@@ -46,12 +46,12 @@ def ip_packet(payload: bytes, ttl: int = 255) -> bytes:
 def test_receive_returns_under_a_flood_that_never_empties_the_socket():
     sock = FloodedSocket(ip_packet(b"\x00" * 10))
     link = flooded_link(sock)
-    packet = link.receive(0)
+    packet = link.receive()
     assert packet is not None
     assert packet.payload == b"\x00" * 10
     assert (str(packet.source), packet.ttl) == ("192.0.2.13", 255)
     # One bounded batch was read, so the runner's loop gets back to its deadlines.
     assert sock.reads == RECEIVE_BATCH
     for _ in range(RECEIVE_BATCH - 1):
-        assert link.receive(0) is not None
+        assert link.receive() is not None
     assert sock.reads == RECEIVE_BATCH
