@@ -20,11 +20,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from cluster import access, services
-from cluster.choices import Priority
+from cluster.forms import NOT_A_MEMBER, PRIORITY_CHOICES
 from cluster.models import AliasAddress, AliasPriority, AuditEntry, IPAlias, Node, Transition
 
-NOT_A_MEMBER = ""
-PRIORITY_CHOICES = [(NOT_A_MEMBER, "— not a member —"), *Priority.choices]
 PRIORITY_PREFIX = "priority__"
 
 

@@ -43,7 +43,8 @@ from typing import Any, NamedTuple, NotRequired, TypedDict
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
+from django.utils import timezone
 
 from cluster import choices, validators
 from cluster.advskew import derive_advskew
@@ -642,6 +643,20 @@ def _reload(alias_pk: int) -> IPAlias:
     return aliases_with_relations().get(pk=alias_pk)
 
 
+def _new_alias_version(actor: Actor, alias_pk: int, before: dict[str, Any], **changes: Any) -> None:
+    """Store ``changes`` and one more version for an alias whose desired state changed
+    through another object (a node's new ordinal, a deleted node), and audit it.
+
+    The database does the increment, so a concurrent ``update_alias`` (which locks
+    the row) cannot lose it.
+    """
+    IPAlias.objects.filter(pk=alias_pk).update(
+        version=F("version") + 1, updated_at=timezone.now(), **changes
+    )
+    refreshed = _reload(alias_pk)
+    _audit(actor, AuditAction.UPDATE, refreshed, before, alias_snapshot(refreshed))
+
+
 def _integrity_error() -> ValidationError:
     # Two concurrent writes both passed validation; the database refused the second.
     return ValidationError({"__all__": ["Another change got there first; please try again."]})
@@ -778,11 +793,7 @@ def update_node(actor: Actor, node: Node, data: Mapping[str, Any], partial: bool
             current.save()
             _audit(actor, AuditAction.UPDATE, current, before, node_snapshot(current))
             for alias in affected:
-                alias.version += 1
-                alias.save(update_fields=["version", "updated_at"])
-                refreshed = _reload(alias.pk)
-                after = alias_snapshot(refreshed)
-                _audit(actor, AuditAction.UPDATE, refreshed, alias_befores[alias.pk], after)
+                _new_alias_version(actor, alias.pk, alias_befores[alias.pk])
             _apply_on_commit({before["name"], current.name})
     except IntegrityError as exc:
         raise _integrity_error() from exc
@@ -819,12 +830,8 @@ def delete_node(actor: Actor, node: Node, force: bool = False) -> None:
                 heir = min(remaining, key=lambda p: (p.node.maintenance, p.advskew))
                 heir.priority = Priority.PRIMARY
                 heir.save(update_fields=["priority"])
-            if not remaining:
-                alias.enabled = False
-            alias.version += 1
-            alias.save(update_fields=["version", "enabled", "updated_at"])
-            refreshed = _reload(alias.pk)
-            _audit(actor, AuditAction.UPDATE, refreshed, before, alias_snapshot(refreshed))
+            # An alias left with no member is disabled.
+            _new_alias_version(actor, alias.pk, before, **({} if remaining else {"enabled": False}))
         _audit(actor, AuditAction.DELETE, current, node_snapshot(current), None)
         current.delete()
         _apply_on_commit(nodes_to_tell)

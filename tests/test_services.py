@@ -293,6 +293,13 @@ def test_transition_reasons_are_the_engines() -> None:
     assert set(TransitionReason.values) == {r.value for r in Reason}
 
 
+def test_transition_states_are_the_engines() -> None:
+    from cluster.carp.types import State
+    from cluster.choices import CarpState
+
+    assert set(CarpState.values) == {s.value for s in State}
+
+
 def test_services_refuse_shapes_they_cannot_read() -> None:
     make_nodes(2)
     with pytest.raises(ValidationError) as exc:

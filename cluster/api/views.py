@@ -63,7 +63,7 @@ class NodeViewSet(viewsets.ModelViewSet[Node]):
 
     @extend_schema(parameters=[FORCE])
     def destroy(self, request: Request, *args: object, **kwargs: object) -> Response:
-        force = request.query_params.get("force", "").lower() in {"1", "true", "yes", "on"}
+        force = services.parse_flag(request.query_params.get("force", "")) is True
         services.delete_node(request.user, self.get_object(), force=force)
         return Response(status=204)
 
