@@ -20,7 +20,7 @@ $(VENV_STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	touch $@
 
 debian-deps:
-	@scripts/ensure-debian.sh iproute2 tcpdump ucarp
+	@scripts/ensure-debian.sh iproute2 tcpdump ucarp redis-server chromium
 
 lint: venv
 	.venv/bin/ruff check .

@@ -109,8 +109,14 @@ def _database(url: str | None) -> dict[str, Any]:
         return {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": VAR_DIR / "appliance.sqlite3",
-            # Node workers share this file; wait for a writer instead of failing.
-            "OPTIONS": {"timeout": 20},
+            # Node workers share this file: wait for a writer instead of failing, let
+            # readers go on beside the one writer (WAL), and take the write lock at
+            # BEGIN so that two writers queue instead of deadlocking on an upgrade.
+            "OPTIONS": {
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL;",
+            },
         }
     try:
         config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=60))

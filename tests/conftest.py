@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -18,6 +19,7 @@ import pytest
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
+    from cluster.lab.redisd import RedisServer
     from cluster.models import Node
 
 _skipped_netns: list[str] = []
@@ -91,3 +93,23 @@ def nodes(db: None) -> list[Node]:
     from tests.factories import make_nodes
 
     return make_nodes(3)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A private redis-server on a Unix socket for the whole run (never the host's)."""
+    from cluster.lab.redisd import RedisServer
+
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The private Redis's URL, emptied before each test that uses it."""
+    from cluster import statekeys
+
+    client = statekeys.sync_client(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url

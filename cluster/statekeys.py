@@ -1,0 +1,163 @@
+"""The contract between the engines (writers) and the web (reader) in Redis.
+
+The engine of each node publishes its live state here (cluster/carp/bridge.py);
+the status page, the IP ALIAS page, ``GET /api/v1/status/`` and the event
+stream read it (cluster/live.py). Nothing else may invent a key or a message:
+both sides import the names from this module. No Django here, so the engine's
+bridge, the demo lab and the benchmarks can use it as they are.
+
+Keys (every value is a string; times are wall-clock epoch seconds as floats):
+
+``carp:hb:<node>`` (string, JSON, TTL ``HEARTBEAT_TTL``)
+    The node's heartbeat, refreshed every ``HEARTBEAT_INTERVAL``:
+    ``{"node", "pid", "at", "started_at", "config_version", "config_source",
+    "demotion", "drops": {reason: n}, "port_errors": {op: n}}``.
+    ``config_source`` is ``"database"`` or ``"local"`` (started from the copy on
+    disk). Its absence means "node not reporting".
+
+``carp:vhs:<node>`` (set)
+    The ``"<interface>:<vhid>"`` members the node runs now.
+
+``carp:vh:<node>:<interface>:<vhid>`` (hash)
+    One virtual host on one node: ``node, interface, vhid, state`` (INIT, BACKUP,
+    MASTER), ``advbase, advskew, demote`` (what it advertises), ``master`` (the
+    address the current master's adverts come from; this node's own source
+    address when it is MASTER; "" when unknown), ``addresses`` (comma-separated
+    VIPs with prefix), ``last_from, last_to, last_reason, last_at`` (the last
+    transition), ``adverts_sent, adverts_received, updated_at``.
+
+Pub/sub channel ``carp:events``: one JSON object per message, with ``"kind"``:
+
+- ``"vhost"``: the whole hash above after it changed (state, master, counters),
+  plus ``"at"``: when the engine saw the change.
+- ``"transition"``: ``node, interface, vhid, from, to, reason, at`` (``at`` is
+  the engine's wall-clock time of the transition itself: the latency benchmark
+  measures from it).
+- ``"heartbeat"``: ``node, at`` (at most one per ``HEARTBEAT_INTERVAL``).
+- ``"node"``: ``node, status`` (``"started"`` or ``"stopped"``), ``at``.
+
+Channel ``carp:demo:control`` (demo mode only): ``{"action": "fail" | "restore",
+"node": name, "at"}``, from the status page's buttons or ``make demo-fail`` to
+the demo supervisor (cluster/lab/).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+PREFIX = "carp"
+EVENTS_CHANNEL = f"{PREFIX}:events"
+DEMO_CONTROL_CHANNEL = f"{PREFIX}:demo:control"
+
+HEARTBEAT_INTERVAL = 1.0  # seconds between two heartbeats of a node
+HEARTBEAT_TTL = 4  # seconds: three missed heartbeats and the node is "not reporting"
+
+VHOST_FIELDS = (
+    "node",
+    "interface",
+    "vhid",
+    "state",
+    "advbase",
+    "advskew",
+    "demote",
+    "master",
+    "addresses",
+    "last_from",
+    "last_to",
+    "last_reason",
+    "last_at",
+    "adverts_sent",
+    "adverts_received",
+    "updated_at",
+)
+
+
+def heartbeat_key(node: str) -> str:
+    return f"{PREFIX}:hb:{node}"
+
+
+def node_vhosts_key(node: str) -> str:
+    return f"{PREFIX}:vhs:{node}"
+
+
+def vhost_member(interface: str, vhid: int) -> str:
+    return f"{interface}:{vhid}"
+
+
+def parse_vhost_member(member: str) -> tuple[str, int]:
+    interface, _, vhid = member.rpartition(":")
+    return interface, int(vhid)
+
+
+def vhost_key(node: str, interface: str, vhid: int) -> str:
+    return f"{PREFIX}:vh:{node}:{interface}:{vhid}"
+
+
+def encode_message(kind: str, **fields: Any) -> str:
+    return json.dumps({"kind": kind, **fields}, separators=(",", ":"), sort_keys=True)
+
+
+def decode_message(raw: str | bytes) -> dict[str, Any]:
+    """The message as a dict; raises ``ValueError`` when it is not one of ours."""
+    data = json.loads(raw)
+    if not isinstance(data, dict) or not isinstance(data.get("kind"), str):
+        raise ValueError("not a carp:events message")
+    return data
+
+
+def redis_kwargs(url: str) -> dict[str, Any]:
+    """Connection arguments for redis-py from the appliance's ``REDIS_URL``.
+
+    ``REDIS_URL`` is also Celery's broker URL, so it may use kombu's
+    ``redis+socket:///path/redis.sock`` form (NOTES.md: inside a node's network
+    namespace Redis is reached through a Unix socket), which redis-py does not
+    parse: it becomes ``unix_socket_path``.
+    """
+    parts = urlsplit(url)
+    if parts.scheme in ("redis+socket", "unix"):
+        kwargs: dict[str, Any] = {"unix_socket_path": unquote(parts.path)}
+        if parts.password:
+            kwargs["password"] = unquote(parts.password)
+        return kwargs
+    return {"url": url}
+
+
+def sync_client(url: str, timeout: float = 1.0) -> Any:
+    """A redis-py client with short timeouts: callers must never hang on Redis."""
+    import redis
+
+    kwargs = redis_kwargs(url)
+    if "url" in kwargs:
+        return redis.Redis.from_url(
+            kwargs["url"],
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            decode_responses=True,
+        )
+    return redis.Redis(
+        unix_socket_path=kwargs["unix_socket_path"],
+        password=kwargs.get("password"),
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        decode_responses=True,
+    )
+
+
+def async_client(url: str, timeout: float = 1.0) -> Any:
+    """The asyncio twin of :func:`sync_client` (for the event stream; no read
+    timeout, since a pub/sub listener waits for messages)."""
+    import redis.asyncio as aioredis
+
+    kwargs = redis_kwargs(url)
+    if "url" in kwargs:
+        return aioredis.Redis.from_url(
+            kwargs["url"], socket_connect_timeout=timeout, decode_responses=True
+        )
+    return aioredis.Redis(
+        unix_socket_path=kwargs["unix_socket_path"],
+        password=kwargs.get("password"),
+        socket_connect_timeout=timeout,
+        decode_responses=True,
+    )
