@@ -96,10 +96,7 @@ def missing_source(
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `decode` and `--help` work without pyroute2 or root.
-    from cluster.carp.arp import PacketGratuitous
-    from cluster.carp.link import open_link
-    from cluster.carp.netlink import LinkWatcher, NetlinkAddresses
-    from cluster.carp.runner import Hooks, Runner
+    from cluster.carp.runner import Hooks, SystemPorts
 
     setup_logging(args.log_format, args.log_level)
     try:
@@ -117,26 +114,18 @@ def run(args: argparse.Namespace) -> int:
             log.error("no interface %r", name)
             return 2
 
-    addresses = NetlinkAddresses()
+    ports = SystemPorts(interfaces)
     try:
-        problem = missing_source(configs, addresses, [n for _, n in socket.if_nameindex()])
+        problem = missing_source(configs, ports.addresses, [n for _, n in socket.if_nameindex()])
     except Exception as exc:  # netlink refused: the runner will say more
         problem = None
         log.warning("could not list this node's addresses: %s", exc)
     if problem:
         log.error("configuration: %s", problem)
-        addresses.close()
+        ports.close()
         return 2
-    watcher = LinkWatcher(interfaces)
-    gratuitous = PacketGratuitous()
-    runner = Runner(
-        configs,
-        open_link=open_link,
-        addresses=addresses,
-        gratuitous=gratuitous,
-        hooks=Hooks(upscript, downscript, xparam=args.xparam),
-        link_state=watcher,
-        neutral=args.neutral,
+    runner = ports.runner(
+        configs, hooks=Hooks(upscript, downscript, xparam=args.xparam), neutral=args.neutral
     )
     signals_seen = 0
 
@@ -183,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
             ],
         },
     )
-    watcher.start()
+    ports.start()
     try:
         runner.start()
         if configs and not runner.snapshot().hosts:
@@ -192,9 +181,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
         runner.serve()
     finally:
-        watcher.stop()
-        gratuitous.close()
-        addresses.close()
+        ports.close()
     log.info("stopped", extra={"event": "stopped"})
     return 0
 

@@ -142,16 +142,31 @@ class Published:
     vhid: int
     state: State
     reason: Reason
+    old: State | None = None
+    at: float | None = None
 
 
 @dataclass
 class FakePublisher:
-    """A StatePublisher that keeps every publication in order."""
+    """A StatePublisher that keeps every publication (and `changed` call) in order."""
 
     published: list[Published] = field(default_factory=list)
+    changes: list[tuple[str, int]] = field(default_factory=list)
 
-    def publish(self, interface: str, vhid: int, state: State, reason: Reason) -> None:
-        self.published.append(Published(interface, vhid, state, reason))
+    def publish(
+        self,
+        interface: str,
+        vhid: int,
+        state: State,
+        reason: Reason,
+        *,
+        old: State | None = None,
+        at: float | None = None,
+    ) -> None:
+        self.published.append(Published(interface, vhid, state, reason, old, at))
+
+    def changed(self, interface: str, vhid: int) -> None:
+        self.changes.append((interface, vhid))
 
     def states(self, vhid: int) -> list[State]:
         return [p.state for p in self.published if p.vhid == vhid]

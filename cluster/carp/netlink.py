@@ -152,6 +152,14 @@ class LinkWatcher:
     def fileno(self) -> int:
         return self._wake
 
+    def watch(self, interfaces: Iterable[str]) -> None:
+        """Add interfaces to the watched set (any thread: the set is swapped, not changed).
+
+        An added interface is reported from its next change on; until then the runner
+        takes it as up, as it does every interface at start.
+        """
+        self.interfaces = self.interfaces | frozenset(interfaces)
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="carp-link-watcher", daemon=True)
         self._thread.start()

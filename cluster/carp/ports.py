@@ -54,9 +54,18 @@ class GratuitousSender(Protocol):
 
 
 class StatePublisher(Protocol):
-    """Tells the control plane about state changes. Must not block (DESIGN.md rule 2).
+    """Tells the control plane about state changes. Must not block (DESIGN.md rule 2):
+    both methods run in the protocol loop, so they may only queue.
 
     A vhid is unique per interface only, hence both.
     """
 
-    def publish(self, interface: str, vhid: int, state: State, reason: Reason) -> None: ...
+    def publish(
+        self, interface: str, vhid: int, state: State, reason: Reason, *, old: State, at: float
+    ) -> None:
+        """The virtual host went from ``old`` to ``state`` for ``reason``; ``at`` is the
+        wall-clock time (time.time()) at which the loop saw it."""
+
+    def changed(self, interface: str, vhid: int) -> None:
+        """Something else in the host's snapshot changed (the master seen in adverts,
+        the advertised advskew or demote): read `Runner.snapshot()` for the values."""

@@ -203,6 +203,16 @@ class HostSnapshot:
     adverts_received: int
     last_reason: Reason | None
     last_change: float | None  # the runner clock's time of the last transition
+    # What goes on the wire: the advskew with the node's demotion added (capped at 240,
+    # FreeBSD) and OpenBSD's demote byte (CARP.md "Demotion").
+    advertised_advskew: int = 0
+    demote: int = 0
+    # The current master as seen in adverts: the source of the last advert accepted
+    # while BACKUP, our own source while MASTER, None when unknown (INIT, or BACKUP
+    # before any advert).
+    master: IPAddress | None = None
+    last_from: State | None = None
+    last_at: float | None = None  # wall-clock time (time.time()) of the last transition
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +234,11 @@ class _Host:
     adverts_received: int = 0
     last_reason: Reason | None = None
     last_change: float | None = None
+    last_from: State | None = None
+    last_at: float | None = None
+    master: IPAddress | None = None
+    # (master, advertised advskew, demote) as last told to the publisher's `changed`.
+    reported: tuple[IPAddress | None, int, int] | None = None
 
 
 class Runner:
@@ -348,6 +363,11 @@ class Runner:
                     adverts_received=h.adverts_received,
                     last_reason=h.last_reason,
                     last_change=h.last_change,
+                    advertised_advskew=h.machine.advskew,
+                    demote=h.machine.demote_byte,
+                    master=h.master,
+                    last_from=h.last_from,
+                    last_at=h.last_at,
                 )
                 for h in self._hosts.values()
             )
@@ -632,7 +652,35 @@ class Runner:
             actions = []
         for action in actions:
             self._perform(host, action)
+        self._track_master(host, event)
         self._schedule(host)
+
+    def _track_master(self, host: _Host, event: Event) -> None:
+        """Keep the master's address as seen in adverts; tell the publisher when it, the
+        advertised advskew or the demote byte changed.
+
+        Only a master sends adverts (CARP.md), so an advert accepted while BACKUP names
+        the master; a bow-out advert names a master that is leaving, not one to show.
+        """
+        state = host.machine.state
+        if state is State.MASTER:
+            host.master = host.config.src_ip
+        elif state is State.INIT:
+            host.master = None
+        elif isinstance(event, AdvertReceived) and not event.advert.is_bow_out:
+            host.master = event.source
+        elif isinstance(event, Start | LinkUp) or host.master == host.config.src_ip:
+            host.master = None  # a fresh BACKUP (or one that stepped down) knows no master yet
+        seen = (host.master, host.machine.advskew, host.machine.demote_byte)
+        if seen == host.reported:
+            return
+        first = host.reported is None
+        host.reported = seen
+        if self.publisher is not None and not first:
+            try:
+                self.publisher.changed(host.config.interface, host.config.vhid)
+            except Exception:
+                self._port_error("publish", host.config.interface)
 
     def _schedule(self, host: _Host) -> None:
         deadline = host.machine.next_deadline()
@@ -675,6 +723,8 @@ class Runner:
         config = host.config
         host.last_reason = action.reason
         host.last_change = self.clock.monotonic()
+        host.last_from = action.old
+        host.last_at = time.time()  # for people and the history, not for the protocol
         log.info(
             "vhid %d on %s: %s -> %s (%s)",
             config.vhid,
@@ -701,7 +751,14 @@ class Runner:
             self.hooks.down(config.interface, config.addresses)
         if self.publisher is not None:
             try:
-                self.publisher.publish(config.interface, config.vhid, action.new, action.reason)
+                self.publisher.publish(
+                    config.interface,
+                    config.vhid,
+                    action.new,
+                    action.reason,
+                    old=action.old,
+                    at=host.last_at,
+                )
             except Exception:
                 self._port_error("publish", config.interface)
 
@@ -796,11 +853,55 @@ class Runner:
         self.stopped.set()
 
 
+class SystemPorts:
+    """The real ports of one node: netlink addresses, raw CARP sockets, AF_PACKET
+    announcements and the link watcher. The standalone daemon (`__main__`) and the
+    worker's engine (`bridge`) both build their runner here, so they run the same code.
+
+    The adapters are imported here, not at the top of the module, so that the pure
+    engine (and `carp decode`) import without pyroute2.
+    """
+
+    def __init__(self, interfaces: Iterable[str]) -> None:
+        from cluster.carp.arp import PacketGratuitous
+        from cluster.carp.link import open_link
+        from cluster.carp.netlink import LinkWatcher, NetlinkAddresses
+
+        self.open_link: LinkOpener = open_link
+        self.addresses = NetlinkAddresses()
+        self.gratuitous = PacketGratuitous()
+        self.watcher = LinkWatcher(interfaces)
+
+    def runner(self, configs: Iterable[VirtualHostConfig], **options: Any) -> Runner:
+        """A `Runner` over these ports; ``options`` are Runner's other keywords."""
+        return Runner(
+            configs,
+            open_link=self.open_link,
+            addresses=self.addresses,
+            gratuitous=self.gratuitous,
+            link_state=self.watcher,
+            **options,
+        )
+
+    def watch(self, interfaces: Iterable[str]) -> None:
+        """Watch the carrier of these interfaces too (a new alias on another interface)."""
+        self.watcher.watch(interfaces)
+
+    def start(self) -> None:
+        self.watcher.start()
+
+    def close(self) -> None:
+        self.watcher.stop()
+        self.gratuitous.close()
+        self.addresses.close()
+
+
 __all__ = [
     "Hooks",
     "HostSnapshot",
     "Runner",
     "RunnerSnapshot",
     "SystemClock",
+    "SystemPorts",
     "advert_source",
 ]

@@ -8,17 +8,13 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from cluster.carp import wire
 from cluster.carp.config import build_parser, configs_from_args, hooks_from_args
 from cluster.carp.fakes import (
     FakeAddresses,
-    FakeClock,
     FakeGratuitous,
     FakeLink,
     FakePublisher,
-    FakeSegment,
 )
 from cluster.carp.runner import Hooks, Runner
 from cluster.carp.types import IPAddress, State, VirtualHostConfig
@@ -76,16 +72,6 @@ class Node:
 
     def holds(self, address=VIP) -> bool:
         return address in self.addresses.list("eth0")
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
-
-
-@pytest.fixture
-def segment():
-    return FakeSegment()
 
 
 def run_for(clock, nodes, seconds, dt=0.01):
