@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh Debian machine (as root):
-#   make demo   - the main job: the web UI on http://127.0.0.1:8000/
+#   make demo   - the main job: a cluster of DEMO_NODES (3) nodes in network namespaces,
+#                 and its web UI on http://127.0.0.1:8000/ (Ctrl-C stops it)
 #   make test   - the whole suite: lint, types, Django checks, pytest on SQLite and PostgreSQL
 SHELL := /bin/bash
 PY := .venv/bin/python
@@ -7,7 +8,7 @@ VENV_STAMP := .venv/.installed
 # PostgreSQL for the second run of the suite; scripts/ensure-postgres.sh starts one if needed.
 PG_URL ?= postgres://postgres:postgres@127.0.0.1:5432/appliance
 
-.PHONY: demo test lint typecheck djcheck pytest pytest-sqlite pytest-pg debian-deps venv bench format clean
+.PHONY: demo demo-root demo-fail demo-restore test lint typecheck djcheck pytest pytest-sqlite pytest-pg debian-deps venv bench format clean
 
 venv: $(VENV_STAMP)
 
@@ -50,8 +51,17 @@ format: venv
 	.venv/bin/ruff check --fix .
 	.venv/bin/ruff format .
 
-demo: venv debian-deps
+# demo-root first: without root the demo cannot work, so say why before installing anything.
+demo: demo-root venv debian-deps
 	scripts/demo.sh
+
+demo-root:
+	@python3 -m cluster.lab check-root
+
+# What the status page's "Fail node" / "Restore node" buttons do, from a shell.
+demo-fail demo-restore:
+	@[ -n "$(NODE)" ] || { echo "Name the node: make $@ NODE=node1"; exit 2; }
+	$(PY) -m cluster.lab $(patsubst demo-%,%,$@) $(NODE)
 
 bench: venv
 	$(PY) bench/list_latency.py

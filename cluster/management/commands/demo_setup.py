@@ -9,6 +9,7 @@ created when there are none yet, and always through ``cluster.services``.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,14 +22,19 @@ from django.db import transaction
 
 from cluster import access, services
 from cluster.choices import Priority
+from cluster.lab.lab import MAX_NODES, stored_secret
 from cluster.models import IPAlias, Node
 
 ADMIN_USERNAME = "admin"
 SUPPORT_USERNAME = "support"
-DEMO_NODES: list[services.NodeData] = [
-    {"name": f"node{n}", "address": f"192.0.2.{10 + n}", "interface": "eth0", "ordinal": n}
-    for n in (1, 2, 3)
-]
+
+
+def demo_nodes(count: int) -> list[services.NodeData]:
+    """node1..node<count> at 192.0.2.11.. on eth0: the addresses of cluster.lab's namespaces."""
+    return [
+        {"name": f"node{n}", "address": f"192.0.2.{10 + n}", "interface": "eth0", "ordinal": n}
+        for n in range(1, count + 1)
+    ]
 
 
 @dataclass(frozen=True)
@@ -38,23 +44,25 @@ class DemoAlias:
     primary: str
     secondary: str
 
-    def service_data(self) -> services.AliasData:
-        tiers = {self.primary: Priority.PRIMARY, self.secondary: Priority.SECONDARY}
+    def service_data(self, nodes: Sequence[services.NodeData]) -> services.AliasData:
+        names = [node["name"] for node in nodes]
+        # With one node there is no node2: node1 is Primary of both aliases.
+        primary = self.primary if self.primary in names else names[0]
+        tiers = {self.secondary: Priority.SECONDARY, primary: Priority.PRIMARY}
         return {
             "vhid": self.vhid,
             "interface": "eth0",
             "password": secrets.token_urlsafe(12),
             "addresses": [self.address],
             "priorities": [
-                {"node": node["name"], "priority": tiers.get(node["name"], Priority.BACKUP)}
-                for node in DEMO_NODES
+                {"node": name, "priority": tiers.get(name, Priority.BACKUP)} for name in names
             ],
-            "description": f"Mail VIP ({self.primary} active)",
+            "description": f"Mail VIP ({primary} active)",
         }
 
 
 # Active/active, as the appliance documents it: each VIP has another Primary,
-# and the other node is its Secondary; node3 backs both up.
+# and the other node is its Secondary; every further node backs both up.
 DEMO_ALIASES = [
     DemoAlias(vhid=1, address="192.0.2.101/24", primary="node1", secondary="node2"),
     DemoAlias(vhid=2, address="192.0.2.102/24", primary="node2", secondary="node1"),
@@ -71,6 +79,14 @@ class Command(BaseCommand):
             help="Where the generated passwords are kept (default: var/).",
         )
         parser.add_argument("--url", default="http://127.0.0.1:8000/", help="URL to print.")
+        parser.add_argument(
+            "--nodes",
+            type=int,
+            choices=range(1, MAX_NODES + 1),
+            default=3,
+            metavar=f"1..{MAX_NODES}",
+            help="How many demo nodes to create in an empty database (default: 3).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         var_dir = Path(options["var_dir"])
@@ -82,7 +98,13 @@ class Command(BaseCommand):
             access.make_administrator(admin)
             support = ensure_user(SUPPORT_USERNAME, support_password)
             access.make_support(support)
-        created = create_demo_cluster(admin)
+        nodes = demo_nodes(options["nodes"])
+        created = create_demo_cluster(admin, nodes)
+        if created:
+            summary = f"created {len(nodes)} node(s) and {len(DEMO_ALIASES)} aliases"
+        else:
+            existing = ", ".join(Node.objects.order_by("ordinal").values_list("name", flat=True))
+            summary = f"left as it was (nodes: {existing or 'none'})"
         self.stdout.write(
             "\n".join(
                 [
@@ -91,24 +113,11 @@ class Command(BaseCommand):
                     f"  Administrator:  {ADMIN_USERNAME} / {admin_password}",
                     f"  Support:        {SUPPORT_USERNAME} / {support_password}",
                     f"  (passwords kept in {var_dir}/)",
-                    "  Demo cluster:   "
-                    + ("created 3 nodes and 2 aliases" if created else "left as it was"),
+                    f"  Demo cluster:   {summary}",
                     "",
                 ]
             )
         )
-
-
-def stored_secret(path: Path) -> str:
-    """The secret kept in ``path``, generated on first use."""
-    if path.exists():
-        text = path.read_text().strip()
-        if text:
-            return text
-    secret = secrets.token_urlsafe(12)
-    path.touch(mode=0o600)
-    path.write_text(secret + "\n")
-    return secret
 
 
 def ensure_user(username: str, password: str) -> AbstractBaseUser:
@@ -120,13 +129,13 @@ def ensure_user(username: str, password: str) -> AbstractBaseUser:
     return user
 
 
-def create_demo_cluster(actor: AbstractBaseUser) -> bool:
-    """Three nodes and two active/active aliases, if there are neither yet."""
+def create_demo_cluster(actor: AbstractBaseUser, nodes: Sequence[services.NodeData]) -> bool:
+    """The nodes and two active/active aliases, if there are neither yet."""
     if Node.objects.exists() or IPAlias.objects.exists():
         return False
     with transaction.atomic():
-        for node in DEMO_NODES:
+        for node in nodes:
             services.create_node(actor, node)
         for alias in DEMO_ALIASES:
-            services.create_alias(actor, alias.service_data())
+            services.create_alias(actor, alias.service_data(nodes))
     return True
