@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from cluster.lab.redisd import RedisServer
     from cluster.models import Node
+    from tests.livestate import FakeEngines
 
 _skipped_netns: list[str] = []
 
@@ -113,3 +114,15 @@ def redis_url(redis_server: RedisServer) -> str:
     client.flushall()
     client.close()
     return redis_server.url
+
+
+@pytest.fixture
+def engines(settings: Any, redis_url: str) -> Iterator[FakeEngines]:
+    """Stand-in engines writing live state into the private Redis, which
+    ``settings.REDIS_URL`` then points at (tests/livestate.py)."""
+    from tests.livestate import FakeEngines
+
+    settings.REDIS_URL = redis_url
+    fake = FakeEngines(redis_url)
+    yield fake
+    fake.close()

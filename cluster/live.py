@@ -1,0 +1,560 @@
+"""The live status: the engines' state in Redis joined to the desired state.
+
+The engines write Redis (``cluster.statekeys`` is the contract); this module
+only reads it. ``compute_status()`` is the one place that decides what a cell
+shows, who should be master, who is, and what is wrong; the cluster page, the
+IP ALIAS page, the nodes page, ``GET /api/v1/status/`` and the event stream
+all render its ``as_dict()`` or its objects, so they never disagree.
+
+Redis that cannot be reached is a state, not an error: the status then says
+``available: false`` and every cell ``unknown``, and the expected owner falls
+back to the configuration alone (members not in maintenance).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.utils import timezone
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from cluster import services, statekeys
+from cluster.choices import TransitionReason
+from cluster.models import IPAlias, Node, Transition
+
+log = logging.getLogger(__name__)
+
+# A cell's live state: the engine's own three, or why there is none.
+MASTER = "MASTER"
+BACKUP = "BACKUP"
+INIT = "INIT"
+NOT_REPORTING = "not reporting"  # the node's heartbeat key has expired
+NOT_RUNNING = "not running"  # the node reports, but does not run this virtual host
+UNKNOWN = "unknown"  # Redis cannot be reached, or the engine wrote no state yet
+STATES = (MASTER, BACKUP, INIT, NOT_REPORTING, NOT_RUNNING, UNKNOWN)
+
+SPLIT_BRAIN = "split_brain"
+NO_MASTER = "no_master"
+NODE_NOT_REPORTING = "not_reporting"
+ALERT_KINDS = (SPLIT_BRAIN, NO_MASTER, NODE_NOT_REPORTING)
+
+# Reading the state must never hold a page up: a dead Redis costs at most this.
+REDIS_TIMEOUT = 0.5
+
+
+def redis_client(url: str) -> Any:
+    """``statekeys.sync_client`` without retries: redis-py retries a failed
+    connection three times with backoff by default, so a dead Redis held
+    every page for about 4 s despite the short timeouts."""
+    client = statekeys.sync_client(url, timeout=REDIS_TIMEOUT)
+    client.set_retry(Retry(NoBackoff(), 0))
+    return client
+
+
+def async_redis_client(url: str) -> Any:
+    """``statekeys.async_client`` without retries (see ``redis_client``)."""
+    client = statekeys.async_client(url, timeout=REDIS_TIMEOUT)
+    client.set_retry(AsyncRetry(NoBackoff(), 0))
+    return client
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """One node's heartbeat, as its engine last wrote it."""
+
+    name: str
+    ordinal: int
+    maintenance: bool
+    reporting: bool
+    last_seen: float | None
+    config_source: str
+    config_version: int | None
+    summary: str
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One node's part in one alias: configured tier and advskew (None when the
+    node is not a member), and what its engine says about the virtual host."""
+
+    node: str
+    tier: str | None
+    advskew: int | None
+    state: str
+    advertised_advskew: int | None = None
+    last_reason: str = ""
+    last_at: float | None = None
+
+
+@dataclass(frozen=True)
+class AliasStatus:
+    id: int
+    vhid: int
+    interface: str
+    addresses: list[str]
+    enabled: bool
+    description: str
+    cells: list[Cell]
+    expected_owner: str | None
+    masters: list[str]
+    mismatch: bool
+    summary: str
+
+
+@dataclass(frozen=True)
+class Alert:
+    kind: str
+    message: str
+    node: str | None = None
+    vhid: int | None = None
+    interface: str | None = None
+
+
+@dataclass(frozen=True)
+class Status:
+    available: bool
+    error: str
+    generated_at: float
+    nodes: list[NodeStatus]
+    aliases: list[AliasStatus]
+    alerts: list[Alert] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON body of ``GET /api/v1/status/`` and of the stream's status event."""
+        return asdict(self)
+
+
+@dataclass
+class _Snapshot:
+    """What Redis holds for the nodes, read in two round trips."""
+
+    heartbeats: dict[str, dict[str, Any]]
+    vhosts: dict[str, dict[tuple[str, int], dict[str, str]]]
+
+
+def _read_redis(node_names: Sequence[str]) -> _Snapshot:
+    client = redis_client(settings.REDIS_URL)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for name in node_names:
+            pipe.get(statekeys.heartbeat_key(name))
+            pipe.smembers(statekeys.node_vhosts_key(name))
+        replies = pipe.execute()
+        heartbeats: dict[str, dict[str, Any]] = {}
+        members: list[tuple[str, str, int]] = []
+        for index, name in enumerate(node_names):
+            raw, running = replies[2 * index], replies[2 * index + 1]
+            if raw:
+                heartbeats[name] = _json_object(raw)
+            for member in sorted(running):
+                try:
+                    interface, vhid = statekeys.parse_vhost_member(member)
+                except ValueError:
+                    log.warning("ignoring malformed member %r of %s", member, name)
+                    continue
+                members.append((name, interface, vhid))
+        pipe = client.pipeline(transaction=False)
+        for name, interface, vhid in members:
+            pipe.hgetall(statekeys.vhost_key(name, interface, vhid))
+        vhosts: dict[str, dict[tuple[str, int], dict[str, str]]] = {n: {} for n in node_names}
+        for (name, interface, vhid), values in zip(members, pipe.execute(), strict=True):
+            vhosts[name][(interface, vhid)] = values
+        return _Snapshot(heartbeats, vhosts)
+    finally:
+        client.close()
+
+
+def _json_object(raw: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any, kind: type[int] | type[float]) -> Any:
+    """``value`` as an int or float, or None: Redis holds strings, engines may omit fields."""
+    try:
+        return kind(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _clock(epoch: float) -> str:
+    return timezone.localtime(datetime.fromtimestamp(epoch, tz=UTC)).strftime("%H:%M:%S")
+
+
+def _node_status(node: Node, snapshot: _Snapshot | None) -> NodeStatus:
+    if snapshot is None:
+        return NodeStatus(
+            node.name,
+            node.ordinal,
+            node.maintenance,
+            False,
+            None,
+            "",
+            None,
+            "live state unavailable",
+        )
+    heartbeat = snapshot.heartbeats.get(node.name)
+    if heartbeat is not None:
+        source = str(heartbeat.get("config_source") or "")
+        version = _number(heartbeat.get("config_version"), int)
+        summary = "reporting"
+        if source:
+            summary += f" · configuration from {'the database' if source == 'database' else source}"
+        if version is not None:
+            summary += f" (version {version})"
+        return NodeStatus(
+            node.name,
+            node.ordinal,
+            node.maintenance,
+            True,
+            _number(heartbeat.get("at"), float),
+            source,
+            version,
+            summary,
+        )
+    # The heartbeat has expired: the newest write to its virtual hosts is the
+    # best "last seen" left (stable from now on, so it is fine in the summary).
+    updates = [_number(v.get("updated_at"), float) for v in snapshot.vhosts[node.name].values()]
+    known = [at for at in updates if at is not None]
+    last_seen = max(known) if known else None
+    summary = "not reporting" + (f" · last seen {_clock(last_seen)}" if last_seen else "")
+    return NodeStatus(
+        node.name, node.ordinal, node.maintenance, False, last_seen, "", None, summary
+    )
+
+
+def _cell(
+    node: NodeStatus,
+    priority: services.PriorityView | None,
+    alias: IPAlias,
+    snapshot: _Snapshot | None,
+) -> Cell:
+    tier = priority.priority if priority else None
+    advskew = priority.advskew if priority else None
+    if snapshot is None:
+        return Cell(node.name, tier, advskew, UNKNOWN)
+    if not node.reporting:
+        return Cell(node.name, tier, advskew, NOT_REPORTING)
+    values = snapshot.vhosts[node.name].get((alias.interface, alias.vhid))
+    if values is None:
+        return Cell(node.name, tier, advskew, NOT_RUNNING)
+    state = str(values.get("state", "")).upper()
+    return Cell(
+        node.name,
+        tier,
+        advskew,
+        state if state in (MASTER, BACKUP, INIT) else UNKNOWN,
+        _number(values.get("advskew"), int),
+        str(values.get("last_reason") or ""),
+        _number(values.get("last_at"), float),
+    )
+
+
+def expected_owner(
+    alias: IPAlias, cells: Sequence[Cell], nodes: Mapping[str, NodeStatus], live: bool
+) -> str | None:
+    """The member that should be MASTER: the lowest derived advskew among the
+    members that are up (reporting, when the live state is known, and not in
+    maintenance); none while the alias is disabled."""
+    if not alias.enabled:
+        return None
+    up = [
+        (cell.advskew, cell.node)
+        for cell in cells
+        if cell.advskew is not None
+        and not nodes[cell.node].maintenance
+        and (nodes[cell.node].reporting or not live)
+    ]
+    return min(up)[1] if up else None
+
+
+def _summary(alias: IPAlias, masters: Sequence[str], live: bool) -> str:
+    """The IP ALIAS page's "Live state" text."""
+    if not live:
+        return "live state unavailable"
+    if len(masters) > 1:
+        return f"MASTER on {', '.join(masters)} (split brain)"
+    if masters:
+        return f"MASTER on {masters[0]}"
+    return "no MASTER" if alias.enabled else "disabled"
+
+
+def _alias_alerts(
+    alias: IPAlias, cells: Sequence[Cell], masters: Sequence[str], nodes: Mapping[str, NodeStatus]
+) -> list[Alert]:
+    label = f"VHID {alias.vhid} on {alias.interface}"
+    if len(masters) > 1:
+        message = f"Split brain: {label} is MASTER on {' and '.join(masters)}."
+        return [Alert(SPLIT_BRAIN, message, vhid=alias.vhid, interface=alias.interface)]
+    reporting_member = any(c.tier is not None and nodes[c.node].reporting for c in cells)
+    if alias.enabled and reporting_member and not masters:
+        message = f"No master: no node holds {label}."
+        return [Alert(NO_MASTER, message, vhid=alias.vhid, interface=alias.interface)]
+    return []
+
+
+def compute_status() -> Status:
+    """The live matrix now: one row per alias, one cell per node, and alerts."""
+    node_rows = list(Node.objects.all())
+    aliases = list(IPAlias.objects.all())
+    views = services.alias_views(aliases)
+    snapshot: _Snapshot | None
+    error = ""
+    try:
+        snapshot = _read_redis([node.name for node in node_rows])
+    except (RedisError, OSError) as exc:
+        log.warning("live state unavailable: %s", exc)
+        snapshot, error = None, f"Redis cannot be reached: {exc}"
+    live = snapshot is not None
+    nodes = {node.name: _node_status(node, snapshot) for node in node_rows}
+    alerts = [
+        Alert(NODE_NOT_REPORTING, f"Node not reporting: {status.summary}.", node=status.name)
+        for status in nodes.values()
+        if live and not status.reporting
+    ]
+    rows = []
+    for alias in aliases:
+        by_node = {priority.node: priority for priority in views[alias.pk].priorities}
+        cells = [_cell(nodes[n.name], by_node.get(n.name), alias, snapshot) for n in node_rows]
+        masters = [cell.node for cell in cells if cell.state == MASTER]
+        owner = expected_owner(alias, cells, nodes, live)
+        rows.append(
+            AliasStatus(
+                id=alias.pk,
+                vhid=alias.vhid,
+                interface=alias.interface,
+                addresses=views[alias.pk].addresses,
+                enabled=alias.enabled,
+                description=alias.description,
+                cells=cells,
+                expected_owner=owner,
+                masters=masters,
+                mismatch=live and masters != ([owner] if owner else []),
+                summary=_summary(alias, masters, live),
+            )
+        )
+        if live:
+            alerts.extend(_alias_alerts(alias, cells, masters, nodes))
+    return Status(live, error, time.time(), list(nodes.values()), rows, alerts)
+
+
+def fingerprint(status: Mapping[str, Any]) -> str:
+    """``status`` without what changes every second by itself (the time it was
+    made, heartbeat times): equal fingerprints mean nothing to show has changed."""
+    stable = dict(status, generated_at=None)
+    stable["nodes"] = [dict(node, last_seen=None) for node in status["nodes"]]
+    return json.dumps(stable, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One transition as the timeline lists it."""
+
+    node: str
+    from_state: str
+    to_state: str
+    reason: str
+    at: datetime
+
+    @property
+    def reason_label(self) -> str:
+        labels = dict(TransitionReason.choices)
+        return str(labels.get(self.reason, self.reason))
+
+
+@dataclass(frozen=True)
+class MasterSpan:
+    """A node held MASTER from ``start`` to ``end`` (None: still does), with its
+    place on the timeline's bar in percent of the window."""
+
+    node: str
+    start: datetime
+    end: datetime | None
+    left: float
+    width: float
+
+
+@dataclass
+class Timeline:
+    entries: list[TimelineEntry] = field(default_factory=list)
+    spans: list[MasterSpan] = field(default_factory=list)
+
+
+TIMELINE_HOURS = 24
+TIMELINE_ENTRIES = 50  # per VIP, newest first; the API has the rest
+
+
+def timelines(
+    aliases: Sequence[AliasStatus], now: datetime | None = None, hours: int = TIMELINE_HOURS
+) -> dict[int, Timeline]:
+    """Per alias id: the transitions of the last ``hours`` and who was MASTER when.
+
+    A transition names its VHID and interface rather than the alias (the
+    history outlives a deleted alias), so it is matched on both; one with no
+    interface matches on the VHID.
+    """
+    now = now or timezone.now()
+    since = now - timedelta(hours=hours)
+    window = (now - since).total_seconds()
+    by_key = {(alias.interface, alias.vhid): alias.id for alias in aliases}
+    by_vhid = {alias.vhid: alias.id for alias in aliases}
+    found: dict[int, Timeline] = {alias.id: Timeline() for alias in aliases}
+    opened: dict[tuple[int, str], datetime] = {}
+
+    def close(pk: int, node: str, start: datetime, end: datetime | None) -> None:
+        left = (start - since).total_seconds() / window * 100
+        right = ((end or now) - since).total_seconds() / window * 100
+        found[pk].spans.append(MasterSpan(node, start, end, round(left, 3), round(right - left, 3)))
+
+    rows = Transition.objects.filter(at__gte=since).order_by("at", "id")
+    for node, vhid, interface, from_state, to_state, reason, at in rows.values_list(
+        "node__name", "vhid", "interface", "from_state", "to_state", "reason", "at"
+    ):
+        pk = by_key.get((interface, vhid)) if interface else by_vhid.get(vhid)
+        if pk is None:
+            continue
+        found[pk].entries.append(
+            TimelineEntry(node, from_state.upper(), to_state.upper(), reason, at)
+        )
+        if to_state.upper() == MASTER:
+            opened[(pk, node)] = at
+        elif from_state.upper() == MASTER:
+            # Master since before the window when no opening transition was seen.
+            close(pk, node, opened.pop((pk, node), since), at)
+    for (pk, node), start in opened.items():
+        close(pk, node, start, None)
+    for timeline in found.values():
+        timeline.entries = timeline.entries[::-1][:TIMELINE_ENTRIES]
+    return found
+
+
+# The event stream (cluster/views.py's cluster_events serves it).
+COALESCE = 0.005  # seconds to wait for more messages after one before recomputing
+TICK = 1.0  # recompute at least this often: heartbeats expire without a message
+KEEPALIVE = 15.0  # a comment this often keeps proxies from closing an idle stream
+RESUBSCRIBE = 2.0  # seconds between attempts while Redis is away
+RETRY_MS = 2000  # what the browser waits before reconnecting
+
+
+def sse(event: str, data: Mapping[str, Any]) -> str:
+    """One server-sent event; the JSON is on one line, as ``data:`` requires."""
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+async def event_stream(redis_url: str) -> AsyncGenerator[str, None]:
+    """``status`` events (the body of ``GET /api/v1/status/`` plus ``trigger``)
+    on connect, after each batch of ``carp:events`` messages and whenever the
+    once-a-second recomputation differs; ``transition`` events as the engines
+    send them. Redis going away is survived: the status says so, and the
+    stream resubscribes when it returns."""
+    recompute = sync_to_async(lambda: compute_status().as_dict())
+    client = async_redis_client(redis_url)
+    pubsub: Any = None
+    next_subscribe = 0.0
+    loop = asyncio.get_running_loop()
+    try:
+        yield f"retry: {RETRY_MS}\n\n"
+        status = await recompute()
+        shown = fingerprint(status)
+        yield sse("status", {**status, "trigger": []})
+        last_sent = last_computed = loop.time()
+        while True:
+            if pubsub is None and loop.time() >= next_subscribe:
+                pubsub = await _subscribe(client)
+                next_subscribe = loop.time() + RESUBSCRIBE
+            batch: list[dict[str, Any]] = []
+            try:
+                batch = await _next_batch(pubsub) if pubsub else await _sleep(TICK)
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.warning("event stream lost Redis: %r", exc)
+                await _close(pubsub)
+                pubsub = None
+            for message in batch:
+                if message.get("kind") == "transition":
+                    yield sse("transition", message)
+            # Heartbeats come every second from every node: they wait for the
+            # tick (a node coming back shows within a second); anything else
+            # is shown at once, with the messages that caused it.
+            news = any(message.get("kind") != "heartbeat" for message in batch)
+            if news or loop.time() - last_computed >= TICK:
+                status = await recompute()
+                last_computed = loop.time()
+                now_shown = fingerprint(status)
+                if news or now_shown != shown:
+                    shown = now_shown
+                    yield sse("status", {**status, "trigger": batch})
+                    last_sent = loop.time()
+            if loop.time() - last_sent >= KEEPALIVE:
+                yield ": keepalive\n\n"
+                last_sent = loop.time()
+    finally:
+        await _close(pubsub)
+        await client.aclose()
+
+
+async def _subscribe(client: Any) -> Any:
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    try:
+        async with asyncio.timeout(REDIS_TIMEOUT * 2):
+            await pubsub.subscribe(statekeys.EVENTS_CHANNEL)
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning("event stream cannot subscribe: %s", exc)
+        await _close(pubsub)
+        return None
+    return pubsub
+
+
+async def _close(pubsub: Any) -> None:
+    if pubsub is not None:
+        with contextlib.suppress(RedisError, OSError):
+            await pubsub.aclose()
+
+
+async def _sleep(seconds: float) -> list[dict[str, Any]]:
+    await asyncio.sleep(seconds)
+    return []
+
+
+async def _next_batch(pubsub: Any) -> list[dict[str, Any]]:
+    """The messages of the next second: the first one, and those that follow
+    it within ``COALESCE``; none when the second passes quietly.
+
+    Bounded by a timeout of its own: redis-py's pub/sub retries a lost
+    connection with backoff inside ``get_message`` (seconds), while the page
+    should say "unavailable" within about a second.
+    """
+    async with asyncio.timeout(TICK + COALESCE + REDIS_TIMEOUT):
+        batch: list[dict[str, Any]] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TICK
+        while (left := deadline - loop.time()) > 0:
+            message = await pubsub.get_message(timeout=left)
+            if message is None:
+                if batch:
+                    return batch
+                continue  # a subscribe confirmation, or the quiet second has passed
+            if message.get("type") != "message":
+                continue
+            try:
+                batch.append(statekeys.decode_message(message["data"]))
+            except ValueError:
+                log.warning("ignoring a message that is not ours: %.200r", message["data"])
+            if len(batch) == 1:
+                deadline = loop.time() + COALESCE
+        return batch

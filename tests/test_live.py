@@ -1,0 +1,293 @@
+"""The live status (cluster.live): engine state in the private Redis joined to
+the desired state, and the event stream that pushes it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from cluster import live, services, statekeys
+from cluster.models import IPAlias, Node, Transition
+from tests.factories import alias_data
+
+THREE_TIERS = [
+    {"node": "node1", "priority": "primary"},
+    {"node": "node2", "priority": "secondary"},
+    {"node": "node3", "priority": "backup"},
+]
+
+
+@pytest.fixture
+def alias(alice: User, nodes: list[Node]) -> IPAlias:
+    """VHID 1 on eth0: node1 Primary (skew 0), node2 Secondary (26), node3 Backup (156)."""
+    return services.create_alias(alice, alias_data(1, priorities=THREE_TIERS))
+
+
+def row(status: live.Status, vhid: int = 1) -> live.AliasStatus:
+    return next(alias for alias in status.aliases if alias.vhid == vhid)
+
+
+def states(alias: live.AliasStatus) -> dict[str, str]:
+    return {cell.node: cell.state for cell in alias.cells}
+
+
+def kinds(status: live.Status) -> list[str]:
+    return [alert.kind for alert in status.alerts]
+
+
+def test_a_healthy_cluster_has_its_primary_as_master_and_no_alert(engines, alias):
+    engines.report("node1", {1: "MASTER"})
+    engines.report("node2", {1: "BACKUP"})
+    engines.report("node3", {1: "BACKUP"})
+    status = live.compute_status()
+    assert status.available
+    found = row(status)
+    assert states(found) == {"node1": "MASTER", "node2": "BACKUP", "node3": "BACKUP"}
+    assert [(c.tier, c.advskew) for c in found.cells] == [
+        ("primary", 0),
+        ("secondary", 26),
+        ("backup", 156),
+    ]
+    assert found.expected_owner == "node1"
+    assert found.masters == ["node1"]
+    assert not found.mismatch
+    assert found.summary == "MASTER on node1"
+    assert status.alerts == []
+    assert [n.reporting for n in status.nodes] == [True, True, True]
+
+
+def test_a_master_other_than_the_expected_owner_is_a_mismatch(engines, alias):
+    engines.report("node1", {1: "BACKUP"})
+    engines.report("node2", {1: "MASTER"})
+    engines.report("node3", {1: "BACKUP"})
+    found = row(live.compute_status())
+    assert (found.expected_owner, found.masters, found.mismatch) == ("node1", ["node2"], True)
+
+
+def test_two_masters_are_a_split_brain(engines, alias):
+    engines.report("node1", {1: "MASTER"})
+    engines.report("node2", {1: "MASTER"})
+    engines.report("node3", {1: "BACKUP"})
+    status = live.compute_status()
+    assert kinds(status) == [live.SPLIT_BRAIN]
+    assert status.alerts[0].message == "Split brain: VHID 1 on eth0 is MASTER on node1 and node2."
+    assert row(status).summary == "MASTER on node1, node2 (split brain)"
+    assert row(status).mismatch
+
+
+def test_an_enabled_alias_without_master_is_an_alert(engines, alias):
+    for node in ("node1", "node2", "node3"):
+        engines.report(node, {1: "BACKUP"})
+    status = live.compute_status()
+    assert kinds(status) == [live.NO_MASTER]
+    assert row(status).summary == "no MASTER"
+
+
+def test_a_node_whose_heartbeat_is_gone_is_not_reporting_and_not_counted(engines, alias):
+    # node1's hash still says MASTER, but its heartbeat has expired: stale.
+    engines.report("node1", {1: "MASTER"}, heartbeat=False)
+    engines.report("node2", {1: "BACKUP"})
+    engines.report("node3", {1: "BACKUP"})
+    status = live.compute_status()
+    found = row(status)
+    assert states(found)["node1"] == live.NOT_REPORTING
+    assert found.masters == []
+    # The expected owner is the best member that is up: node2.
+    assert found.expected_owner == "node2"
+    assert kinds(status) == [live.NODE_NOT_REPORTING, live.NO_MASTER]
+    node1 = status.nodes[0]
+    assert not node1.reporting
+    assert node1.summary.startswith("not reporting · last seen ")
+    assert status.alerts[0].node == "node1"
+
+
+def test_a_reporting_node_without_the_virtual_host_is_not_running_it(engines, alias):
+    engines.report("node1", {1: "MASTER"})
+    engines.report("node2", {1: "BACKUP"})
+    engines.report("node3", {})
+    assert states(row(live.compute_status()))["node3"] == live.NOT_RUNNING
+
+
+def test_a_node_in_maintenance_is_not_the_expected_owner(alice, engines, alias, nodes):
+    services.update_node(alice, nodes[0], {"maintenance": True}, partial=True)
+    engines.report("node1", {1: "BACKUP"})
+    engines.report("node2", {1: "MASTER"})
+    engines.report("node3", {1: "BACKUP"})
+    found = row(live.compute_status())
+    assert (found.expected_owner, found.mismatch) == ("node2", False)
+
+
+def test_a_disabled_alias_wants_no_master_and_raises_no_alert(alice, engines, alias):
+    services.update_alias(alice, alias, {"enabled": False}, partial=True)
+    for node in ("node1", "node2", "node3"):
+        engines.report(node, {})
+    status = live.compute_status()
+    found = row(status)
+    assert (found.expected_owner, found.mismatch, found.summary) == (None, False, "disabled")
+    assert status.alerts == []
+
+
+def test_without_redis_the_status_is_unavailable_with_the_configured_owner(settings, alias):
+    settings.REDIS_URL = "redis+socket:///nonexistent/redis.sock"
+    status = live.compute_status()
+    assert not status.available
+    assert "Redis cannot be reached" in status.error
+    found = row(status)
+    assert set(states(found).values()) == {live.UNKNOWN}
+    assert (found.expected_owner, found.mismatch) == ("node1", False)
+    assert found.summary == "live state unavailable"
+    assert status.alerts == []
+
+
+def test_the_fingerprint_ignores_heartbeat_times_but_not_states(engines, alias):
+    engines.report("node1", {1: "MASTER"})
+    first = live.compute_status().as_dict()
+    engines.beat("node1")  # a later heartbeat
+    second = live.compute_status().as_dict()
+    assert live.fingerprint(first) == live.fingerprint(second)
+    engines.report("node1", {1: "BACKUP"})
+    assert live.fingerprint(live.compute_status().as_dict()) != live.fingerprint(first)
+
+
+def test_the_timeline_shows_who_was_master_when_and_why(alias, nodes):
+    now = timezone.now()
+    Transition.objects.create(
+        node=nodes[0], vhid=1, interface="eth0", from_state="backup", to_state="master",
+        reason="master_down", at=now - timedelta(hours=12),
+    )  # fmt: skip
+    Transition.objects.create(
+        node=nodes[0], vhid=1, interface="eth0", from_state="master", to_state="init",
+        reason="shutdown", at=now - timedelta(hours=6),
+    )  # fmt: skip
+    Transition.objects.create(
+        node=nodes[1], vhid=1, interface="eth0", from_state="backup", to_state="master",
+        reason="master_down", at=now - timedelta(hours=6),
+    )  # fmt: skip
+    Transition.objects.create(  # another VHID, and one older than the window: not shown
+        node=nodes[1], vhid=9, interface="eth0", from_state="backup", to_state="master",
+        reason="startup", at=now - timedelta(hours=30),
+    )  # fmt: skip
+    timeline = live.timelines(live.compute_status().aliases, now=now)[alias.pk]
+    assert [(e.node, e.to_state, e.reason_label) for e in timeline.entries] == [
+        ("node2", "MASTER", "Master down"),
+        ("node1", "INIT", "Shutdown"),
+        ("node1", "MASTER", "Master down"),
+    ]
+    spans = [(s.node, s.left, s.width, s.end is None) for s in timeline.spans]
+    assert spans == [("node1", 50.0, 25.0, False), ("node2", 75.0, 25.0, True)]
+
+
+# The event stream, driven as the ASGI server drives it. async_to_sync runs
+# the sync_to_async reads back on this thread, inside the test's transaction.
+
+
+async def next_event(stream: AsyncGenerator[str, None], timeout: float = 5.0) -> tuple[str, Any]:
+    """The next event (name, data), skipping ``retry:`` and comments."""
+    while True:
+        chunk = await asyncio.wait_for(anext(stream), timeout)
+        if chunk.startswith("event: "):
+            head, data = chunk.split("\n", 2)[:2]
+            return head.removeprefix("event: "), json.loads(data.removeprefix("data: "))
+
+
+async def until_subscribed(url: str) -> None:
+    client = statekeys.async_client(url)
+    try:
+        for _ in range(200):
+            numsub = await client.pubsub_numsub(statekeys.EVENTS_CHANNEL)
+            if numsub[0][1] > 0:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the stream never subscribed")
+    finally:
+        await client.aclose()
+
+
+def test_the_stream_sends_the_status_then_each_transition_and_the_new_status(
+    engines, redis_url, alias
+):
+    for node, state in (("node1", "MASTER"), ("node2", "BACKUP"), ("node3", "BACKUP")):
+        engines.report(node, {1: state})
+
+    async def scenario() -> list[tuple[str, Any]]:
+        stream = live.event_stream(redis_url)
+        try:
+            seen = [await next_event(stream)]
+            pending = asyncio.ensure_future(next_event(stream))
+            await until_subscribed(redis_url)
+            # The engines: node1 fails over to node2.
+            await asyncio.to_thread(engines.report, "node1", {1: "BACKUP"})
+            await asyncio.to_thread(engines.report, "node2", {1: "MASTER"})
+            transition = {"node": "node2", "interface": "eth0", "vhid": 1, "from": "BACKUP"}
+            transition.update({"to": "MASTER", "reason": "master_down", "at": 1234.5})
+            receivers = await asyncio.to_thread(engines.publish, "transition", **transition)
+            assert receivers == 1
+            seen.append(await pending)
+            seen.append(await next_event(stream))
+            return seen
+        finally:
+            await stream.aclose()
+
+    (first, first_data), (second, second_data), (third, third_data) = async_to_sync(scenario)()
+    assert first == "status"
+    assert first_data["trigger"] == []
+    assert row_of(first_data)["masters"] == ["node1"]
+    assert second == "transition"
+    assert (second_data["kind"], second_data["node"], second_data["at"]) == (
+        "transition",
+        "node2",
+        1234.5,
+    )
+    assert third == "status"
+    assert row_of(third_data)["masters"] == ["node2"]
+    assert third_data["trigger"] == [second_data]
+    # The same body as GET /api/v1/status/, plus the trigger.
+    assert set(third_data) == set(live.compute_status().as_dict()) | {"trigger"}
+
+
+def test_the_stream_turns_a_node_not_reporting_without_any_message(engines, redis_url, alias):
+    engines.report("node1", {1: "MASTER"})
+
+    async def scenario() -> dict[str, Any]:
+        stream = live.event_stream(redis_url)
+        try:
+            await next_event(stream)
+            # The heartbeat expires (deleted here): no message is published.
+            await asyncio.to_thread(engines.report, "node1", {1: "MASTER"}, heartbeat=False)
+            name, data = await next_event(stream, timeout=3)
+            assert name == "status"
+            return dict(data)
+        finally:
+            await stream.aclose()
+
+    data = async_to_sync(scenario)()
+    assert data["trigger"] == []
+    assert data["nodes"][0]["reporting"] is False
+    assert row_of(data)["cells"][0]["state"] == live.NOT_REPORTING
+
+
+def test_the_stream_starts_and_goes_on_without_redis(settings, alias):
+    settings.REDIS_URL = "redis+socket:///nonexistent/redis.sock"
+
+    async def scenario() -> tuple[str, Any]:
+        stream = live.event_stream(settings.REDIS_URL)
+        try:
+            return await next_event(stream)
+        finally:
+            await stream.aclose()
+
+    name, data = async_to_sync(scenario)()
+    assert (name, data["available"]) == ("status", False)
+
+
+def row_of(status: dict[str, Any], vhid: int = 1) -> dict[str, Any]:
+    found: dict[str, Any] = next(a for a in status["aliases"] if a["vhid"] == vhid)
+    return found
