@@ -1,7 +1,8 @@
 """The Celery app of the appliance, configured from Django's CELERY_* settings.
 
-Node workers run ``celery -A appliance worker -Q carp.<node> --pool solo``;
-the CARP engine starts from a worker bootstep (DESIGN rule 3).
+Node workers run ``celery -A appliance worker -Q carp.<node> --pool threads``
+(or ``--pool solo``); the CARP engine starts from a worker bootstep (DESIGN
+rule 3, cluster/carp/bootstep.py), so apply tasks run in the engine's process.
 """
 
 from __future__ import annotations
@@ -10,8 +11,12 @@ import os
 
 from celery import Celery
 
+from cluster.carp.bootstep import CarpEngineStep
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "appliance.settings")
 
 app = Celery("appliance")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+app.steps["worker"].add(CarpEngineStep)

@@ -165,6 +165,9 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_TIMEOUT = envint("CELERY_BROKER_CONNECTION_TIMEOUT", 2, minimum=1)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A node's worker retries the broker for ever: Celery would otherwise exit after 100
+# attempts, and with it the CARP engine that serves the VIPs.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 # The Redis transport polls every second by default; 0.2 s makes worker
 # shutdown (and so engine failover on a clean stop) quicker.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"polling_interval": 0.2}
@@ -172,6 +175,10 @@ CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", False)
 
 # Send an apply task to each affected node after every committed change.
 CLUSTER_DISPATCH_APPLY = envbool("CLUSTER_DISPATCH_APPLY", True)
+# The node a worker's CARP engine runs as; empty: the name in its -Q carp.<node>.
+CLUSTER_NODE = envstr("CLUSTER_NODE", "")
+# Days of transition history kept; the node workers prune older rows hourly.
+CLUSTER_TRANSITION_RETENTION_DAYS = envint("CLUSTER_TRANSITION_RETENTION_DAYS", 30, minimum=1)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

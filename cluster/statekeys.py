@@ -124,10 +124,21 @@ def redis_kwargs(url: str) -> dict[str, Any]:
     return {"url": url}
 
 
-def sync_client(url: str, timeout: float = 1.0) -> Any:
-    """A redis-py client with short timeouts: callers must never hang on Redis."""
+def sync_client(url: str, timeout: float = 1.0, retries: int | None = None) -> Any:
+    """A redis-py client with short timeouts: callers must never hang on Redis.
+
+    ``retries``: how often redis-py retries a failed command (None: its default,
+    three times with exponential backoff, seconds in all). The engine's state
+    drainer passes 0: it retries at its next heartbeat tick anyway.
+    """
     import redis
 
+    extra: dict[str, Any] = {}
+    if retries is not None:
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        extra["retry"] = Retry(NoBackoff(), retries)
     kwargs = redis_kwargs(url)
     if "url" in kwargs:
         return redis.Redis.from_url(
@@ -135,6 +146,7 @@ def sync_client(url: str, timeout: float = 1.0) -> Any:
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             decode_responses=True,
+            **extra,
         )
     return redis.Redis(
         unix_socket_path=kwargs["unix_socket_path"],
@@ -142,6 +154,7 @@ def sync_client(url: str, timeout: float = 1.0) -> Any:
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         decode_responses=True,
+        **extra,
     )
 
 

@@ -4,13 +4,14 @@
 node's worker consumes. It names the node rather than carrying its
 configuration: the worker reads the desired state from the database, so a
 lost, late or repeated message is harmless (level-triggered, DESIGN rule 1),
-and no password travels through the broker. The engine bridge (a later
-issue) replaces the body; for now it logs what it would apply.
+and no password travels through the broker. The worker's engine
+(cluster/carp/bridge.py) does the converging; this task only hands it over.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,21 +25,31 @@ logger = logging.getLogger(__name__)
 
 @shared_task(name="cluster.apply_node_config", ignore_result=True)
 def apply_node_config(node_name: str) -> dict[str, Any]:
-    """Converge ``node_name`` to its desired state (a stub until the engine lands).
+    """Make the engine of this process converge ``node_name`` to its desired state.
 
-    Returns what it would apply, without the passwords.
+    Runs in the node's worker (queue ``carp.<node>``, solo or threads pool), where
+    the bootstep started the engine. Returns a summary without the passwords. An
+    engine that cannot read the database raises: the task fails visibly, and the
+    engine's own retry converges the node when the database returns.
     """
-    from cluster.services import desired_virtual_hosts
+    from cluster.carp.bridge import current_engine
 
-    wanted = desired_virtual_hosts(node_name)
-    summary: dict[str, Any] = {
-        "node": node_name,
-        "virtual_hosts": [
-            (vh["interface"], vh["vhid"], vh["version"], vh["advskew"]) for vh in wanted
-        ],
-    }
-    logger.info("apply for %s: %d virtual host(s)", node_name, len(summary["virtual_hosts"]))
-    return summary
+    engine = current_engine()
+    if engine is None or engine.node != node_name:
+        logger.warning(
+            "apply for %s: no engine of that node in this process (pid %d)",
+            node_name,
+            os.getpid(),
+        )
+        return {"node": node_name, "applied": False}
+    summary = engine.converge()
+    logger.info(
+        "apply for %s: version %s, %s",
+        node_name,
+        summary["version"],
+        "changed" if summary["changed"] else "already applied",
+    )
+    return {**summary, "applied": True}
 
 
 def dispatch_apply(node_names: Iterable[str]) -> None:

@@ -131,15 +131,6 @@ def test_dispatch_can_be_switched_off(
     send.assert_not_called()
 
 
-def test_the_apply_task_reports_the_nodes_virtual_hosts() -> None:
-    from cluster.tasks import apply_node_config
-
-    make_nodes(2)
-    make_alias(42)
-    summary = apply_node_config.run("node2")
-    assert summary == {"node": "node2", "virtual_hosts": [("eth0", 42, 1, 26)]}
-
-
 def test_a_forced_node_deletion_passes_primary_to_the_lowest_advskew() -> None:
     make_nodes(4)
     alias = make_alias(

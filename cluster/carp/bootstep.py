@@ -1,0 +1,116 @@
+"""The worker bootstep that runs the CARP engine inside a node's Celery worker.
+
+DESIGN rule 3: the engine is not a task (a long task on a Redis broker is
+redelivered after the visibility timeout, which would start a second engine). It
+is a step of the *worker* blueprint, so it starts before the Consumer step (which
+Celery orders last and which blocks retrying an unreachable broker) and is never
+restarted with it: a broker outage restarts the consumer, not the worker's steps.
+With ``--pool solo`` or ``--pool threads`` the apply task runs in this process and
+finds the engine through `bridge.current_engine()` (NOTES.md).
+
+Stopping (NOTES.md): the first SIGTERM or SIGINT calls `stop`, a second Ctrl-C or
+SIGQUIT calls `terminate`, which does nothing by default and would leave the
+worker hanging on the engine's non-daemon thread, so both do the same: wait for
+the running tasks (threads pool), then the runner's bow-out and address removal.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery import bootsteps
+
+log = logging.getLogger("cluster.carp.bridge")
+
+QUEUE_PREFIX = "carp."
+TASK_DRAIN_TIMEOUT = 10.0  # seconds stop() waits for running tasks before stopping the engine
+ENGINE_STOP_TIMEOUT = 10.0
+
+
+def node_from_queues(queue_names: list[str]) -> str | None:
+    """The node named by the worker's only ``carp.<node>`` queue, or None."""
+    names = [q[len(QUEUE_PREFIX) :] for q in queue_names if q.startswith(QUEUE_PREFIX)]
+    if len(names) == 1 and names[0]:
+        return names[0]
+    if len(names) > 1:
+        log.error("the worker consumes several carp.* queues (%s): set CLUSTER_NODE", names)
+    return None
+
+
+def resolve_node(setting: str, queue_names: list[str]) -> str | None:
+    """CLUSTER_NODE wins; else the worker's ``-Q carp.<node>``."""
+    return setting.strip() or node_from_queues(queue_names)
+
+
+def wait_for_tasks(timeout: float = TASK_DRAIN_TIMEOUT) -> None:
+    """NOTES.md: with the threads pool the step can stop while a task still runs."""
+    from celery.worker import state
+
+    deadline = time.monotonic() + timeout
+    while state.active_requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if state.active_requests:
+        log.warning("stopping the engine with %d task(s) still running",
+                    len(state.active_requests))  # fmt: skip
+
+
+class CarpEngineStep(bootsteps.StartStopStep):
+    """Starts the node's CARP engine with the worker and stops it (bow-out) with it."""
+
+    label = "CARP engine"
+    # After the pool (so stop() runs before the pool's and can wait for its tasks);
+    # the Consumer step is `last`, so the engine serves before the broker answers.
+    requires = ("celery.worker.components:Pool",)
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.engine: Any = None
+
+    def start(self, worker: Any) -> None:
+        from django.conf import settings
+
+        from cluster.carp import bridge
+        from cluster.carp.runner import SystemPorts
+
+        queues = list(worker.app.amqp.queues.consume_from or {})
+        node = resolve_node(settings.CLUSTER_NODE, queues)
+        if node is None:
+            log.warning(
+                "no CARP engine in this worker: set CLUSTER_NODE or consume one carp.<node>"
+                " queue (-Q carp.<node>)"
+            )
+            return
+        pool = getattr(worker.pool_cls, "__module__", "")
+        if not pool.endswith(("solo", "thread", "threads")):
+            log.warning(
+                "pool %s runs tasks in child processes: apply tasks cannot reach the engine;"
+                " use --pool threads or --pool solo",
+                pool,
+            )
+        engine = bridge.Engine(
+            node,
+            SystemPorts([]),
+            redis_url=settings.REDIS_URL,
+            store=bridge.LocalConfigStore.for_node(settings.VAR_DIR, node),
+            retention_days=settings.CLUSTER_TRANSITION_RETENTION_DAYS,
+        )
+        bridge.set_current_engine(engine)
+        log.info("starting the CARP engine of node %s", node)
+        engine.start()
+        self.engine = engine
+
+    def stop(self, worker: Any) -> None:
+        from cluster.carp import bridge
+
+        engine, self.engine = self.engine, None
+        if engine is None:
+            return
+        wait_for_tasks()
+        engine.stop(ENGINE_STOP_TIMEOUT)
+        bridge.set_current_engine(None)
+        log.info("the CARP engine of node %s stopped", engine.node)
+
+    def terminate(self, worker: Any) -> None:
+        self.stop(worker)

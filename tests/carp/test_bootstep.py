@@ -1,0 +1,40 @@
+"""The worker bootstep's pure parts and its place in Celery's worker blueprint."""
+
+from __future__ import annotations
+
+from celery import bootsteps
+
+from appliance.celery import app
+from cluster.carp import bootstep
+
+
+def test_cluster_node_wins_over_the_queue_name():
+    assert bootstep.resolve_node("node7", ["carp.node1"]) == "node7"
+    assert bootstep.resolve_node("", ["celery", "carp.node1"]) == "node1"
+
+
+def test_no_node_without_exactly_one_carp_queue():
+    assert bootstep.resolve_node("", ["celery"]) is None
+    assert bootstep.resolve_node("", ["carp.node1", "carp.node2"]) is None
+    assert bootstep.resolve_node("  ", ["carp."]) is None
+
+
+def test_the_step_is_in_the_worker_blueprint_and_terminate_stops_like_stop():
+    assert bootstep.CarpEngineStep in app.steps["worker"]
+    # NOTES.md: Celery's default terminate() does nothing and the worker would hang.
+    assert bootstep.CarpEngineStep.terminate is not bootsteps.StartStopStep.terminate
+
+
+def test_the_engine_starts_before_the_consumer_which_blocks_on_the_broker():
+    from celery.worker import WorkController
+
+    blueprint = WorkController.Blueprint(steps=app.steps["worker"])
+    steps = blueprint.steps = blueprint.claim_steps()  # as Blueprint.apply does
+    order = [s.name for s in blueprint._finalize_steps(steps)]  # type: ignore[attr-defined]
+    engine = bootstep.CarpEngineStep.name
+    assert order.index(engine) < order.index("celery.worker.components.Consumer")
+    assert order.index("celery.worker.components.Pool") < order.index(engine)
+
+
+def test_the_worker_retries_the_broker_for_ever():
+    assert app.conf.broker_connection_max_retries is None

@@ -1,0 +1,470 @@
+"""The engine's bridge to Django and Redis, without root: fake ports, a private Redis."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import os
+import stat
+import threading
+import time
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from cluster import services, statekeys
+from cluster.carp import bridge
+from cluster.carp.fakes import FakeAddresses, FakeGratuitous, FakeLink
+from cluster.carp.runner import HostSnapshot, Runner, RunnerSnapshot
+from cluster.carp.types import Reason, State, VirtualHostConfig
+from cluster.models import Transition
+from tests.carp.netns import wait_until
+from tests.factories import ALIAS_SECRET, make_alias, make_nodes
+
+VIP = ipaddress.ip_interface("192.0.2.100/32")
+SRC = ipaddress.ip_address("192.0.2.11")
+
+
+def vhost(vhid: int = 42, advskew: int = 0, password: bytes = b"s3cret") -> VirtualHostConfig:
+    return VirtualHostConfig(
+        vhid=vhid,
+        interface="eth0",
+        password=password,
+        addresses=(ipaddress.ip_interface(f"192.0.2.{vhid}/32"),),
+        advskew=advskew,
+        src_ip=SRC,
+    )
+
+
+def node_config(*vhosts: VirtualHostConfig, version: str = "v1", maintenance: bool = False):
+    return bridge.NodeConfig("node1", tuple(vhosts), maintenance, version)
+
+
+def host_snapshot(state: State = State.MASTER, **kw) -> HostSnapshot:
+    values: dict[str, Any] = {
+        "interface": "eth0",
+        "vhid": 42,
+        "state": state,
+        "advbase": 1,
+        "advskew": 0,
+        "addresses": (VIP,),
+        "adverts_sent": 3,
+        "adverts_received": 0,
+        "last_reason": Reason.MASTER_DOWN,
+        "last_change": 1.0,
+        "master": SRC if state is State.MASTER else None,
+        "last_from": State.BACKUP,
+        "last_at": 1234.5,
+    }
+    values.update(kw)
+    return HostSnapshot(**values)
+
+
+class SnapshotBox:
+    """A settable RunnerSnapshot for a publisher under test."""
+
+    def __init__(self, *hosts: HostSnapshot) -> None:
+        self.snap = RunnerSnapshot(tuple(hosts), {"bad_hmac": 2}, {}, True)
+
+    def __call__(self) -> RunnerSnapshot:
+        return self.snap
+
+    def set(self, *hosts: HostSnapshot) -> None:
+        self.snap = RunnerSnapshot(tuple(hosts), self.snap.drops, {}, True)
+
+
+def status() -> dict[str, object]:
+    return {"config_version": "v1", "config_source": "database", "demotion": 0}
+
+
+def client(url: str):
+    return statekeys.sync_client(url)
+
+
+# ---- the publisher ---------------------------------------------------------------------
+def test_publishing_never_blocks_when_redis_is_gone_and_overflows_are_counted(tmp_path):
+    dead = f"redis+socket://{tmp_path / 'nobody-listens.sock'}"
+    publisher = bridge.RedisStatePublisher(
+        "node1", dead, SnapshotBox(host_snapshot()), status, queue_size=100, interval=0.01
+    )
+    publisher.start()
+    try:
+        began = time.monotonic()
+        for _ in range(20_000):
+            publisher.publish(
+                "eth0", 42, State.MASTER, Reason.MASTER_DOWN, old=State.BACKUP, at=time.time()
+            )
+            publisher.changed("eth0", 42)
+        # 40,000 calls: each is a put_nowait, never a connection attempt.
+        assert time.monotonic() - began < 1.0
+        assert publisher.overflows > 0
+        wait_until(lambda: publisher.redis_down, 5, what="the drainer to notice the outage")
+    finally:
+        publisher.stop()
+
+
+def test_the_drainer_logs_a_redis_outage_once_not_per_message(tmp_path, caplog):
+    dead = f"redis+socket://{tmp_path / 'nobody-listens.sock'}"
+    publisher = bridge.RedisStatePublisher(
+        "node1", dead, SnapshotBox(host_snapshot()), status, interval=0.01
+    )
+    publisher.start()
+    try:
+        for _ in range(50):
+            publisher.changed("eth0", 42)
+            time.sleep(0.005)
+    finally:
+        publisher.stop()
+    outage_lines = [r for r in caplog.records if "Redis" in r.getMessage()]
+    assert len(outage_lines) == 1, [r.getMessage() for r in outage_lines]
+
+
+def test_it_writes_the_contracts_keys_and_messages(redis_url):
+    box = SnapshotBox(host_snapshot())
+    publisher = bridge.RedisStatePublisher("node1", redis_url, box, status, interval=0.05)
+    r = client(redis_url)
+    sub = r.pubsub()
+    sub.subscribe(statekeys.EVENTS_CHANNEL)
+    sub.get_message(timeout=1)  # the subscribe confirmation
+    publisher.start()
+    try:
+        publisher.publish("eth0", 42, State.MASTER, Reason.MASTER_DOWN, old=State.BACKUP, at=5.0)
+        messages: list[dict[str, Any]] = []
+
+        def seen_all() -> bool:
+            messages.extend(_drain(sub))
+            return {"transition", "vhost", "heartbeat"} <= {m["kind"] for m in messages}
+
+        wait_until(
+            seen_all,
+            5,
+            what="transition, vhost and heartbeat messages",
+        )
+        transition = next(m for m in messages if m["kind"] == "transition")
+        assert (transition["from"], transition["to"], transition["at"]) == ("backup", "master", 5.0)
+        assert transition["reason"] == "master_down"
+        assert {"kind": "node", "node": "node1", "status": "started"}.items() <= next(
+            m for m in messages if m["kind"] == "node"
+        ).items()
+        fields = r.hgetall(statekeys.vhost_key("node1", "eth0", 42))
+        assert tuple(sorted(fields)) == tuple(sorted(statekeys.VHOST_FIELDS))
+        assert (fields["state"], fields["master"], fields["last_from"]) == (
+            "master",
+            "192.0.2.11",
+            "backup",
+        )
+        assert r.smembers(statekeys.node_vhosts_key("node1")) == {"eth0:42"}
+        beat = json.loads(r.get(statekeys.heartbeat_key("node1")))
+        assert (beat["config_source"], beat["drops"]) == ("database", {"bad_hmac": 2})
+        assert 0 < r.ttl(statekeys.heartbeat_key("node1")) <= statekeys.HEARTBEAT_TTL
+        # A vhost that the node no longer runs leaves the set and its hash goes.
+        box.set()
+        wait_until(
+            lambda: not r.exists(statekeys.vhost_key("node1", "eth0", 42)), 5, what="cleanup"
+        )
+    finally:
+        publisher.stop()
+    assert not r.exists(statekeys.heartbeat_key("node1"))
+    assert any(m.get("status") == "stopped" for m in _drain(sub))
+    sub.close()
+    r.close()
+
+
+def _drain(sub) -> list[dict[str, Any]]:
+    found = []
+    while (message := sub.get_message(timeout=0.05)) is not None:
+        if message["type"] == "message":
+            found.append(statekeys.decode_message(message["data"]))
+    return found
+
+
+def test_after_a_redis_outage_it_republishes_the_whole_state(redis_server, redis_url):
+    # The drainer's steps called directly (no thread), so the subscriber is surely
+    # listening before the catch-up tick.
+    box = SnapshotBox(host_snapshot(State.BACKUP, master=ipaddress.ip_address("192.0.2.12")))
+    publisher = bridge.RedisStatePublisher("node1", redis_url, box, status)
+    key = statekeys.vhost_key("node1", "eth0", 42)
+    try:
+        publisher.tick()
+        r = client(redis_url)
+        assert r.hget(key, "state") == "backup"
+        r.close()
+        redis_server.stop()
+        # The master died while Redis was away: this node took over.
+        box.set(host_snapshot(State.MASTER))
+        began = time.monotonic()
+        publisher.tick()
+        publisher._handle([("transition", ("eth0", 42, "backup", "master", "master_down", 9.0))])
+        assert publisher.redis_down
+        assert time.monotonic() - began < 0.5  # no retries with backoff inside the drainer
+        redis_server.start()
+        r = client(redis_url)
+        sub = r.pubsub()
+        sub.subscribe(statekeys.EVENTS_CHANNEL)
+        sub.get_message(timeout=1)
+        publisher.tick()
+        assert not publisher.redis_down
+        assert (r.hget(key, "state"), r.hget(key, "master")) == ("master", "192.0.2.11")
+        vhost_messages = [m for m in _drain(sub) if m["kind"] == "vhost"]
+        assert [(m["vhid"], m["state"]) for m in vhost_messages] == [(42, "master")]
+        publisher.tick()  # caught up: the next tick refreshes the hashes silently
+        assert [m["kind"] for m in _drain(sub)] == ["heartbeat"]
+        sub.close()
+        r.close()
+    finally:
+        if redis_server.process is None:
+            redis_server.start()
+
+
+# ---- the local configuration -----------------------------------------------------------
+def test_the_local_file_round_trips_encrypted_and_private(tmp_path):
+    store = bridge.LocalConfigStore.for_node(tmp_path, "node1")
+    config = node_config(vhost(42, password=b"pass-word-42"), vhost(43, advskew=100))
+    store.save(config)
+    assert store.path == tmp_path / "carp" / "node1.json"
+    assert stat.S_IMODE(os.stat(store.path).st_mode) == 0o600
+    text = store.path.read_text()
+    assert b"pass-word-42" not in text.encode()
+    assert "192.0.2.42" not in text
+    assert store.load() == config
+    assert [p.name for p in store.path.parent.iterdir()] == ["node1.json"]  # no temp left
+
+
+def test_a_missing_or_unreadable_local_file_is_no_configuration(tmp_path, settings):
+    store = bridge.LocalConfigStore.for_node(tmp_path, "node1")
+    assert store.load() is None
+    store.save(node_config(vhost()))
+    settings.CLUSTER_SECRET_KEY = "another-key-of-at-least-32-characters!!"
+    assert store.load() is None
+
+
+# ---- the engine over fake ports ----------------------------------------------------------
+class SelectableFakeLink(FakeLink):
+    """A FakeLink the runner can select() on (never readable), so the loop sleeps."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._read, self._write = os.pipe()
+
+    def fileno(self) -> int:
+        return self._read
+
+    def close(self) -> None:
+        super().close()
+        for fd in (self._read, self._write):
+            os.close(fd)
+
+
+class FakePorts:
+    def __init__(self) -> None:
+        self.addresses = FakeAddresses()
+        self.links: list[FakeLink] = []
+        self.watched: set[str] = set()
+        self.closed = False
+
+    def runner(self, configs, **options) -> Runner:
+        def open_link(interface, source):
+            link = SelectableFakeLink(interface, source)
+            self.links.append(link)
+            return link
+
+        return Runner(
+            configs,
+            open_link=open_link,
+            addresses=self.addresses,
+            gratuitous=FakeGratuitous(),
+            **options,
+        )
+
+    def watch(self, interfaces) -> None:
+        self.watched |= set(interfaces)
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class ConfigSource:
+    """A stand-in for the database: answers with ``config`` or raises ``error``."""
+
+    def __init__(self, config=None, error: Exception | None = None) -> None:
+        self.config = config
+        self.error = error
+        self.reads = 0
+
+    def __call__(self, node: str):
+        self.reads += 1
+        if self.error is not None:
+            raise self.error
+        return self.config
+
+
+@pytest.fixture
+def make_engine(tmp_path, redis_url):
+    engines: list[bridge.Engine] = []
+
+    def make(source: ConfigSource, **kw) -> bridge.Engine:
+        engine = bridge.Engine(
+            "node1",
+            FakePorts(),
+            redis_url=redis_url,
+            store=bridge.LocalConfigStore.for_node(tmp_path, "node1"),
+            retention_days=30,
+            read_config=source,
+            startup_timeout=kw.pop("startup_timeout", 1.0),
+            retry_interval=kw.pop("retry_interval", 0.05),
+            heartbeat_interval=0.05,
+            **kw,
+        )
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.stop(timeout=5)
+
+
+def hosts(engine: bridge.Engine) -> dict[int, HostSnapshot]:
+    return {h.vhid: h for h in engine.runner.snapshot().hosts}
+
+
+def test_converge_skips_a_configuration_it_already_applied(make_engine, monkeypatch):
+    source = ConfigSource(node_config(vhost(42), version="v1"))
+    engine = make_engine(source)
+    calls = []
+    real = engine.runner.reconfigure
+
+    def spy(configs):
+        calls.append(configs)
+        real(configs)
+
+    monkeypatch.setattr(engine.runner, "reconfigure", spy)
+    engine.start()
+    assert [len(c) for c in calls] == [1]
+    assert engine.converge()["changed"] is False
+    assert len(calls) == 1
+    source.config = node_config(vhost(42), vhost(43), version="v2")
+    assert engine.converge()["changed"] is True
+    wait_until(lambda: set(hosts(engine)) == {42, 43}, 5, what="vhid 43 to start")
+    assert engine.store.load() == source.config
+
+
+def test_maintenance_demotes_the_node_by_240(make_engine):
+    source = ConfigSource(node_config(vhost(42, advskew=20), version="v1"))
+    engine = make_engine(source)
+    engine.start()
+    source.config = node_config(vhost(42, advskew=20), version="v2", maintenance=True)
+    engine.converge()
+    wait_until(lambda: hosts(engine)[42].advertised_advskew == 240, 5, what="the demotion")
+    assert engine.demotion == bridge.MAINTENANCE_DEMOTION == 240
+
+
+def test_with_the_database_down_it_starts_from_the_local_file_then_converges(make_engine, tmp_path):
+    bridge.LocalConfigStore.for_node(tmp_path, "node1").save(node_config(vhost(42), version="old"))
+    source = ConfigSource(error=ConnectionError("database is down"))
+    engine = make_engine(source, startup_timeout=0.2)
+    engine.start()
+    assert engine.config_source == "local"
+    wait_until(lambda: set(hosts(engine)) == {42}, 5, what="the local configuration to run")
+    reads = source.reads
+    wait_until(lambda: source.reads > reads + 1, 5, what="the database to be retried")
+    source.config = node_config(vhost(43), version="new")
+    source.error = None
+    wait_until(lambda: engine.config_source == "database", 5, what="the database to win")
+    wait_until(lambda: set(hosts(engine)) == {43}, 5, what="the database's configuration")
+    assert engine.store.load().version == "new"
+
+
+def test_with_no_database_and_no_file_it_runs_nothing_and_keeps_trying(make_engine):
+    source = ConfigSource(error=ConnectionError("database is down"))
+    engine = make_engine(source, startup_timeout=0.2)
+    engine.start()
+    assert (engine.applied, engine.config_source) == (None, "none")
+    assert engine.runner.snapshot().hosts == ()
+    source.config, source.error = node_config(vhost(42)), None
+    wait_until(lambda: set(hosts(engine)) == {42}, 5, what="the configuration to arrive")
+
+
+def test_a_graceful_stop_removes_the_vips_and_closes_the_ports(make_engine):
+    engine = make_engine(ConfigSource(node_config(vhost(42, advskew=0))))
+    engine.start()
+    # No peer: the lone node is MASTER after 3 x advbase (CARP.md).
+    wait_until(lambda: hosts(engine)[42].state is State.MASTER, 6, what="MASTER")
+    assert engine.ports.addresses.list("eth0") == {ipaddress.ip_interface("192.0.2.42/32")}
+    assert engine.stop(timeout=5)
+    assert engine.ports.addresses.list("eth0") == set()
+    assert engine.ports.closed
+
+
+# ---- configuration from the database ---------------------------------------------------
+@pytest.mark.django_db
+def test_read_database_builds_the_nodes_virtual_hosts_and_a_version():
+    node1, _node2, _node3 = make_nodes(3)
+    alias = make_alias(42)
+    config = bridge.read_database("node1")
+    assert [(v.vhid, v.password, v.src_ip) for v in config.vhosts] == [
+        (42, ALIAS_SECRET.encode(), ipaddress.ip_address(node1.address))
+    ]
+    assert bridge.read_database("node1").version == config.version
+    services.update_alias(None, alias, {"addresses": ["192.0.2.42/24", "192.0.2.43/24"]},
+                          partial=True)  # fmt: skip
+    assert bridge.read_database("node1").version != config.version
+    before = bridge.read_database("node1").version
+    services.update_node(None, node1, {"maintenance": True}, partial=True)
+    after = bridge.read_database("node1")
+    assert (after.maintenance, after.version != before) == (True, True)
+    assert bridge.read_database("node3").vhosts == ()  # not in the alias
+    assert bridge.read_database("nobody").vhosts == ()
+
+
+# ---- history ---------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_transitions_are_written_kept_while_the_database_fails_and_bounded(monkeypatch):
+    make_nodes(1)
+    recorder = bridge.TransitionRecorder("node1", retention_days=30, buffer_size=3)
+    at = time.time()
+    recorder.add("eth0", 42, "backup", "master", "master_down", at)
+    fail = threading.Event()
+    fail.set()
+    real = Transition.objects.bulk_create
+
+    def bulk_create(objs, *args, **kwargs):
+        if fail.is_set():
+            raise ConnectionError("database is down")
+        return real(objs, *args, **kwargs)
+
+    monkeypatch.setattr(Transition.objects, "bulk_create", bulk_create)
+    assert recorder.flush() is False
+    assert recorder.pending == 1
+    for vhid in (43, 44, 45):
+        recorder.add("eth0", vhid, "init", "backup", "startup", at)
+    assert (recorder.pending, recorder.dropped) == (3, 1)  # the oldest went
+    fail.clear()
+    assert recorder.flush() is True
+    assert recorder.pending == 0
+    rows = list(Transition.objects.order_by("vhid").values_list("vhid", "to_state", "reason"))
+    assert rows == [(43, "backup", "startup"), (44, "backup", "startup"),
+                    (45, "backup", "startup")]  # fmt: skip
+    row = Transition.objects.get(vhid=43)
+    assert abs(row.at.timestamp() - at) < 0.001
+    assert row.node.name == "node1"
+
+
+@pytest.mark.django_db
+def test_old_transitions_are_pruned_by_the_recorder_and_the_command():
+    (node,) = make_nodes(1)
+    now = timezone.now()
+    for days in (40, 31, 29, 1):
+        Transition.objects.create(
+            node=node, vhid=days, from_state="backup", to_state="master", reason="master_down",
+            at=now - datetime.timedelta(days=days),
+        )  # fmt: skip
+    assert bridge.TransitionRecorder("node1", retention_days=30).prune() == 2
+    assert sorted(Transition.objects.values_list("vhid", flat=True)) == [1, 29]
+    call_command("prune_transitions", days=10)
+    assert list(Transition.objects.values_list("vhid", flat=True)) == [1]
