@@ -211,6 +211,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # One name per choice set that several fields share (transitions' from/to).
+    "ENUM_NAME_OVERRIDES": {
+        "CarpStateEnum": "cluster.choices.CarpState",
+        "PriorityEnum": "cluster.choices.Priority.values",
+    },
 }
 
 LOG_LEVEL = envstr("LOG_LEVEL", "INFO").upper()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth import views as auth_views
-from django.urls import path, reverse_lazy
+from django.urls import path, re_path, reverse_lazy
 
 from cluster import views
 
@@ -30,9 +30,16 @@ urlpatterns = [
     path("system/advanced/ip-alias/<int:pk>/edit/", views.alias_edit, name="alias-edit"),
     path("system/advanced/ip-alias/<int:pk>/delete/", views.alias_delete, name="alias-delete"),
     path("system/cluster/", views.cluster_overview, name="cluster"),
+    path("system/cluster/events/", views.cluster_events, name="cluster-events"),
     path("system/cluster/nodes/", views.node_list, name="node-list"),
     path("system/cluster/nodes/add/", views.node_add, name="node-add"),
     path("system/cluster/nodes/<int:pk>/edit/", views.node_edit, name="node-edit"),
     path("system/cluster/nodes/<int:pk>/delete/", views.node_delete, name="node-delete"),
+    # Demo mode only (404 otherwise): "fail" or "restore", POST.
+    re_path(
+        r"^system/cluster/nodes/(?P<name>[-a-z0-9]+)/(?P<action>fail|restore)$",
+        views.node_demo_action,
+        name="node-demo",
+    ),
     path("system/audit/", views.audit_log, name="audit-log"),
 ]

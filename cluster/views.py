@@ -7,22 +7,34 @@ view that can change something: the support role gets 403 from it.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any, TypeVar
 
+from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count
-from django.http import HttpRequest, HttpResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseForbidden,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_POST
+from redis.exceptions import RedisError
 
-from cluster import access, choices, services
+from cluster import access, choices, live, services, statekeys
 from cluster.forms import AliasForm, NodeForm, add_service_errors, error_items, node_initial
 from cluster.models import AuditEntry, IPAlias, Node
 
@@ -56,37 +68,37 @@ change_required = _guard(access.can_change, "Your role cannot change the configu
 @dataclass(frozen=True)
 class AliasRow:
     """An alias with one cell per node, in the nodes' column order: the node's
-    tier and derived advskew, or None where the node is not a member."""
+    tier and derived advskew, or None where the node is not a member; and its
+    live status (None when the alias appeared after the status was read)."""
 
     alias: IPAlias
     addresses: list[str]
     cells: list[services.PriorityView | None]
-    nodes: Sequence[Node]
+    status: live.AliasStatus | None = None
 
     @property
-    def expected_owner(self) -> Node | None:
-        """The member that should be master: the lowest advskew among the members
-        not in maintenance; none while the alias is disabled."""
-        if not self.alias.enabled:
-            return None
-        members = [
-            (cell.advskew, node)
-            for cell, node in zip(self.cells, self.nodes, strict=True)
-            if cell is not None and not node.maintenance
-        ]
-        return min(members, key=lambda member: member[0])[1] if members else None
+    def live_cells(self) -> list[tuple[services.PriorityView | None, live.Cell | None]]:
+        """(tier, live cell) per node, for the cluster page's matrix."""
+        if self.status is None:
+            return [(cell, None) for cell in self.cells]
+        return list(zip(self.cells, self.status.cells, strict=True))
 
 
-def alias_rows(nodes: Sequence[Node]) -> list[AliasRow]:
-    """Every alias with its addresses and per-node tiers, in three queries."""
+def alias_rows(nodes: Sequence[Node], status: live.Status | None = None) -> list[AliasRow]:
+    """Every alias with its addresses and per-node tiers, in three queries, and
+    its part of ``status`` when given (matched by id: the status is read apart)."""
     aliases = list(IPAlias.objects.all())
     views = services.alias_views(aliases)
+    by_id = {row.id: row for row in status.aliases} if status else {}
     rows = []
     for alias in aliases:
         view = views[alias.pk]
         by_node = {priority.node: priority for priority in view.priorities}
         cells = [by_node.get(node.name) for node in nodes]
-        rows.append(AliasRow(alias, view.addresses, cells, nodes))
+        found = by_id.get(alias.pk)
+        if found is not None and [cell.node for cell in found.cells] != [n.name for n in nodes]:
+            found = None  # a node was added or removed in between
+        rows.append(AliasRow(alias, view.addresses, cells, found))
     return rows
 
 
@@ -120,7 +132,7 @@ def alias_list(request: HttpRequest) -> HttpResponse:
         # reversing two URLs per row was a tenth of the page's time.
         "list_url": reverse("console:alias-list"),
         "nodes": nodes,
-        "rows": alias_rows(nodes),
+        "rows": alias_rows(nodes, live.compute_status()),
         "colspan": len(nodes) + 7 + can_change,
     }
     return render(request, "console/alias_list.html", context)
@@ -194,23 +206,90 @@ def render_confirm_delete(request: HttpRequest, **context: Any) -> HttpResponse:
 @view_required
 def cluster_overview(request: HttpRequest) -> HttpResponse:
     nodes = list(Node.objects.all())
+    status = live.compute_status()
+    rows = alias_rows(nodes, status)
+    history = live.timelines(status.aliases)
     context = {
         "page_title": "Cluster",
         "nav": "cluster",
         "nodes": nodes,
-        "rows": alias_rows(nodes),
+        "status": status,
+        "node_status": status.nodes,
+        "rows": [(row, history.get(row.alias.pk)) for row in rows],
         "colspan": len(nodes) + 3,
+        "demo": settings.DEMO_MODE and access.can_change(request.user),
+        "reason_labels": dict(choices.TransitionReason.choices),
     }
     return render(request, "console/cluster.html", context)
+
+
+async def cluster_events(request: HttpRequest) -> HttpResponseBase:
+    """The live status as server-sent events (``live.event_stream``).
+
+    Session-authenticated like the pages, but answers 403 rather than a
+    redirect to the login page: an EventSource cannot follow one usefully.
+    """
+    user = await request.auser()
+    if not await sync_to_async(access.can_view)(user):
+        return HttpResponseForbidden("Log in with a role in this cluster.")
+    response = StreamingHttpResponse(
+        live.event_stream(settings.REDIS_URL), content_type="text/event-stream"
+    )
+    # identity: GZipMiddleware (or a proxy) buffered every event (NOTES.md);
+    # X-Accel-Buffering: nginx would buffer it too.
+    response["Content-Encoding"] = "identity"
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+DEMO_ACTIONS = {
+    "fail": (
+        "{node} failed: its worker was killed hard, as a crash would. The other nodes "
+        "take over its VIPs within the master-down interval (about 3 x advbase)."
+    ),
+    "restore": (
+        "{node} restored: its worker starts again and, with preempt on, takes back "
+        "the VIPs where it has the highest priority."
+    ),
+}
+
+
+@change_required
+@require_POST
+def node_demo_action(request: HttpRequest, name: str, action: str) -> HttpResponse:
+    """Demo mode's "Fail node" / "Restore node": a request to the demo supervisor
+    (cluster/lab/) on ``statekeys.DEMO_CONTROL_CHANNEL``; it does the killing."""
+    if not settings.DEMO_MODE or action not in DEMO_ACTIONS:
+        raise Http404("Only the demo cluster can fail and restore nodes.")
+    node = get_object_or_404(Node, name=name)
+    message = json.dumps({"action": action, "node": node.name, "at": time.time()})
+    try:
+        client = live.redis_client(settings.REDIS_URL)
+        try:
+            receivers = client.publish(statekeys.DEMO_CONTROL_CHANNEL, message)
+        finally:
+            client.close()
+    except (RedisError, OSError) as exc:
+        messages.error(request, f"Nothing was done: Redis cannot be reached ({exc}).")
+    else:
+        if receivers == 0:
+            messages.error(
+                request, f"Nothing was done to {node.name}: the demo supervisor is not running."
+            )
+        else:
+            messages.success(request, DEMO_ACTIONS[action].format(node=node.name))
+    return redirect("console:cluster")
 
 
 @view_required
 def node_list(request: HttpRequest) -> HttpResponse:
     nodes = Node.objects.annotate(alias_count=Count("priorities"))
+    heartbeats = {node.name: node for node in live.compute_status().nodes}
     context = {
         "page_title": "Cluster nodes",
         "nav": "nodes",
-        "nodes": nodes,
+        "nodes": [(node, heartbeats.get(node.name)) for node in nodes],
         "max_nodes": choices.MAX_NODES,
     }
     return render(request, "console/node_list.html", context)

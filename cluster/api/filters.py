@@ -8,8 +8,8 @@ import django_filters
 from django import forms
 from django.core.exceptions import ValidationError
 
-from cluster import services
-from cluster.models import IPAlias, Node
+from cluster import choices, services
+from cluster.models import IPAlias, Node, Transition
 
 
 class FlagField(forms.Field):
@@ -60,3 +60,29 @@ class NodeFilterSet(django_filters.FilterSet):  # type: ignore[misc]
     class Meta:
         model = Node
         fields = ["name", "interface", "ordinal", "maintenance"]
+
+
+class IntegerFilter(django_filters.NumberFilter):  # type: ignore[misc]
+    """A whole number: NumberFilter's decimal field took ``?vhid=1.5``."""
+
+    field_class = forms.IntegerField
+
+
+class TransitionFilterSet(django_filters.FilterSet):  # type: ignore[misc]
+    """``?node=node1&vhid=1&since=2025-01-01T00:00:00Z&until=…``: a malformed
+    value is a 400 that names its parameter."""
+
+    node = django_filters.CharFilter(field_name="node__name", label="Node name")
+    vhid = IntegerFilter(
+        field_name="vhid", min_value=choices.VHID_MIN, max_value=choices.VHID_MAX, label="VHID"
+    )
+    since = django_filters.IsoDateTimeFilter(
+        field_name="at", lookup_expr="gte", label="At or after (ISO 8601)"
+    )
+    until = django_filters.IsoDateTimeFilter(
+        field_name="at", lookup_expr="lt", label="Before (ISO 8601)"
+    )
+
+    class Meta:
+        model = Transition
+        fields = ["node", "vhid", "interface", "since", "until"]

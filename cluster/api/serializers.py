@@ -19,9 +19,9 @@ from rest_framework import serializers
 from rest_framework.fields import empty
 from rest_framework.settings import api_settings
 
-from cluster import services
+from cluster import live, services
 from cluster.choices import Priority
-from cluster.models import IPAlias, Node
+from cluster.models import IPAlias, Node, Transition
 
 
 @extend_schema_field({"type": "string", "enum": list(Priority.values)})
@@ -151,3 +151,76 @@ class NodeSerializer(ServiceInput, serializers.Serializer[Node]):
     def update(self, instance: Node, validated_data: dict[str, Any]) -> Node:
         user = self.context["request"].user
         return services.update_node(user, instance, validated_data, partial=self.partial)
+
+
+# GET /api/v1/status/ renders cluster.live.Status.as_dict() as it is (the event
+# stream sends the same body); these serializers describe it for the schema,
+# and tests/api/test_status.py checks that the two keep the same fields.
+
+
+class NodeStatusSerializer(serializers.Serializer[dict[str, Any]]):
+    name = serializers.CharField()
+    ordinal = serializers.IntegerField()
+    maintenance = serializers.BooleanField()
+    reporting = serializers.BooleanField(help_text="Its heartbeat key is present in Redis.")
+    last_seen = serializers.FloatField(
+        allow_null=True, help_text="Epoch seconds of its last heartbeat (or last write)."
+    )
+    config_source = serializers.CharField(help_text='"database", "local" or "" (unknown).')
+    config_version = serializers.IntegerField(allow_null=True)
+    summary = serializers.CharField(help_text="What the pages show, e.g. 'reporting · …'.")
+
+
+class CellSerializer(serializers.Serializer[dict[str, Any]]):
+    node = serializers.CharField()
+    tier = PriorityField(allow_null=True, help_text="null: the node is not a member.")
+    advskew = serializers.IntegerField(allow_null=True, help_text="The derived advskew.")
+    state = serializers.ChoiceField(choices=list(live.STATES))
+    advertised_advskew = serializers.IntegerField(
+        allow_null=True, help_text="What the engine advertises (higher when demoted)."
+    )
+    last_reason = serializers.CharField(help_text="Reason of its last transition.")
+    last_at = serializers.FloatField(allow_null=True, help_text="Epoch seconds.")
+
+
+class AliasStatusSerializer(serializers.Serializer[dict[str, Any]]):
+    id = serializers.IntegerField()
+    vhid = serializers.IntegerField()
+    interface = serializers.CharField()
+    addresses = serializers.ListField(child=serializers.CharField())
+    enabled = serializers.BooleanField()
+    description = serializers.CharField()
+    cells = CellSerializer(many=True, help_text="One per node, in ordinal order.")
+    expected_owner = serializers.CharField(
+        allow_null=True, help_text="Lowest derived advskew among members up."
+    )
+    masters = serializers.ListField(child=serializers.CharField())
+    mismatch = serializers.BooleanField(help_text="masters differ from [expected_owner].")
+    summary = serializers.CharField(help_text='e.g. "MASTER on node2".')
+
+
+class AlertSerializer(serializers.Serializer[dict[str, Any]]):
+    kind = serializers.ChoiceField(choices=list(live.ALERT_KINDS))
+    message = serializers.CharField()
+    node = serializers.CharField(allow_null=True)
+    vhid = serializers.IntegerField(allow_null=True)
+    interface = serializers.CharField(allow_null=True)
+
+
+class StatusSerializer(serializers.Serializer[dict[str, Any]]):
+    available = serializers.BooleanField(help_text="false: Redis cannot be reached.")
+    error = serializers.CharField()
+    generated_at = serializers.FloatField(help_text="Epoch seconds.")
+    nodes = NodeStatusSerializer(many=True)
+    aliases = AliasStatusSerializer(many=True)
+    alerts = AlertSerializer(many=True)
+
+
+class TransitionSerializer(serializers.ModelSerializer[Transition]):
+    node: serializers.SlugRelatedField[Node] = serializers.SlugRelatedField(
+        slug_field="name", read_only=True
+    )
+
+    class Meta:
+        model = Transition
+        fields = ["id", "node", "vhid", "interface", "from_state", "to_state", "reason", "at"]

@@ -11,10 +11,12 @@ app_name = "api"
 router = DefaultRouter()
 router.register("nodes", views.NodeViewSet, basename="node")
 router.register("aliases", views.AliasViewSet, basename="ipalias")
+router.register("transitions", views.TransitionViewSet, basename="transition")
 
 urlpatterns = [
     # POST username and password, get the user's token (DRF authtoken): how automation
     # obtains the `Authorization: Token …` header without the admin.
     path("auth/token/", obtain_auth_token, name="token"),
+    path("status/", views.StatusView.as_view(), name="status"),
     *router.urls,
 ]

@@ -12,11 +12,17 @@ from drf_spectacular.views import SpectacularSwaggerView
 from rest_framework import viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
-from cluster import access, services
-from cluster.api.filters import AliasFilterSet, NodeFilterSet
-from cluster.api.serializers import AliasSerializer, NodeSerializer
-from cluster.models import IPAlias, Node
+from cluster import access, live, services
+from cluster.api.filters import AliasFilterSet, NodeFilterSet, TransitionFilterSet
+from cluster.api.serializers import (
+    AliasSerializer,
+    NodeSerializer,
+    StatusSerializer,
+    TransitionSerializer,
+)
+from cluster.models import IPAlias, Node, Transition
 
 
 class AliasViewSet(viewsets.ModelViewSet[IPAlias]):
@@ -66,6 +72,30 @@ class NodeViewSet(viewsets.ModelViewSet[Node]):
         force = services.parse_flag(request.query_params.get("force", "")) is True
         services.delete_node(request.user, self.get_object(), force=force)
         return Response(status=204)
+
+
+class StatusView(APIView):
+    """The live matrix: every alias x node with tier, derived advskew and the
+    engine's state, expected and actual owner, and alerts (``cluster.live``).
+
+    Always 200: when Redis cannot be reached, ``available`` is false and every
+    cell's state is ``unknown``.
+    """
+
+    @extend_schema(responses=StatusSerializer)
+    def get(self, request: Request) -> Response:
+        return Response(live.compute_status().as_dict())
+
+
+class TransitionViewSet(viewsets.ReadOnlyModelViewSet[Transition]):
+    """State changes of the virtual hosts as the engines reported them, newest first."""
+
+    serializer_class = TransitionSerializer
+    filterset_class = TransitionFilterSet
+    ordering_fields = ["at"]
+
+    def get_queryset(self) -> QuerySet[Transition]:
+        return Transition.objects.select_related("node").order_by("-at", "-id")
 
 
 _swagger = SpectacularSwaggerView.as_view(url_name="api-schema")

@@ -6,10 +6,20 @@ makes node1..node3 (ordinals 1..3, addresses 198.51.100.11..13).
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
+
+
+@pytest.fixture(autouse=True)
+def _no_redis(settings: Any, tmp_path: Path) -> None:
+    """No Redis unless a test asks for ``redis_url``: never the host's (live
+    state then reads as unavailable, quickly: the socket does not exist)."""
+    settings.REDIS_URL = f"redis+socket://{tmp_path}/no-redis.sock"
 
 
 def token_client(user: User) -> APIClient:

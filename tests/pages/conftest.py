@@ -8,6 +8,9 @@ on eth0 (192.0.2.101/24) with node1 Primary, node2 Secondary, node3 Backup.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
@@ -22,6 +25,13 @@ THREE_TIERS = [
     {"node": "node2", "priority": "secondary"},
     {"node": "node3", "priority": "backup"},
 ]
+
+
+@pytest.fixture(autouse=True)
+def _no_redis(settings: Any, tmp_path: Path) -> None:
+    """No Redis unless a test asks for ``redis_url``: never the host's (live
+    state then reads as unavailable, quickly: the socket does not exist)."""
+    settings.REDIS_URL = f"redis+socket://{tmp_path}/no-redis.sock"
 
 
 @pytest.fixture

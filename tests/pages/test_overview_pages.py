@@ -13,7 +13,7 @@ def test_the_cluster_page_shows_the_matrix_and_the_expected_owner(
     alice, alice_client, nodes, active_active
 ):
     html = alice_client.get("/system/cluster/").content.decode()
-    rows = re.findall(r"<tr>\s*<td[^>]*><span class=\"mono\">(VHID \d).*?</tr>", html, re.S)
+    rows = re.findall(r"<tr[^>]*>\s*<td[^>]*><span class=\"mono\">(VHID \d).*?</tr>", html, re.S)
     assert rows == ["VHID 1", "VHID 2"]
     text = re.sub(r"<[^>]+>", " ", html)
     assert re.search(r"VHID 1 · eth0.*?Primary\s+skew 0.*?Secondary\s+skew 26.*?node1", text, re.S)

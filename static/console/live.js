@@ -1,0 +1,184 @@
+// Live state on the Cluster, IP ALIAS and Cluster nodes pages.
+//
+// The server pushes server-sent events (cluster/live.py, event_stream):
+// "status" carries the whole status (the body of GET /api/v1/status/) and
+// "transition" one engine transition. Every text shown comes from the server
+// (summaries, alert messages); this file only puts values where the page's
+// data- attributes say. The page is complete without it: it is rendered with
+// the same status.
+"use strict";
+
+(function () {
+  var indicator = document.getElementById("live-indicator");
+  if (!indicator || !window.EventSource) {
+    return;
+  }
+  var url = indicator.getAttribute("data-events-url");
+  var labelsNode = document.getElementById("reason-labels");
+  var reasonLabels = labelsNode ? JSON.parse(labelsNode.textContent) : {};
+  var source = null;
+  var retryTimer = null;
+
+  function setIndicator(state, text) {
+    indicator.setAttribute("data-live", state);
+    indicator.textContent = text;
+  }
+
+  function setText(element, text) {
+    if (element && element.textContent !== text) {
+      element.textContent = text;
+    }
+  }
+
+  function owners(cell, names, fallback) {
+    cell.textContent = "";
+    if (names.length) {
+      var strong = document.createElement("strong");
+      strong.textContent = names.join(", ");
+      cell.appendChild(strong);
+    } else {
+      var none = document.createElement("span");
+      none.className = "muted";
+      none.textContent = fallback;
+      cell.appendChild(none);
+    }
+  }
+
+  // The page was rendered for a set of aliases and nodes; when the status
+  // speaks of others (one was added or deleted), only a reload draws them.
+  function sameShape(status) {
+    var rows = document.querySelectorAll("#cluster-matrix tr[data-alias-id]");
+    if (!rows.length && !document.getElementById("cluster-matrix")) {
+      return true;
+    }
+    var ids = Array.prototype.map.call(rows, function (row) {
+      return row.getAttribute("data-alias-id");
+    });
+    var heads = document.querySelectorAll("#cluster-matrix th[data-node]");
+    var names = Array.prototype.map.call(heads, function (th) {
+      return th.getAttribute("data-node");
+    });
+    return (
+      ids.join(",") === status.aliases.map(function (a) { return String(a.id); }).join(",") &&
+      names.join(",") === status.nodes.map(function (n) { return n.name; }).join(",")
+    );
+  }
+
+  function showStatus(status) {
+    if (!sameShape(status)) {
+      window.location.reload();
+      return;
+    }
+    var unavailable = document.getElementById("live-unavailable");
+    if (unavailable) {
+      unavailable.hidden = status.available;
+    }
+    status.nodes.forEach(function (node) {
+      document.querySelectorAll('[data-node-summary="' + node.name + '"]').forEach(function (el) {
+        setText(el, node.summary);
+        el.setAttribute("data-reporting", node.reporting ? "true" : "false");
+      });
+    });
+    status.aliases.forEach(function (alias) {
+      var summary = document.querySelector('[data-alias-summary="' + alias.id + '"]');
+      if (summary) {
+        setText(summary, alias.summary);
+        summary.setAttribute("data-mismatch", alias.mismatch ? "true" : "false");
+      }
+      var row = document.querySelector('#cluster-matrix tr[data-alias-id="' + alias.id + '"]');
+      if (!row) {
+        return;
+      }
+      row.setAttribute("data-mismatch", alias.mismatch ? "true" : "false");
+      alias.cells.forEach(function (cell) {
+        var td = row.querySelector('td[data-node="' + cell.node + '"]');
+        if (!td) {
+          return;
+        }
+        td.setAttribute("data-state", cell.state);
+        var label = td.querySelector(".state");
+        setText(label, cell.state);
+        if (cell.last_reason) {
+          label.title = "last change: " + cell.last_reason;
+        }
+      });
+      owners(row.querySelector('[data-role="expected-owner"]'),
+        alias.expected_owner ? [alias.expected_owner] : [], "none");
+      owners(row.querySelector('[data-role="actual-owner"]'), alias.masters,
+        status.available ? "none" : "unknown");
+    });
+    var alerts = document.getElementById("cluster-alerts");
+    if (alerts) {
+      alerts.textContent = "";
+      status.alerts.forEach(function (alert) {
+        var li = document.createElement("li");
+        li.className = "alert alert-" + alert.kind;
+        li.setAttribute("data-alert", alert.kind);
+        li.textContent = alert.message;
+        alerts.appendChild(li);
+      });
+    }
+  }
+
+  function pad(n) {
+    return (n < 10 ? "0" : "") + n;
+  }
+
+  function showTransition(message) {
+    var sections = document.querySelectorAll('.timeline[data-vhid="' + message.vhid + '"]');
+    Array.prototype.forEach.call(sections, function (section) {
+      var iface = section.getAttribute("data-interface");
+      if (message.interface && iface !== message.interface) {
+        return;
+      }
+      var list = section.querySelector(".timeline-entries");
+      var empty = list.querySelector(".empty-note");
+      if (empty) {
+        empty.remove();
+      }
+      var at = new Date(message.at * 1000);
+      var li = document.createElement("li");
+      li.setAttribute("data-node", message.node);
+      li.setAttribute("data-to", String(message.to).toUpperCase());
+      li.className = "new";
+      var time = document.createElement("time");
+      time.className = "mono";
+      time.textContent = at.getFullYear() + "-" + pad(at.getMonth() + 1) + "-" + pad(at.getDate()) +
+        " " + pad(at.getHours()) + ":" + pad(at.getMinutes()) + ":" + pad(at.getSeconds());
+      var node = document.createElement("strong");
+      node.textContent = message.node;
+      var reason = document.createElement("span");
+      reason.className = "muted";
+      reason.textContent = "(" + (reasonLabels[message.reason] || message.reason) + ")";
+      li.append(time, " ", node, " " + String(message.from).toUpperCase() + " \u2192 " +
+        String(message.to).toUpperCase() + " ", reason);
+      list.insertBefore(li, list.firstChild);
+    });
+  }
+
+  function connect() {
+    retryTimer = null;
+    setIndicator("connecting", "connecting…");
+    source = new EventSource(url);
+    source.addEventListener("open", function () {
+      setIndicator("connected", "live");
+    });
+    source.addEventListener("status", function (event) {
+      setIndicator("connected", "live");
+      showStatus(JSON.parse(event.data));
+    });
+    source.addEventListener("transition", function (event) {
+      showTransition(JSON.parse(event.data));
+    });
+    source.addEventListener("error", function () {
+      setIndicator("disconnected", "disconnected");
+      // The browser retries by itself unless the server refused the stream
+      // (e.g. a 403 after logging out elsewhere): then try again later.
+      if (source.readyState === EventSource.CLOSED && retryTimer === null) {
+        retryTimer = window.setTimeout(connect, 5000);
+      }
+    });
+  }
+
+  connect();
+})();
