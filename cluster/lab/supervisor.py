@@ -64,7 +64,7 @@ def running_supervisor(state: dict[str, Any] | None) -> int | None:
     return None
 
 
-def clean_stale(var_dir: Path) -> list[str]:
+def clean_stale(var_dir: Path, prefix: str = PREFIX) -> list[str]:
     """Remove what a crashed demo left: its processes (by pid and start time, so a
     reused pid is never hit), its namespaces and its state file. Returns what was
     done, one line each. Refuses while that demo's supervisor still runs."""
@@ -78,7 +78,7 @@ def clean_stale(var_dir: Path) -> list[str]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             done.append(f"killed stale process {pid}")
-    done += [f"deleted stale namespace {name}" for name in remove_namespaces(PREFIX)]
+    done += [f"deleted stale namespace {name}" for name in remove_namespaces(prefix)]
     with contextlib.suppress(FileNotFoundError):
         state_path(var_dir).unlink()
         done.append("removed the stale state file")
@@ -93,6 +93,7 @@ class Supervisor:
         self.var_dir = var_dir
         self.requests: queue.Queue[dict[str, Any]] = queue.Queue()
         self.stopping = threading.Event()
+        self.listening = threading.Event()  # subscribed: a request published now arrives
         self.failed: set[str] = set()
         self.reported_exit: set[int] = set()
 
@@ -122,11 +123,13 @@ class Supervisor:
                 client = statekeys.sync_client(self.lab.redis_url, timeout=2.0)
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(statekeys.DEMO_CONTROL_CHANNEL)
+                self.listening.set()
                 while not self.stopping.is_set():
                     message = pubsub.get_message(timeout=0.5)
                     if message is not None:
                         self._queue(message.get("data"))
             except Exception as exc:  # any Redis or socket error: wait and reconnect
+                self.listening.clear()
                 logger.debug("control channel: %s; reconnecting", exc)
                 self.stopping.wait(1.0)
 
@@ -184,11 +187,12 @@ class Supervisor:
                 self.write_state()
 
     def run(self) -> None:
-        """Serve requests until SIGINT or SIGTERM (which raise KeyboardInterrupt)."""
+        """Serve requests until SIGINT or SIGTERM (which raise KeyboardInterrupt in the
+        main thread), or until :attr:`stopping` is set (a test runs it in a thread)."""
         listener = threading.Thread(target=self.listen, name="demo-control", daemon=True)
         listener.start()
         try:
-            while True:
+            while not self.stopping.is_set():
                 try:
                     request = self.requests.get(timeout=0.5)
                 except queue.Empty:

@@ -1,0 +1,116 @@
+"""The lab's parts that need no namespace: the root check, the stand-in mail
+service's dialogue, the state file's guard and ``demo_setup --nodes``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from cluster.lab import smtp
+from cluster.lab.lab import REPO, Lab, process_start_time
+from cluster.lab.supervisor import clean_stale, state_path
+from cluster.models import IPAlias, Node
+
+
+def test_the_demo_says_plainly_that_it_needs_root_and_why(tmp_path):
+    argv = [sys.executable, "-m", "cluster.lab", "--var-dir", str(tmp_path), "demo"]
+    if os.geteuid() == 0:  # drop to an unprivileged user, as a developer would run it
+        argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *argv]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "python -m cluster.lab demo needs root" in done.stderr
+    for reason in ("network namespaces", "raw sockets", "netlink"):
+        assert reason in done.stderr
+    assert not list(tmp_path.iterdir())  # it refused before doing anything
+
+
+@pytest.mark.parametrize(
+    ("line", "answer", "closes"),
+    [
+        ("EHLO client.example\r\n", "250 node2", False),
+        ("helo x\r\n", "250 node2", False),
+        ("NOOP\r\n", "250 OK", False),
+        ("MAIL FROM:<a@b.example>\r\n", "502 command not implemented", False),
+        ("QUIT\r\n", "221 node2 closing", True),
+    ],
+)
+def test_the_mail_stand_in_speaks_just_enough_smtp(line, answer, closes):
+    assert smtp.reply("node2", line) == (answer, closes)
+
+
+def test_the_mail_stand_in_greets_with_the_nodes_name():
+    async def dialogue() -> list[bytes]:
+        server = await asyncio.start_server(
+            lambda r, w: smtp._session("node3", r, w), "127.0.0.1", 0
+        )
+        async with server:
+            reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+            writer.write(b"EHLO me\r\nRCPT TO:<x@y.example>\r\nQUIT\r\n")
+            # Read to the end: the session has closed its side, so no task is left pending.
+            lines = (await reader.read()).splitlines()
+            writer.close()
+            return lines
+
+    assert asyncio.run(dialogue()) == [
+        b"220 node3 ESMTP demo stand-in (node3 answers)",
+        b"250 node3",
+        b"502 command not implemented",
+        b"221 node3 closing",
+    ]
+
+
+def test_clean_stale_refuses_while_the_demo_runs(tmp_path):
+    path = state_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    me = os.getpid()
+    path.write_text(f'{{"pid": {me}, "started": {process_start_time(me)}, "processes": {{}}}}')
+    with pytest.raises(SystemExit, match="already running"):
+        clean_stale(tmp_path, f"ct{me}none-")
+    assert path.exists()
+
+
+def test_a_labs_names_and_environment(tmp_path):
+    lab = Lab(tmp_path / "w", nodes=3, migrate=False)
+    assert lab.var_dir == Path(tmp_path / "w" / "var").resolve()
+    assert lab.node_names == ["node1", "node2", "node3"]
+    assert lab.ns("node3") == f"{lab.prefix}n3"
+    assert lab.env["REDIS_URL"] == f"redis+socket://{lab.workdir}/redis.sock"
+    assert lab.env["VAR_DIR"] == str(lab.var_dir)
+    assert "DATABASE_URL" not in lab.env
+    with pytest.raises(KeyError):
+        lab.index("node4")
+    with pytest.raises(ValueError, match="1 to 9"):
+        Lab(tmp_path, nodes=10)
+
+
+def tiers() -> dict[int, dict[str, str]]:
+    return {
+        alias.vhid: {p.node.name: p.priority for p in alias.priorities.all()}
+        for alias in IPAlias.objects.all()
+    }
+
+
+def test_demo_setup_nodes_makes_every_further_node_a_backup(db, tmp_path):
+    call_command("demo_setup", var_dir=str(tmp_path), nodes=5, stdout=StringIO())
+    assert [(n.name, n.address) for n in Node.objects.order_by("ordinal")] == [
+        (f"node{i}", f"192.0.2.{10 + i}") for i in range(1, 6)
+    ]
+    backups = {f"node{i}": "backup" for i in (3, 4, 5)}
+    assert tiers() == {
+        1: {"node1": "primary", "node2": "secondary", **backups},
+        2: {"node2": "primary", "node1": "secondary", **backups},
+    }
+
+
+def test_demo_setup_with_one_node_makes_it_primary_of_both(db, tmp_path):
+    out = StringIO()
+    call_command("demo_setup", var_dir=str(tmp_path), nodes=1, stdout=out)
+    assert "created 1 node(s) and 2 aliases" in out.getvalue()
+    assert tiers() == {1: {"node1": "primary"}, 2: {"node1": "primary"}}
