@@ -31,13 +31,19 @@ class Processes:
         log: Path,
         namespace: str | None = None,
         env: Mapping[str, str] | None = None,
+        header: bool = True,
     ) -> Proc:
-        """Start ``argv`` (inside ``namespace`` when given), appending to ``log``."""
+        """Start ``argv`` (inside ``namespace`` when given), appending to ``log``.
+
+        With ``header``, a ``--- <time> <command>`` line first: a log that several
+        runs of one program append to (a restarted worker) shows where each starts.
+        """
         full = ["ip", "netns", "exec", namespace, *argv] if namespace else list(argv)
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
-            out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(full)}\n".encode())
-            out.flush()
+            if header:
+                out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(full)}\n".encode())
+                out.flush()
             proc = subprocess.Popen(
                 full,
                 cwd=self.cwd,

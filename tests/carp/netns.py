@@ -1,102 +1,41 @@
 """A throw-away LAN of network namespaces for the engine's root-only tests and benchmark.
 
-Layout: one namespace holds the bridge ``br0``; every node gets its own
-namespace whose ``eth0`` is a veth into that bridge. Nothing touches the host's
-namespace. Names carry a prefix unique to the run (``ct<pid><random>-``), so
-parallel runs and leftovers of a crashed run never collide. Only documentation
-addresses are used: node *i* (1-based) is 192.0.2.(10+i)/24 and
-2001:db8::(10+i)/64.
+The LAN itself (a bridge namespace, one namespace per node with ``eth0`` a veth
+into the bridge, documentation addresses only: node *i* is 192.0.2.(10+i)/24
+and 2001:db8::(10+i)/64) is the demo lab's :class:`cluster.lab.lan.Lan`, and
+the processes are tracked by :class:`cluster.lab.procs.Processes`; this module
+adds what the engine's tests need on top: our daemon and ucarp per node, and a
+capture of the adverts and announcements crossing the bridge. Names carry a
+prefix unique to the run (``ct<pid><random>-``), so parallel runs and leftovers
+of a crashed run never collide.
 
-Every process started here is tracked by pid and killed by pid on
-:meth:`Cluster.close`, which also deletes every namespace (and with them every
-veth). Use it as a context manager in a pytest fixture so the teardown runs
-when a test fails too.
+Every process started here is killed by pid on :meth:`Cluster.close`, which
+also deletes every namespace (and with them every veth). Use it as a context
+manager in a pytest fixture so the teardown runs when a test fails too.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import ipaddress
 import os
 import secrets
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+
+from cluster.lab.lan import Lan, in_netns, node_ip, node_ip6, sh, wait_until
+from cluster.lab.procs import Proc, Processes
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() else sys.executable
-CLONE_NEWNET = 0x40000000
 ETH_P_ALL = 0x0003
-
-T = TypeVar("T")
-
-
-def node_ip(index: int) -> str:
-    return f"192.0.2.{10 + index}"
-
-
-def node_ip6(index: int) -> str:
-    return f"2001:db8::{10 + index:x}"
-
-
-def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, check=check, capture_output=True, text=True, timeout=30)
-
-
-def wait_until(
-    predicate: Callable[[], T], timeout: float, interval: float = 0.02, what: str = "condition"
-) -> T:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def in_netns(namespace: str, fn: Callable[[], T]) -> T:
-    """Run ``fn`` in a short-lived thread that has entered ``namespace``.
-
-    setns(2) only moves the calling thread; sockets keep the namespace they were
-    made in, so this is how the harness opens a capture socket on the bridge
-    without ever moving the test's own thread.
-    """
-    result: list[T] = []
-    error: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            fd = os.open(f"/run/netns/{namespace}", os.O_RDONLY)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns failed")
-            finally:
-                os.close(fd)
-            result.append(fn())
-        except BaseException as exc:
-            error.append(exc)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if error:
-        raise error[0]
-    return result[0]
 
 
 @dataclass(frozen=True)
@@ -205,21 +144,20 @@ class Cluster:
     def __init__(self, workdir: Path, nodes: int = 3) -> None:
         self.workdir = workdir
         self.prefix = f"ct{os.getpid()}{secrets.token_hex(2)}-"
-        self.bridge = f"{self.prefix}br"
+        self.lan = Lan(self.prefix, nodes, client=False)
+        self.bridge = self.lan.bridge
         self.nodes = nodes
-        self.namespaces: list[str] = []
-        self.processes: dict[int, subprocess.Popen[bytes]] = {}
-        self.logs: dict[int, Path] = {}
+        self.procs = Processes(REPO)
         self.captures: list[Capture] = []
         self._counter = 0
 
     # -- building -----------------------------------------------------------------
     def ns(self, index: int) -> str:
-        return f"{self.prefix}n{index}"
+        return self.lan.ns(index)
 
     def __enter__(self) -> Cluster:
         try:
-            self.build()
+            self.lan.build()
         except BaseException:
             self.close()
             raise
@@ -228,57 +166,18 @@ class Cluster:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _add_namespace(self, name: str) -> None:
-        sh("ip", "netns", "add", name)
-        self.namespaces.append(name)
-        sh("ip", "-n", name, "link", "set", "lo", "up")
-
-    def build(self) -> None:
-        self._add_namespace(self.bridge)
-        br = self.bridge
-        sh("ip", "-n", br, "link", "add", "br0", "type", "bridge")
-        # 224.0.0.18 is flooded regardless; ff02::12 would be subject to MLD snooping.
-        sh("ip", "-n", br, "link", "set", "br0", "type", "bridge", "mcast_snooping", "0")
-        sh("ip", "-n", br, "link", "set", "br0", "promisc", "on", "up")
-        for i in range(1, self.nodes + 1):
-            ns = self.ns(i)
-            self._add_namespace(ns)
-            # No DAD: a tentative IPv6 address cannot be used for a few seconds.
-            for key in ("all", "default"):
-                sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{key}.accept_dad=0")
-            sh("ip", "-n", br, "link", "add", f"vb{i}", "type", "veth", "peer", "name", "eth0",
-               "netns", ns)  # fmt: skip
-            sh("ip", "-n", br, "link", "set", f"vb{i}", "master", "br0", "up")
-            sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0")
-            sh("ip", "-n", ns, "addr", "add", f"{node_ip(i)}/24", "dev", "eth0")
-            sh("ip", "-n", ns, "addr", "add", f"{node_ip6(i)}/64", "dev", "eth0", "nodad")
-            sh("ip", "-n", ns, "link", "set", "eth0", "up")
-
     # -- processes ----------------------------------------------------------------
-    def spawn(
-        self, index: int, argv: Sequence[str], name: str | None = None
-    ) -> subprocess.Popen[bytes]:
+    def spawn(self, index: int, argv: Sequence[str], name: str | None = None) -> Proc:
         """Start ``argv`` inside node ``index``'s namespace (index 0: the bridge's)."""
         ns = self.bridge if index == 0 else self.ns(index)
         self._counter += 1
         log = self.workdir / f"{name or Path(argv[0]).name}-n{index}-{self._counter}.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                ["ip", "netns", "exec", ns, *argv],
-                cwd=REPO,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # a Ctrl-C on the test run must not reach it
-            )
-        # `ip netns exec` execs in place, so this pid is the program itself.
-        self.processes[proc.pid] = proc
-        self.logs[proc.pid] = log
-        return proc
+        # One log per process, read whole by the tests (some parse it line by line).
+        return self.procs.spawn(argv, log, ns, header=False)
 
     def carp(self, index: int, *args: str, vhid: int | None = 42, addr: Sequence[str] = (),
              advskew: int | None = None, password: str = "s3cret",
-             advbase: int = 1) -> subprocess.Popen[bytes]:  # fmt: skip
+             advbase: int = 1) -> Proc:  # fmt: skip
         """Start our daemon on node ``index`` (``vhid=None`` when ``args`` has a --config)."""
         argv = [PYTHON, "-m", "cluster.carp", "run", "--interface", "eth0"]
         if "--srcip" not in args:
@@ -292,7 +191,7 @@ class Cluster:
 
     def ucarp(self, index: int, vip: str, *, vhid: int = 42, advskew: int = 0,
               password: str = "s3cret", preempt: bool = True,
-              advbase: int = 1) -> subprocess.Popen[bytes]:  # fmt: skip
+              advbase: int = 1) -> Proc:  # fmt: skip
         """Start Debian's ucarp on node ``index`` with up/down scripts that move ``vip``."""
         up = self.workdir / "ucarp-up.sh"
         down = self.workdir / "ucarp-down.sh"
@@ -307,36 +206,20 @@ class Cluster:
             argv.append("-P")
         return self.spawn(index, argv, name="ucarp")
 
-    def send_signal(self, proc: subprocess.Popen[bytes], sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, sig)
+    def send_signal(self, proc: Proc, sig: int) -> None:
+        self.procs.send(proc, sig)
 
-    def stop(
-        self, proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL, timeout: float = 10
-    ) -> int:
+    def stop(self, proc: Proc, sig: int = signal.SIGKILL, timeout: float = 10) -> int:
         """Signal one process and reap it; returns its exit status."""
-        self.send_signal(proc, sig)
-        try:
-            return proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.send_signal(proc, signal.SIGKILL)
-            return proc.wait(timeout=5)
-        finally:
-            self.processes.pop(proc.pid, None)
+        return self.procs.stop(proc, sig, timeout)
 
-    def log(self, proc: subprocess.Popen[bytes]) -> str:
-        return self.logs[proc.pid].read_text(errors="replace")
+    def log(self, proc: Proc) -> str:
+        return self.procs.log_text(proc)
 
     # -- observing ----------------------------------------------------------------
     def addresses(self, index: int) -> set[str]:
         """The addresses (without prefix) on node ``index``'s eth0."""
-        out = sh("ip", "-n", self.ns(index), "-o", "addr", "show", "dev", "eth0").stdout
-        found = set()
-        for line in out.splitlines():
-            words = line.split()
-            if len(words) > 3 and words[2] in ("inet", "inet6"):
-                found.add(words[3].split("/")[0])
-        return found
+        return self.lan.addresses(index)
 
     def holders(self, vip: str) -> list[int]:
         """The nodes whose eth0 carries ``vip``."""
@@ -350,7 +233,7 @@ class Cluster:
         )
 
     def set_link(self, index: int, up: bool) -> None:
-        sh("ip", "-n", self.ns(index), "link", "set", "dev", "eth0", "up" if up else "down")
+        self.lan.set_link(index, up)
 
     def capture(self) -> Capture:
         """Start capturing on the bridge (a packet socket in the bridge's namespace)."""
@@ -371,15 +254,8 @@ class Cluster:
         for cap in self.captures:
             cap.close()
         self.captures.clear()
-        for pid, proc in list(self.processes.items()):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
-        self.processes.clear()
-        for name in reversed(self.namespaces):
-            sh("ip", "netns", "del", name, check=False)
-        self.namespaces.clear()
+        self.procs.close()
+        self.lan.close()
 
 
 @contextlib.contextmanager
