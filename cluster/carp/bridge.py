@@ -429,6 +429,7 @@ class RedisStatePublisher:
         def work(client: Any) -> None:
             pipe = client.pipeline(transaction=False)
             refreshed: dict[tuple[str, int], float] = {}
+            ended: dict[tuple[str, int], tuple[str, str, str, float]] = {}
             for kind, value in items:
                 if kind == "node":
                     pipe.publish(
@@ -450,6 +451,7 @@ class RedisStatePublisher:
                         ),
                     )
                     refreshed[(interface, vhid)] = at
+                    ended[(interface, vhid)] = (old, new, reason, at)
                 elif kind == "vhost":
                     interface, vhid, at = value
                     refreshed.setdefault((interface, vhid), at)
@@ -457,6 +459,21 @@ class RedisStatePublisher:
                 host = hosts.get(key)
                 if host is not None:
                     self._write_vhost(pipe, host, now, at)
+            for (interface, vhid), (old, new, reason, at) in ended.items():
+                if (interface, vhid) not in hosts:
+                    # A host the runner has removed (a stop, a deleted alias): its last
+                    # transition (to INIT) still reaches the hash, so that a stopped node
+                    # does not show MASTER; the next tick deletes a removed one.
+                    last = {"last_from": old, "last_to": new, "last_reason": reason}
+                    pipe.hset(
+                        statekeys.vhost_key(self.node, interface, vhid),
+                        mapping={
+                            "state": new,
+                            **last,
+                            "last_at": repr(at),
+                            "updated_at": repr(now),
+                        },
+                    )
             pipe.execute()
 
         self._attempt(work)

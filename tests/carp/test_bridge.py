@@ -219,6 +219,22 @@ def test_after_a_redis_outage_it_republishes_the_whole_state(redis_server, redis
             redis_server.start()
 
 
+def test_a_stopped_hosts_last_transition_reaches_its_hash(redis_url):
+    box = SnapshotBox(host_snapshot(State.MASTER))
+    publisher = bridge.RedisStatePublisher("node1", redis_url, box, status)
+    publisher.tick()
+    box.set()  # the runner removed the host as it stopped
+    publisher._handle([("transition", ("eth0", 42, "master", "init", "shutdown", 7.0))])
+    r = client(redis_url)
+    fields = r.hgetall(statekeys.vhost_key("node1", "eth0", 42))
+    assert (fields["state"], fields["last_from"], fields["last_reason"]) == (
+        "init",
+        "master",
+        "shutdown",
+    )
+    r.close()
+
+
 # ---- the local configuration -----------------------------------------------------------
 def test_the_local_file_round_trips_encrypted_and_private(tmp_path):
     store = bridge.LocalConfigStore.for_node(tmp_path, "node1")
