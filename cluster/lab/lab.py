@@ -27,7 +27,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from cluster.lab.lan import Interface, Lan, in_netns, node_ip, sh, wait_until
+from cluster.lab.lan import Built, Interface, Lan, in_netns, node_ip, sh, wait_until
 from cluster.lab.procs import Proc, Processes
 from cluster.lab.redisd import RedisServer
 from cluster.lab.smtp import read_banner
@@ -86,7 +86,7 @@ def process_start_time(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
-class Lab:
+class Lab(Built):
     """Namespaces, Redis, the database and the processes of one demo cluster."""
 
     def __init__(
@@ -165,17 +165,6 @@ class Lab:
         return env
 
     # -- building ------------------------------------------------------------------
-    def __enter__(self) -> Lab:
-        try:
-            self.build()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def build(self) -> None:
         require_root("The lab")
         self.workdir.mkdir(parents=True, exist_ok=True)

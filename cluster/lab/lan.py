@@ -20,7 +20,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Self, TypeVar
 
 T = TypeVar("T")
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -104,7 +104,29 @@ def remove_namespaces(prefix: str) -> list[str]:
     return found
 
 
-class Lan:
+class Built:
+    """A context manager that builds on entry and always closes: on exit, and when
+    the build itself fails half-way (``close`` must undo a partial build)."""
+
+    def build(self) -> object:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Lan(Built):
     """The bridge namespace, ``nodes`` node namespaces and maybe a client one.
 
     :meth:`build` is undone by :meth:`close` even when it failed half-way: every
@@ -184,13 +206,3 @@ class Lan:
         for name in reversed(self.namespaces):
             sh("ip", "netns", "del", name, check=False)
         self.namespaces.clear()
-
-    def __enter__(self) -> Lan:
-        try:
-            return self.build()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

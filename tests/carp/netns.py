@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cluster.lab.lan import Lan, in_netns, node_ip, node_ip6, sh, wait_until
+from cluster.lab.lan import Built, Lan, in_netns, node_ip, node_ip6, sh, wait_until
 from cluster.lab.procs import Proc, Processes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -138,7 +138,7 @@ class Capture:
         self.sock.close()
 
 
-class Cluster:
+class Cluster(Built):
     """A bridge namespace and ``nodes`` node namespaces, torn down completely on close."""
 
     def __init__(self, workdir: Path, nodes: int = 3) -> None:
@@ -155,16 +155,8 @@ class Cluster:
     def ns(self, index: int) -> str:
         return self.lan.ns(index)
 
-    def __enter__(self) -> Cluster:
-        try:
-            self.lan.build()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def build(self) -> None:
+        self.lan.build()
 
     # -- processes ----------------------------------------------------------------
     def spawn(self, index: int, argv: Sequence[str], name: str | None = None) -> Proc:
