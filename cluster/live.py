@@ -26,10 +26,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
-from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from cluster import services, statekeys
 from cluster.choices import TransitionReason
@@ -56,19 +53,13 @@ REDIS_TIMEOUT = 0.5
 
 
 def redis_client(url: str) -> Any:
-    """``statekeys.sync_client`` without retries: redis-py retries a failed
-    connection three times with backoff by default, so a dead Redis held
-    every page for about 4 s despite the short timeouts."""
-    client = statekeys.sync_client(url, timeout=REDIS_TIMEOUT)
-    client.set_retry(Retry(NoBackoff(), 0))
-    return client
+    """A client for one page view: no retries (statekeys), a short timeout."""
+    return statekeys.sync_client(url, timeout=REDIS_TIMEOUT)
 
 
 def async_redis_client(url: str) -> Any:
-    """``statekeys.async_client`` without retries (see ``redis_client``)."""
-    client = statekeys.async_client(url, timeout=REDIS_TIMEOUT)
-    client.set_retry(AsyncRetry(NoBackoff(), 0))
-    return client
+    """The event stream's client (see ``redis_client``)."""
+    return statekeys.async_client(url, timeout=REDIS_TIMEOUT)
 
 
 @dataclass(frozen=True)

@@ -124,29 +124,28 @@ def redis_kwargs(url: str) -> dict[str, Any]:
     return {"url": url}
 
 
-def sync_client(url: str, timeout: float = 1.0, retries: int | None = None) -> Any:
+def sync_client(url: str, timeout: float = 1.0, retries: int = 0) -> Any:
     """A redis-py client with short timeouts: callers must never hang on Redis.
 
-    ``retries``: how often redis-py retries a failed command (None: its default,
-    three times with exponential backoff, seconds in all). The engine's state
-    drainer passes 0: it retries at its next heartbeat tick anyway.
+    ``retries``: how often redis-py retries a failed command. Its own default
+    (three times with exponential backoff) held a page up for about 4 s and the
+    engine's drainer for seconds when Redis was down; every caller here retries
+    at its own pace anyway (the next heartbeat tick, the next page view), so the
+    default is none.
     """
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-    extra: dict[str, Any] = {}
-    if retries is not None:
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
-        extra["retry"] = Retry(NoBackoff(), retries)
     kwargs = redis_kwargs(url)
+    retry = Retry(NoBackoff(), retries)
     if "url" in kwargs:
         return redis.Redis.from_url(
             kwargs["url"],
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             decode_responses=True,
-            **extra,
+            retry=retry,
         )
     return redis.Redis(
         unix_socket_path=kwargs["unix_socket_path"],
@@ -154,23 +153,27 @@ def sync_client(url: str, timeout: float = 1.0, retries: int | None = None) -> A
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         decode_responses=True,
-        **extra,
+        retry=retry,
     )
 
 
-def async_client(url: str, timeout: float = 1.0) -> Any:
+def async_client(url: str, timeout: float = 1.0, retries: int = 0) -> Any:
     """The asyncio twin of :func:`sync_client` (for the event stream; no read
     timeout, since a pub/sub listener waits for messages)."""
     import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
 
     kwargs = redis_kwargs(url)
+    retry = Retry(NoBackoff(), retries)
     if "url" in kwargs:
         return aioredis.Redis.from_url(
-            kwargs["url"], socket_connect_timeout=timeout, decode_responses=True
+            kwargs["url"], socket_connect_timeout=timeout, decode_responses=True, retry=retry
         )
     return aioredis.Redis(
         unix_socket_path=kwargs["unix_socket_path"],
         password=kwargs.get("password"),
         socket_connect_timeout=timeout,
         decode_responses=True,
+        retry=retry,
     )

@@ -401,9 +401,7 @@ class RedisStatePublisher:
 
     def _redis(self) -> Any:
         if self._client is None:
-            self._client = statekeys.sync_client(
-                self.redis_url, timeout=self.client_timeout, retries=0
-            )
+            self._client = statekeys.sync_client(self.redis_url, timeout=self.client_timeout)
         return self._client
 
     def _attempt(self, work: Callable[[Any], None]) -> bool:
