@@ -1,0 +1,121 @@
+"""The administrator's path in headless Chromium (Debian's, driven by Playwright):
+log in, add an alias on the IP ALIAS page, fail its Primary with the status
+page's demo button and watch its Secondary's cell turn MASTER, pushed live.
+
+``E2E_SCREENSHOT=docs/cluster-status.png`` keeps the status page's screenshot
+(taken once the failed node is restored and the cluster has settled) for the
+README; by default it goes to the test's temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+
+from cluster.lab.supervisor import Supervisor, state_path
+from tests.e2e.console import ADMIN, Console
+
+pytestmark = pytest.mark.netns
+
+CHROMIUM_ARGS = ["--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+VHID, ADDRESS = 20, "192.0.2.120"
+PRIMARY, SECONDARY = "node2", "node3"
+TAKEOVER = 15_000  # ms: the supervisor kills the node, then the master-down interval
+
+
+@pytest.fixture
+def supervisor(console: Console) -> Iterator[Supervisor]:
+    """The demo supervisor, which carries out the status page's Fail/Restore buttons."""
+    lab = console.lab
+    running = Supervisor(lab, lab.var_dir)
+    state_path(lab.var_dir).parent.mkdir(parents=True, exist_ok=True)
+    running.write_state()
+    thread = threading.Thread(target=running.run, name="demo-supervisor")
+    thread.start()
+    try:
+        assert running.listening.wait(timeout=10)
+        yield running
+    finally:
+        running.stopping.set()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def cell(page: Page, node: str, vhid: int = VHID) -> Locator:
+    return page.locator(f'#cluster-matrix td.cell[data-node="{node}"][data-vhid="{vhid}"]')
+
+
+def test_failing_the_primary_turns_the_secondary_master_live(
+    console: Console, supervisor: Supervisor, browser: Browser, tmp_path: Path
+) -> None:
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    url = console.url
+    page.goto(url + "/login/")
+    page.get_by_label("User name").fill(ADMIN)
+    page.get_by_label("Password").fill(console.password)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(url + "/system/advanced/ip-alias/")
+
+    page.goto(url + "/system/advanced/ip-alias/add/")
+    page.get_by_label("VHID").fill(str(VHID))
+    page.get_by_label("Interface").fill("eth0")
+    page.get_by_label("Password").fill("browser-secret")
+    page.get_by_label("Addresses").fill(f"{ADDRESS}/24")
+    page.get_by_label("Description").fill("Mail VIP added in the browser")
+    for node, tier in ((PRIMARY, "primary"), (SECONDARY, "secondary"), ("node1", "backup")):
+        page.get_by_label(node, exact=True).select_option(tier)
+    page.get_by_role("button", name="Add IP alias").click()
+    page.wait_for_url(url + "/system/advanced/ip-alias/")
+    alias = next(a for a in console.status()["aliases"] if a["vhid"] == VHID)
+    console.created.append(alias["id"])  # deleted by the fixture afterwards
+
+    page.goto(url + "/system/cluster/")
+    expect(page.locator("#live-indicator")).to_have_attribute("data-live", "connected")
+    expect(cell(page, PRIMARY)).to_have_attribute("data-state", "MASTER", timeout=TAKEOVER)
+    expect(cell(page, SECONDARY)).to_have_attribute("data-state", "BACKUP")
+
+    # The button posts and comes back to this page (a navigation); from then on
+    # every change must arrive without one: the marker set now must survive.
+    with page.expect_navigation():
+        page.locator(f'button[data-demo="fail"][data-node="{PRIMARY}"]').click()
+    marker = secrets.token_hex(8)
+    page.evaluate("marker => { window.e2eMarker = marker; }", marker)
+    expect(page.locator("#live-indicator")).to_have_attribute("data-live", "connected")
+    assert (
+        page.get_attribute(f'td.cell[data-node="{SECONDARY}"][data-vhid="{VHID}"]', "data-state")
+        == "BACKUP"
+    ), "the page came back after the takeover: nothing left to see live"
+    expect(cell(page, SECONDARY)).to_have_attribute("data-state", "MASTER", timeout=TAKEOVER)
+    expect(cell(page, PRIMARY)).to_have_attribute("data-state", "not reporting")
+    assert page.evaluate("() => window.e2eMarker") == marker, "the page was reloaded"
+    assert console.lab.holders(ADDRESS) == [SECONDARY]
+
+    # Restored, the Primary takes its VIP back (preempt); then the page is settled.
+    with page.expect_navigation():
+        page.locator(f'button[data-demo="restore"][data-node="{PRIMARY}"]').click()
+    expect(cell(page, PRIMARY)).to_have_attribute("data-state", "MASTER", timeout=60_000)
+    expect(page.locator('#cluster-matrix tr[data-mismatch="true"]')).to_have_count(0)
+    expect(page.locator("#cluster-alerts li")).to_have_count(0)
+    page.goto(url + "/system/cluster/")  # without the button's flash message
+    expect(page.locator("#live-indicator")).to_have_attribute("data-live", "connected")
+    for node in ("node1", "node2", "node3"):
+        summary = page.locator(f'#cluster-matrix [data-node-summary="{node}"]')
+        expect(summary).to_contain_text("configuration from the database")
+    shot = Path(os.environ.get("E2E_SCREENSHOT") or tmp_path / "cluster-status.png")
+    page.screenshot(path=str(shot), full_page=True)
