@@ -428,6 +428,7 @@ class RedisStatePublisher:
             pipe = client.pipeline(transaction=False)
             refreshed: dict[tuple[str, int], float] = {}
             ended: dict[tuple[str, int], tuple[str, str, str, float]] = {}
+            transitions: list[str] = []
             for kind, value in items:
                 if kind == "node":
                     pipe.publish(
@@ -436,8 +437,7 @@ class RedisStatePublisher:
                     )
                 elif kind == "transition":
                     interface, vhid, old, new, reason, at = value
-                    pipe.publish(
-                        statekeys.EVENTS_CHANNEL,
+                    transitions.append(
                         statekeys.encode_message(
                             "transition",
                             node=self.node,
@@ -446,7 +446,7 @@ class RedisStatePublisher:
                             at=at,
                             reason=reason,
                             **{"from": old, "to": new},
-                        ),
+                        )
                     )
                     refreshed[(interface, vhid)] = at
                     ended[(interface, vhid)] = (old, new, reason, at)
@@ -472,6 +472,10 @@ class RedisStatePublisher:
                             "updated_at": repr(now),
                         },
                     )
+            # Announced only after the hashes above are written: a reader woken by the
+            # message must find the new state, not the one before it.
+            for message in transitions:
+                pipe.publish(statekeys.EVENTS_CHANNEL, message)
             pipe.execute()
 
         self._attempt(work)

@@ -235,6 +235,33 @@ def test_a_stopped_hosts_last_transition_reaches_its_hash(redis_url):
     r.close()
 
 
+def test_a_transition_is_announced_only_after_its_hash_is_written(redis_url, monkeypatch):
+    # A reader woken by the message (the event stream) reads the hashes at once: they
+    # must already hold the new state. Redis runs a pipeline in order, so the order
+    # of the queued commands is the order a subscriber sees.
+    import redis.client
+
+    queued: list[tuple[str, str]] = []
+    execute = redis.client.Pipeline.execute
+
+    def spy(self, *args, **kwargs):
+        for args, _options in self.command_stack:
+            name, key = args[0], args[1]
+            if name in ("HSET", "PUBLISH"):
+                kind = json.loads(args[2])["kind"] if name == "PUBLISH" else key
+                queued.append((name, kind))
+        return execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", spy)
+    box = SnapshotBox(host_snapshot(State.MASTER))
+    publisher = bridge.RedisStatePublisher("node1", redis_url, box, status)
+    publisher._handle([("transition", ("eth0", 42, "backup", "master", "master_down", 9.0))])
+    key = statekeys.vhost_key("node1", "eth0", 42)
+    assert ("HSET", key) in queued
+    assert ("PUBLISH", "transition") in queued
+    assert queued.index(("HSET", key)) < queued.index(("PUBLISH", "transition"))
+
+
 # ---- the local configuration -----------------------------------------------------------
 def test_the_local_file_round_trips_encrypted_and_private(tmp_path):
     store = bridge.LocalConfigStore.for_node(tmp_path, "node1")
