@@ -48,6 +48,13 @@ NO_MASTER = "no_master"
 NODE_NOT_REPORTING = "not_reporting"
 ALERT_KINDS = (SPLIT_BRAIN, NO_MASTER, NODE_NOT_REPORTING)
 
+# How a heartbeat's config_source reads on the pages (bridge.Engine sets it).
+CONFIG_SOURCE_WORDS = {
+    "database": "configuration from the database",
+    "local": "configuration from its local copy (database unreachable)",
+    "none": "waiting for its configuration",
+}
+
 # Reading the state must never hold a page up: a dead Redis costs at most this.
 REDIS_TIMEOUT = 0.5
 
@@ -72,7 +79,7 @@ class NodeStatus:
     reporting: bool
     last_seen: float | None
     config_source: str
-    config_version: int | None
+    config_version: str | None
     summary: str
 
 
@@ -203,12 +210,14 @@ def _node_status(node: Node, snapshot: _Snapshot | None) -> NodeStatus:
     heartbeat = snapshot.heartbeats.get(node.name)
     if heartbeat is not None:
         source = str(heartbeat.get("config_source") or "")
-        version = _number(heartbeat.get("config_version"), int)
+        # The engine's version is a digest (cluster/carp/bridge.config_version);
+        # its first 8 characters are enough to compare two nodes by eye.
+        version = str(heartbeat.get("config_version") or "") or None
         summary = "reporting"
         if source:
-            summary += f" · configuration from {'the database' if source == 'database' else source}"
+            summary += f" · {CONFIG_SOURCE_WORDS.get(source, 'configuration from ' + source)}"
         if version is not None:
-            summary += f" (version {version})"
+            summary += f" (version {version[:8]})"
         return NodeStatus(
             node.name,
             node.ordinal,

@@ -46,7 +46,7 @@ class FakeEngines:
         """One heartbeat of ``node``, as its engine sends every second."""
         now = time.time()
         beat = {"node": node, "pid": 1, "at": now, "started_at": now - 60}
-        beat.update({"config_version": 3, "config_source": config_source})
+        beat.update({"config_version": "3f9a0c1d2e4b5a69", "config_source": config_source})
         key = statekeys.heartbeat_key(node)
         self.client.set(key, json.dumps(beat), ex=statekeys.HEARTBEAT_TTL)
 

@@ -291,3 +291,22 @@ def test_the_stream_starts_and_goes_on_without_redis(settings, alias):
 def row_of(status: dict[str, Any], vhid: int = 1) -> dict[str, Any]:
     found: dict[str, Any] = next(a for a in status["aliases"] if a["vhid"] == vhid)
     return found
+
+
+@pytest.mark.parametrize(
+    ("source", "words"),
+    [
+        ("database", "configuration from the database"),
+        ("local", "configuration from its local copy (database unreachable)"),
+        ("none", "waiting for its configuration"),
+    ],
+)
+def test_a_node_says_where_its_configuration_came_from_and_its_digest(
+    engines, alias, source, words
+):
+    # The engine's version is a hex digest, not a number: it must come through.
+    engines.beat("node1", config_source=source)
+    node1 = live.compute_status().nodes[0]
+    assert node1.config_source == source
+    assert node1.config_version == "3f9a0c1d2e4b5a69"
+    assert node1.summary == f"reporting · {words} (version 3f9a0c1d)"

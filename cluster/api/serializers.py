@@ -166,8 +166,13 @@ class NodeStatusSerializer(serializers.Serializer[dict[str, Any]]):
     last_seen = serializers.FloatField(
         allow_null=True, help_text="Epoch seconds of its last heartbeat (or last write)."
     )
-    config_source = serializers.CharField(help_text='"database", "local" or "" (unknown).')
-    config_version = serializers.IntegerField(allow_null=True)
+    config_source = serializers.CharField(
+        help_text='"database", "local" (its copy on disk), "none" (nothing applied yet)'
+        ' or "" (unknown).'
+    )
+    config_version = serializers.CharField(
+        allow_null=True, help_text="The digest of the configuration the node applied."
+    )
     summary = serializers.CharField(help_text="What the pages show, e.g. 'reporting · …'.")
 
 

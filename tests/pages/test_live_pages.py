@@ -91,7 +91,7 @@ def test_the_nodes_page_shows_each_heartbeat(
     )
     assert (
         'data-node-summary="node2" data-reporting="true">'
-        "reporting · configuration from the database (version 3)<"
+        "reporting · configuration from the database (version 3f9a0c1d)<"
     ) in html
 
 
