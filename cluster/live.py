@@ -394,9 +394,13 @@ class MasterSpan:
 class Timeline:
     entries: list[TimelineEntry] = field(default_factory=list)
     spans: list[MasterSpan] = field(default_factory=list)
+    bar_start: datetime | None = None  # the bar's left end; its right end is now
 
 
 TIMELINE_HOURS = 24
+# The bar spans from the oldest transition shown to now, but at least this long: a
+# cluster that changed a few minutes ago would be a sliver on a 24-hour bar.
+TIMELINE_MIN_BAR = timedelta(minutes=10)
 TIMELINE_ENTRIES = 50  # per VIP, newest first; the API has the rest
 
 
@@ -411,10 +415,18 @@ def timelines(
     """
     now = now or timezone.now()
     since = now - timedelta(hours=hours)
-    window = (now - since).total_seconds()
+    rows = list(
+        Transition.objects.filter(at__gte=since)
+        .order_by("at", "id")
+        .values_list("node__name", "vhid", "interface", "from_state", "to_state", "reason", "at")
+    )
+    # One scale for every VIP, so that their bars line up.
+    if rows:
+        since = max(since, min(rows[0][-1], now - TIMELINE_MIN_BAR))
+    window = max((now - since).total_seconds(), 1.0)
     by_key = {(alias.interface, alias.vhid): alias.id for alias in aliases}
     by_vhid = {alias.vhid: alias.id for alias in aliases}
-    found: dict[int, Timeline] = {alias.id: Timeline() for alias in aliases}
+    found: dict[int, Timeline] = {alias.id: Timeline(bar_start=since) for alias in aliases}
     opened: dict[tuple[int, str], datetime] = {}
 
     def close(pk: int, node: str, start: datetime, end: datetime | None) -> None:
@@ -422,10 +434,7 @@ def timelines(
         right = ((end or now) - since).total_seconds() / window * 100
         found[pk].spans.append(MasterSpan(node, start, end, round(left, 3), round(right - left, 3)))
 
-    rows = Transition.objects.filter(at__gte=since).order_by("at", "id")
-    for node, vhid, interface, from_state, to_state, reason, at in rows.values_list(
-        "node__name", "vhid", "interface", "from_state", "to_state", "reason", "at"
-    ):
+    for node, vhid, interface, from_state, to_state, reason, at in rows:
         pk = by_key.get((interface, vhid)) if interface else by_vhid.get(vhid)
         if pk is None:
             continue

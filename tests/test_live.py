@@ -181,8 +181,22 @@ def test_the_timeline_shows_who_was_master_when_and_why(alias, nodes):
         ("node1", "INIT", "Shutdown"),
         ("node1", "MASTER", "Master down"),
     ]
+    # The bar starts at the oldest transition shown (12 h ago), not 24 h ago.
+    assert timeline.bar_start == now - timedelta(hours=12)
     spans = [(s.node, s.left, s.width, s.end is None) for s in timeline.spans]
-    assert spans == [("node1", 50.0, 25.0, False), ("node2", 75.0, 25.0, True)]
+    assert spans == [("node1", 0.0, 50.0, False), ("node2", 50.0, 50.0, True)]
+
+
+def test_a_short_history_still_gets_a_readable_bar(alias, nodes):
+    # Two minutes of history on a 24-hour bar would be a sliver: at least 10 minutes.
+    now = timezone.now()
+    Transition.objects.create(
+        node=nodes[0], vhid=1, interface="eth0", from_state="backup", to_state="master",
+        reason="master_down", at=now - timedelta(minutes=2),
+    )  # fmt: skip
+    timeline = live.timelines(live.compute_status().aliases, now=now)[alias.pk]
+    assert timeline.bar_start == now - live.TIMELINE_MIN_BAR
+    assert [(s.node, s.left, s.width) for s in timeline.spans] == [("node1", 80.0, 20.0)]
 
 
 # The event stream, driven as the ASGI server drives it. async_to_sync runs
