@@ -27,6 +27,7 @@ from django.http import (
     HttpResponse,
     HttpResponseBase,
     HttpResponseForbidden,
+    JsonResponse,
     StreamingHttpResponse,
 )
 from django.shortcuts import get_object_or_404, redirect, render
@@ -264,6 +265,7 @@ def node_demo_action(request: HttpRequest, name: str, action: str) -> HttpRespon
         raise Http404("Only the demo cluster can fail and restore nodes.")
     node = get_object_or_404(Node, name=name)
     message = json.dumps({"action": action, "node": node.name, "at": time.time()})
+    done = False
     try:
         client = live.redis_client(settings.REDIS_URL)
         try:
@@ -271,14 +273,18 @@ def node_demo_action(request: HttpRequest, name: str, action: str) -> HttpRespon
         finally:
             client.close()
     except (RedisError, OSError) as exc:
-        messages.error(request, f"Nothing was done: Redis cannot be reached ({exc}).")
+        text = f"Nothing was done: Redis cannot be reached ({exc})."
     else:
         if receivers == 0:
-            messages.error(
-                request, f"Nothing was done to {node.name}: the demo supervisor is not running."
-            )
+            text = f"Nothing was done to {node.name}: the demo supervisor is not running."
         else:
-            messages.success(request, DEMO_ACTIONS[action].format(node=node.name))
+            done = True
+            text = DEMO_ACTIONS[action].format(node=node.name)
+    # The status page's script posts with fetch() and shows the answer in place,
+    # so the live matrix keeps running; a plain form post (no script) redirects.
+    if "application/json" in request.headers.get("Accept", ""):
+        return JsonResponse({"done": done, "message": text}, status=200 if done else 503)
+    (messages.success if done else messages.error)(request, text)
     return redirect("console:cluster")
 
 

@@ -180,5 +180,49 @@
     });
   }
 
+  // Demo mode's Fail node / Restore node: post with fetch() and say the answer in
+  // place, so the page (and its live stream) is not reloaded. Without this script
+  // the forms post and redirect as usual.
+  function showDemoMessage(ok, text) {
+    var box = document.getElementById("demo-message");
+    if (!box) {
+      return;
+    }
+    box.className = "messages";
+    box.hidden = false;
+    box.innerHTML = "";
+    var li = document.createElement("li");
+    li.className = ok ? "success" : "error";
+    li.textContent = text;
+    box.appendChild(li);
+  }
+
+  document.querySelectorAll("form[data-demo-form]").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var button = form.querySelector("button");
+      button.disabled = true;
+      fetch(form.action, {
+        method: "POST",
+        body: new FormData(form),
+        headers: { Accept: "application/json" },
+        credentials: "same-origin",
+      })
+        .then(function (response) {
+          return response.json().then(function (body) {
+            showDemoMessage(response.ok && body.done, body.message);
+          }, function () {
+            showDemoMessage(false, "The request failed (HTTP " + response.status + ").");
+          });
+        })
+        .catch(function () {
+          showDemoMessage(false, "The console could not be reached.");
+        })
+        .then(function () {
+          button.disabled = false;
+        });
+    });
+  });
+
   connect();
 })();

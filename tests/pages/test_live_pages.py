@@ -170,6 +170,36 @@ def test_without_a_demo_supervisor_the_button_says_so(
     )
 
 
+def test_the_pages_script_gets_the_answer_as_json_and_no_redirect(
+    settings: Any, alice_client: Client, engines: FakeEngines, alias: IPAlias
+) -> None:
+    # live.js posts with fetch() and Accept: application/json so the live page is
+    # not reloaded; the answer is the same text the redirect would flash.
+    settings.DEMO_MODE = True
+    response = alice_client.post(
+        "/system/cluster/nodes/node2/restore", headers={"Accept": "application/json"}
+    )
+    assert response.status_code == 503
+    assert response.json() == {
+        "done": False,
+        "message": "Nothing was done to node2: the demo supervisor is not running.",
+    }
+    supervisor = statekeys.sync_client(settings.REDIS_URL)
+    pubsub = supervisor.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(statekeys.DEMO_CONTROL_CHANNEL)
+    pubsub.get_message(timeout=1)
+    try:
+        response = alice_client.post(
+            "/system/cluster/nodes/node1/fail", headers={"Accept": "application/json"}
+        )
+    finally:
+        pubsub.close()
+        supervisor.close()
+    assert response.status_code == 200
+    assert response.json()["done"] is True
+    assert "node1 failed: its worker was killed" in response.json()["message"]
+
+
 def test_demo_actions_need_demo_mode_an_administrator_a_post_and_a_node(
     settings: Any, alice_client: Client, sam_client: Client, nodes: list[Node]
 ) -> None:
