@@ -210,14 +210,12 @@ def _node_status(node: Node, snapshot: _Snapshot | None) -> NodeStatus:
     heartbeat = snapshot.heartbeats.get(node.name)
     if heartbeat is not None:
         source = str(heartbeat.get("config_source") or "")
-        # The engine's version is a digest (cluster/carp/bridge.config_version);
-        # its first 8 characters are enough to compare two nodes by eye.
+        # The engine's version is a digest (cluster/carp/bridge.config_version),
+        # in the API and on the nodes page; the matrix's header has no room for it.
         version = str(heartbeat.get("config_version") or "") or None
         summary = "reporting"
         if source:
             summary += f" · {CONFIG_SOURCE_WORDS.get(source, 'configuration from ' + source)}"
-        if version is not None:
-            summary += f" (version {version[:8]})"
         return NodeStatus(
             node.name,
             node.ordinal,

@@ -91,8 +91,9 @@ def test_the_nodes_page_shows_each_heartbeat(
     )
     assert (
         'data-node-summary="node2" data-reporting="true">'
-        "reporting · configuration from the database (version 3f9a0c1d)<"
+        "reporting · configuration from the database<"
     ) in html
+    assert 'title="the digest of the configuration this node applied">3f9a0c1d<' in html
 
 
 def test_without_redis_every_page_is_200_and_says_live_state_is_unavailable(
