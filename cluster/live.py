@@ -307,6 +307,12 @@ def _alias_alerts(
     return []
 
 
+def _not_reporting_message(status: NodeStatus) -> str:
+    """The alert names the node: the banner stands apart from the matrix's columns."""
+    seen = f" (last seen {_clock(status.last_seen)})" if status.last_seen else ""
+    return f"Node {status.name} is not reporting{seen}."
+
+
 def compute_status() -> Status:
     """The live matrix now: one row per alias, one cell per node, and alerts."""
     node_rows = list(Node.objects.all())
@@ -322,7 +328,7 @@ def compute_status() -> Status:
     live = snapshot is not None
     nodes = {node.name: _node_status(node, snapshot) for node in node_rows}
     alerts = [
-        Alert(NODE_NOT_REPORTING, f"Node not reporting: {status.summary}.", node=status.name)
+        Alert(NODE_NOT_REPORTING, _not_reporting_message(status), node=status.name)
         for status in nodes.values()
         if live and not status.reporting
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncGenerator
 from datetime import timedelta
 from typing import Any
@@ -107,6 +108,10 @@ def test_a_node_whose_heartbeat_is_gone_is_not_reporting_and_not_counted(engines
     assert not node1.reporting
     assert node1.summary.startswith("not reporting · last seen ")
     assert status.alerts[0].node == "node1"
+    # The banner names the node, and when it was last seen.
+    assert re.fullmatch(
+        r"Node node1 is not reporting \(last seen \d\d:\d\d:\d\d\)\.", status.alerts[0].message
+    )
 
 
 def test_a_reporting_node_without_the_virtual_host_is_not_running_it(engines, alias):

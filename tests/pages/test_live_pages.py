@@ -54,7 +54,7 @@ def test_the_matrix_shows_each_cells_live_state_and_the_owners(
     assert 'data-mismatch="false"' in row
     assert '<td data-role="expected-owner"><strong>node2</strong>' in row
     assert '<td data-role="actual-owner"><strong>node2</strong>' in row
-    assert re.search(r'data-alert="not_reporting">Node not reporting: not reporting', html)
+    assert re.search(r'data-alert="not_reporting">Node node1 is not reporting[ .]', html)
     assert 'id="live-unavailable" hidden' in html
     assert 'data-live="connecting"' in html
     assert 'data-events-url="/system/cluster/events/"' in html
