@@ -307,6 +307,27 @@ def _alias_alerts(
     return []
 
 
+def _current_masters(cells: Sequence[Cell], nodes: Mapping[str, NodeStatus]) -> list[str]:
+    """The members that hold the VIP now. A box that dies keeps its last state in
+    Redis until its heartbeat expires (``HEARTBEAT_TTL``), longer than its backup
+    takes to time out: its MASTER claim, from a node that has not reported for
+    more than a heartbeat and a half before another member became MASTER, is out
+    of date and not counted, or every failover would read as a split brain for a
+    second. Two live MASTERs both go on reporting, so they still do."""
+    claims = [cell for cell in cells if cell.state == MASTER]
+    if len(claims) < 2:
+        return [cell.node for cell in claims]
+    late = 1.5 * statekeys.HEARTBEAT_INTERVAL
+    current = []
+    for cell in claims:
+        seen = nodes[cell.node].last_seen
+        took_over = [other.last_at for other in claims if other is not cell and other.last_at]
+        if seen is not None and took_over and max(took_over) - seen > late:
+            continue
+        current.append(cell.node)
+    return current
+
+
 def _not_reporting_message(status: NodeStatus) -> str:
     """The alert names the node: the banner stands apart from the matrix's columns."""
     seen = f" (last seen {_clock(status.last_seen)})" if status.last_seen else ""
@@ -336,7 +357,7 @@ def compute_status() -> Status:
     for alias in aliases:
         by_node = {priority.node: priority for priority in views[alias.pk].priorities}
         cells = [_cell(nodes[n.name], by_node.get(n.name), alias, snapshot) for n in node_rows]
-        masters = [cell.node for cell in cells if cell.state == MASTER]
+        masters = _current_masters(cells, nodes)
         owner = expected_owner(alias, cells, nodes, live)
         rows.append(
             AliasStatus(

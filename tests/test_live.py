@@ -84,6 +84,23 @@ def test_two_masters_are_a_split_brain(engines, alias):
     assert row(status).mismatch
 
 
+def test_a_dead_masters_last_state_is_not_a_split_brain(engines, alias):
+    # node1 died hard 3.5 s ago: its hash still says MASTER and its heartbeat has
+    # not expired yet, but node2 took the VIP over since. One MASTER: node2.
+    engines.report("node1", {1: "MASTER"})
+    beat = json.loads(engines.client.get(statekeys.heartbeat_key("node1")))
+    beat["at"] -= 3.5
+    engines.client.set(statekeys.heartbeat_key("node1"), json.dumps(beat), ex=1)
+    engines.report("node2", {1: "MASTER"})
+    engines.report("node3", {1: "BACKUP"})
+    status = live.compute_status()
+    found = row(status)
+    assert states(found)["node1"] == "MASTER"  # its last word, until the heartbeat expires
+    assert found.masters == ["node2"]
+    assert kinds(status) == []
+    assert found.summary == "MASTER on node2"
+
+
 def test_an_enabled_alias_without_master_is_an_alert(engines, alias):
     for node in ("node1", "node2", "node3"):
         engines.report(node, {1: "BACKUP"})
