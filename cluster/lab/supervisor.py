@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from cluster import statekeys
 from cluster.lab.lab import Lab, process_start_time, require_root
 from cluster.lab.lan import in_netns, remove_namespaces, wait_until
@@ -299,7 +301,16 @@ def send_control(var_dir: Path, action: str, node: str, timeout: float = 60) -> 
         raise SystemExit(f"No node {node!r} in the running demo: {', '.join(state['nodes'])}.")
     message = {"action": action, "node": node, "at": time.time()}
     client = statekeys.sync_client(state["redis_url"])
-    if client.publish(statekeys.DEMO_CONTROL_CHANNEL, json.dumps(message)) == 0:
+    try:
+        receivers = client.publish(statekeys.DEMO_CONTROL_CHANNEL, json.dumps(message))
+    except (RedisError, OSError) as exc:
+        raise SystemExit(
+            f"Nothing was done to {node}: the demo's Redis ({state['redis_url']}) cannot be"
+            f" reached, and requests go to the supervisor through it ({exc})."
+        ) from None
+    finally:
+        client.close()
+    if receivers == 0:
         raise SystemExit("The demo's supervisor is not listening on its control channel.")
     wanted = "failed" if action == "fail" else "up"
     wait_until(

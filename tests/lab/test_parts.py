@@ -4,18 +4,20 @@ service's dialogue, the state file's guard and ``demo_setup --nodes``."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import call_command
 
 from cluster.lab import smtp
 from cluster.lab.lab import REPO, Lab, process_start_time
-from cluster.lab.supervisor import clean_stale, state_path
+from cluster.lab.supervisor import clean_stale, send_control, state_path
 from cluster.models import IPAlias, Node
 
 
@@ -74,6 +76,18 @@ def test_clean_stale_refuses_while_the_demo_runs(tmp_path):
     with pytest.raises(SystemExit, match="already running"):
         clean_stale(tmp_path, f"ct{me}none-")
     assert path.exists()
+
+
+def test_fail_says_plainly_when_the_demos_redis_is_down(tmp_path):
+    # `make demo-fail` while Redis is stopped: a sentence, not a traceback.
+    path = state_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    me = os.getpid()
+    state: dict[str, Any] = {"pid": me, "started": process_start_time(me), "nodes": {"node1": "up"}}
+    state["redis_url"] = f"redis+socket://{tmp_path}/gone.sock"
+    path.write_text(json.dumps(state))
+    with pytest.raises(SystemExit, match=r"Nothing was done to node1: the demo's Redis .* cannot"):
+        send_control(tmp_path, "fail", "node1", timeout=1)
 
 
 def test_a_labs_names_and_environment(tmp_path):
