@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 import django_filters
@@ -68,6 +69,28 @@ class IntegerFilter(django_filters.NumberFilter):  # type: ignore[misc]
     field_class = forms.IntegerField
 
 
+class InstantField(django_filters.fields.IsoDateTimeField):  # type: ignore[misc]
+    """An ISO 8601 time the database can compare: one that is valid on its own
+    but leaves years 1 to 9999 in UTC (``0001-01-01T00:00:00+05:00``) was a 500
+    (OverflowError) when the query was built. A value without an offset is in
+    ``TIME_ZONE``, as Django reads it."""
+
+    def to_python(self, value: Any) -> Any:
+        instant = super().to_python(value)
+        if instant is not None:
+            try:
+                instant.astimezone(UTC)
+            except OverflowError:
+                raise ValidationError(
+                    "Enter a date/time between the years 1 and 9999 in UTC.", code="invalid"
+                ) from None
+        return instant
+
+
+class InstantFilter(django_filters.IsoDateTimeFilter):  # type: ignore[misc]
+    field_class = InstantField
+
+
 class TransitionFilterSet(django_filters.FilterSet):  # type: ignore[misc]
     """``?node=node1&vhid=1&since=2025-01-01T00:00:00Z&until=…``: a malformed
     value is a 400 that names its parameter."""
@@ -76,12 +99,8 @@ class TransitionFilterSet(django_filters.FilterSet):  # type: ignore[misc]
     vhid = IntegerFilter(
         field_name="vhid", min_value=choices.VHID_MIN, max_value=choices.VHID_MAX, label="VHID"
     )
-    since = django_filters.IsoDateTimeFilter(
-        field_name="at", lookup_expr="gte", label="At or after (ISO 8601)"
-    )
-    until = django_filters.IsoDateTimeFilter(
-        field_name="at", lookup_expr="lt", label="Before (ISO 8601)"
-    )
+    since = InstantFilter(field_name="at", lookup_expr="gte", label="At or after (ISO 8601)")
+    until = InstantFilter(field_name="at", lookup_expr="lt", label="Before (ISO 8601)")
 
     class Meta:
         model = Transition

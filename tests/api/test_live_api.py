@@ -164,6 +164,9 @@ def test_transitions_filter_by_node_vhid_and_time(
         ("vhid=256", "vhid"),
         ("since=yesterday", "since"),
         ("until=2025-13-01T00:00:00", "until"),
+        # Valid ISO 8601, but outside what the database can hold once in UTC.
+        ("since=0001-01-01T00:00:00%2B05:00", "since"),
+        ("until=9999-12-31T23:59:59-05:00", "until"),
     ],
 )
 def test_a_malformed_filter_is_a_400_naming_the_field(
