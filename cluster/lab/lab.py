@@ -349,7 +349,9 @@ class Lab(Built):
 
     def pids(self) -> dict[int, int]:
         """Every process the lab runs now: pid -> kernel start time (:func:`process_start_time`)."""
-        pids = list(self.processes.running)
+        # Only those not reaped: a reaped pid may be another process's by now, and
+        # clean_stale would kill whatever holds it with that start time.
+        pids = [pid for pid, proc in self.processes.running.items() if proc.poll() is None]
         if self.redis is not None and self.redis.pid is not None:
             pids.append(self.redis.pid)
         return {pid: t for pid in pids if (t := process_start_time(pid)) is not None}

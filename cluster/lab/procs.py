@@ -7,7 +7,6 @@ started, so a test or the demo can never kill anything it did not start.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import time
@@ -59,8 +58,9 @@ class Processes:
         return proc
 
     def send(self, proc: Proc, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, sig)
+        """Signal ``proc`` unless it has been reaped: its pid may belong to another
+        process by now (``Popen.send_signal`` polls first and skips a dead one)."""
+        proc.send_signal(sig)
 
     def stop(self, proc: Proc, sig: int = signal.SIGKILL, timeout: float = 10) -> int:
         """Signal one process and reap it (SIGKILL after ``timeout`` s); its exit status."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from io import StringIO
@@ -15,7 +16,8 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
-from cluster.lab import smtp
+from cluster.lab import lab as lab_module
+from cluster.lab import procs, smtp
 from cluster.lab.lab import REPO, Lab, process_start_time
 from cluster.lab.supervisor import clean_stale, send_control, state_path
 from cluster.models import IPAlias, Node
@@ -128,3 +130,36 @@ def test_demo_setup_with_one_node_makes_it_primary_of_both(db, tmp_path):
     call_command("demo_setup", var_dir=str(tmp_path), nodes=1, stdout=out)
     assert "created 1 node(s) and 2 aliases" in out.getvalue()
     assert tiers() == {1: {"node1": "primary"}, 2: {"node1": "primary"}}
+
+
+def test_a_reaped_process_is_never_signalled_again(tmp_path, monkeypatch):
+    # stop_all() signals, reaps, then SIGKILLs "those left": a pid already reaped
+    # may belong to another process by then, which must not be hit.
+    processes = procs.Processes(tmp_path)
+    proc = processes.spawn(["sleep", "30"], tmp_path / "sleep.log")
+    sent: list[tuple[int, int]] = []
+    kill = os.kill
+
+    def recording_kill(pid: int, sig: int) -> None:
+        sent.append((pid, sig))
+        kill(pid, sig)
+
+    monkeypatch.setattr(os, "kill", recording_kill)
+    processes.stop_all([proc], signal.SIGTERM, timeout=5)
+    assert proc.returncode == -signal.SIGTERM
+    assert sent == [(proc.pid, signal.SIGTERM)]
+    processes.send(proc, signal.SIGKILL)
+    assert sent == [(proc.pid, signal.SIGTERM)]
+
+
+def test_the_state_file_lists_only_processes_not_yet_reaped(tmp_path, monkeypatch):
+    lab = Lab(tmp_path / "w", nodes=1, redis_url="redis+socket:///nowhere.sock")
+    done = lab.processes.spawn(["true"], tmp_path / "true.log")
+    done.wait()
+    alive = lab.processes.spawn(["sleep", "30"], tmp_path / "sleep.log")
+    try:
+        # Its pid reused by some other process: the start time read is that process's.
+        monkeypatch.setattr(lab_module, "process_start_time", lambda pid: 12345)
+        assert lab.pids() == {alive.pid: 12345}
+    finally:
+        lab.processes.close()
