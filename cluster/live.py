@@ -466,11 +466,16 @@ def timelines(
         found[pk].entries.append(
             TimelineEntry(node, from_state.upper(), to_state.upper(), reason, at)
         )
-        if to_state.upper() == MASTER:
-            opened[(pk, node)] = at
-        elif from_state.upper() == MASTER:
+        if from_state.upper() == MASTER:
             # Master since before the window when no opening transition was seen.
             close(pk, node, opened.pop((pk, node), since), at)
+        elif (pk, node) in opened:
+            # It stopped being MASTER with nothing recorded (killed hard, it came
+            # back from INIT): its span ends here at the latest, not dropped when
+            # the node becomes MASTER again.
+            close(pk, node, opened.pop((pk, node)), at)
+        if to_state.upper() == MASTER:
+            opened[(pk, node)] = at
     for (pk, node), start in opened.items():
         close(pk, node, start, None)
     for timeline in found.values():

@@ -221,6 +221,31 @@ def test_a_short_history_still_gets_a_readable_bar(alias, nodes):
     assert [(s.node, s.left, s.width) for s in timeline.spans] == [("node1", 80.0, 20.0)]
 
 
+def test_a_master_killed_without_a_transition_keeps_its_span(alias, nodes):
+    # node1 is killed hard (no MASTER -> anything row), node2 takes over, node1
+    # restarts (INIT -> BACKUP) and preempts: its first span must still be drawn.
+    now = timezone.now()
+
+    def add(node: Node, from_state: str, to_state: str, minutes_ago: int) -> None:
+        Transition.objects.create(
+            node=node, vhid=1, interface="eth0", from_state=from_state, to_state=to_state,
+            reason="master_down", at=now - timedelta(minutes=minutes_ago),
+        )  # fmt: skip
+
+    add(nodes[0], "backup", "master", 100)
+    add(nodes[1], "backup", "master", 90)
+    add(nodes[0], "init", "backup", 80)
+    add(nodes[0], "backup", "master", 60)
+    add(nodes[1], "master", "backup", 60)
+    timeline = live.timelines(live.compute_status().aliases, now=now)[alias.pk]
+    spans = [(s.node, s.left, s.width, s.end is None) for s in timeline.spans]
+    assert spans == [
+        ("node1", 0.0, 20.0, False),  # until its restart, at the latest
+        ("node2", 10.0, 30.0, False),
+        ("node1", 40.0, 60.0, True),
+    ]
+
+
 # The event stream, driven as the ASGI server drives it. async_to_sync runs
 # the sync_to_async reads back on this thread, inside the test's transaction.
 
