@@ -318,11 +318,19 @@ class Lab(Built):
     def restore_node(self, node: str, wait: bool = True) -> None:
         """The box is back: link up, then its mail service and its worker start."""
         self.lan.set_link(self.index(node), up=True)
-        if node not in self.smtp:
+        # A process that exited (a worker that did not start, one that died by
+        # itself and was not noticed yet) is started again, not taken as running.
+        if not self.running(self.smtp, node):
             self.start_smtp(node, wait=wait)
-        if node not in self.workers:
+        if not self.running(self.workers, node):
             self.start_worker(node, wait=wait)
         logger.info("%s: restored (link up, mail service and worker started)", node)
+
+    @staticmethod
+    def running(table: Mapping[str, Proc], node: str) -> bool:
+        """Whether ``node`` has a process in ``table`` (workers, smtp) that has not exited."""
+        proc = table.get(node)
+        return proc is not None and proc.poll() is None
 
     # -- observing -----------------------------------------------------------------
     def _vip_interfaces(self, index: int) -> list[Interface]:

@@ -164,7 +164,7 @@ class Supervisor:
             else:
                 self.lab.fail_node(node)
                 self.failed.add(node)
-        elif node not in self.failed and node in self.lab.workers:
+        elif node not in self.failed and self.lab.running(self.lab.workers, node):
             logger.info("%s is up: nothing to do", node)
         else:
             self.lab.restore_node(node)

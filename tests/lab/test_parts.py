@@ -19,7 +19,7 @@ from django.core.management import call_command
 from cluster.lab import lab as lab_module
 from cluster.lab import procs, smtp
 from cluster.lab.lab import REPO, Lab, process_start_time
-from cluster.lab.supervisor import clean_stale, send_control, state_path
+from cluster.lab.supervisor import Supervisor, clean_stale, send_control, state_path
 from cluster.models import IPAlias, Node
 
 
@@ -161,5 +161,27 @@ def test_the_state_file_lists_only_processes_not_yet_reaped(tmp_path, monkeypatc
         # Its pid reused by some other process: the start time read is that process's.
         monkeypatch.setattr(lab_module, "process_start_time", lambda pid: 12345)
         assert lab.pids() == {alive.pid: 12345}
+    finally:
+        lab.processes.close()
+
+
+def test_restore_starts_again_a_worker_that_exited(tmp_path, monkeypatch):
+    # A restore whose worker did not start leaves its exited process in the table;
+    # the next restore (queued before the supervisor's watch noticed) must start
+    # it again, not report the node restored with no worker.
+    lab = Lab(tmp_path / "w", nodes=1, redis_url="redis+socket:///nowhere.sock")
+    lab.workers["node1"] = dead = lab.processes.spawn(["true"], tmp_path / "true.log")
+    dead.wait()
+    lab.smtp["node1"] = alive = lab.processes.spawn(["sleep", "30"], tmp_path / "sleep.log")
+    started: list[str] = []
+    monkeypatch.setattr(lab.lan, "set_link", lambda index, up: None)
+    monkeypatch.setattr(lab, "start_smtp", lambda node, wait=True: started.append("smtp"))
+    monkeypatch.setattr(lab, "start_worker", lambda node, wait=True: started.append("worker"))
+    supervisor = Supervisor(lab, tmp_path)
+    monkeypatch.setattr(supervisor, "write_state", lambda: None)
+    try:
+        supervisor.handle({"action": "restore", "node": "node1"})
+        assert started == ["worker"]
+        assert alive.poll() is None
     finally:
         lab.processes.close()
