@@ -769,6 +769,7 @@ class Engine:
         )
         self.runner = ports.runner([], publisher=BridgePublisher(self.state, self.history))
         self._lock = threading.Lock()
+        self._converging = threading.Lock()
         self._stopping = threading.Event()
         self._first_read = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -843,14 +844,18 @@ class Engine:
         database cannot be read (the caller retries). Returns a summary without
         the passwords, for the apply task's log.
         """
-        wanted = self.read_config(self.node)
-        self.database_ok = True
-        changed = self._apply(wanted, "database")
-        if changed:
-            try:
-                self.store.save(wanted)
-            except Exception:
-                log.exception("could not save the local configuration to %s", self.store.path)
+        # One converge at a time, read to save: the config thread and apply tasks (the
+        # threads pool runs several) would otherwise let an earlier read be applied
+        # (and saved) after a newer one, and the node run the older configuration.
+        with self._converging:
+            wanted = self.read_config(self.node)
+            self.database_ok = True
+            changed = self._apply(wanted, "database")
+            if changed:
+                try:
+                    self.store.save(wanted)
+                except Exception:
+                    log.exception("could not save the local configuration to %s", self.store.path)
         return {
             "node": self.node,
             "version": wanted.version,

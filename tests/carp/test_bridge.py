@@ -397,6 +397,40 @@ def test_converge_skips_a_configuration_it_already_applied(make_engine, monkeypa
     assert engine.store.load() == source.config
 
 
+def test_a_read_overtaken_by_a_newer_one_is_not_applied_after_it(make_engine):
+    # Two converges at once (the config thread and an apply task, or two apply tasks
+    # on the threads pool): the one that read first must not apply last, or the node
+    # would run the older configuration until the next resync.
+    source = ConfigSource(node_config(vhost(42), version="v1"))
+    engine = make_engine(source)
+    engine.start()
+    inside, release = threading.Event(), threading.Event()
+    newer = node_config(vhost(42), vhost(43), version="v3")
+
+    def slow_read(node: str):
+        seen = source.config  # what the database held when this read ran
+        if threading.current_thread().name == "first":
+            inside.set()
+            release.wait(5)
+        return seen
+
+    engine.read_config = slow_read
+    source.config = node_config(vhost(42), vhost(44), version="v2")
+    first = threading.Thread(target=engine.converge, name="first")
+    first.start()
+    assert inside.wait(5)
+    source.config = newer
+    second = threading.Thread(target=engine.converge, name="second")
+    second.start()
+    second.join(0.5)
+    release.set()
+    first.join(5)
+    second.join(5)
+    assert engine.applied is not None
+    assert engine.applied.version == "v3"
+    assert engine.store.load() == newer
+
+
 def test_maintenance_demotes_the_node_by_240(make_engine):
     source = ConfigSource(node_config(vhost(42, advskew=20), version="v1"))
     engine = make_engine(source)
