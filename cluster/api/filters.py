@@ -8,6 +8,8 @@ from typing import Any
 import django_filters
 from django import forms
 from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from rest_framework.filters import OrderingFilter
 
 from cluster import choices, services
 from cluster.models import IPAlias, Node, Transition
@@ -105,3 +107,20 @@ class TransitionFilterSet(django_filters.FilterSet):  # type: ignore[misc]
     class Meta:
         model = Transition
         fields = ["node", "vhid", "interface", "since", "until"]
+
+
+class StableOrderingFilter(OrderingFilter):
+    """``?ordering=`` with the primary key as the last tie-breaker.
+
+    Many rows share a sort value (transitions written in one batch share their
+    time, aliases on two interfaces their VHID): without a unique last key the
+    database may order the ties differently per query, so a row could appear on
+    two pages or on none.
+    """
+
+    def get_ordering(self, request: Any, queryset: QuerySet[Any], view: Any) -> Any:
+        ordering = super().get_ordering(request, queryset, view)
+        if not ordering or any(str(term).lstrip("-") in ("id", "pk") for term in ordering):
+            return ordering
+        last = str(ordering[-1])
+        return [*ordering, "-id" if last.startswith("-") else "id"]

@@ -140,6 +140,26 @@ def test_transitions_are_listed_newest_first_and_paginated(
     assert body["next"]
 
 
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [("at", ["at", "id"]), ("-at", ["-at", "-id"]), ("", ["-at", "-id"])],
+)
+def test_ordering_always_ends_with_a_unique_key(query: str, expected: list[str]) -> None:
+    # One batch from one engine shares its time: ordering by it alone leaves the
+    # ties' order to the database, and paging could repeat or skip a row.
+    from rest_framework.request import Request
+    from rest_framework.test import APIRequestFactory
+
+    from cluster.api.filters import StableOrderingFilter
+    from cluster.api.views import TransitionViewSet
+
+    request = Request(APIRequestFactory().get("/", {"ordering": query} if query else {}))
+    view = TransitionViewSet()
+    view.ordering = ["-at"]  # type: ignore[attr-defined]  # a view's default, as DRF reads it
+    ordering = StableOrderingFilter().get_ordering(request, Transition.objects.all(), view)
+    assert list(ordering) == expected
+
+
 def test_transitions_filter_by_node_vhid_and_time(
     support_api: APIClient, history: list[Transition]
 ) -> None:
