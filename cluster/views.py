@@ -220,6 +220,7 @@ def cluster_overview(request: HttpRequest) -> HttpResponse:
         "colspan": len(nodes) + 3,
         "demo": settings.DEMO_MODE and access.can_change(request.user),
         "reason_labels": dict(choices.TransitionReason.choices),
+        "timeline_entries": live.TIMELINE_ENTRIES,
     }
     return render(request, "console/cluster.html", context)
 

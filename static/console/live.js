@@ -16,6 +16,8 @@
   var url = indicator.getAttribute("data-events-url");
   var labelsNode = document.getElementById("reason-labels");
   var reasonLabels = labelsNode ? JSON.parse(labelsNode.textContent) : {};
+  var timelinesNode = document.getElementById("cluster-timelines");
+  var maxEntries = Number(timelinesNode && timelinesNode.getAttribute("data-max-entries")) || 50;
   var source = null;
   var retryTimer = null;
 
@@ -153,6 +155,11 @@
       li.append(time, " ", node, " " + String(message.from).toUpperCase() + " \u2192 " +
         String(message.to).toUpperCase() + " ", reason);
       list.insertBefore(li, list.firstChild);
+      // As many entries as the server renders (live.TIMELINE_ENTRIES): a page left
+      // open for days must not grow without end; the API has the whole history.
+      while (list.children.length > maxEntries) {
+        list.removeChild(list.lastChild);
+      }
     });
   }
 
