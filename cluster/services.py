@@ -195,7 +195,9 @@ def desired_virtual_hosts(node_name: str) -> list[dict[str, Any]]:
 
     For the engine's bridge only: it holds the plaintext password (the HMAC
     needs it), so never log or render the result. Keys: vhid, interface,
-    advbase, advskew, preempt, password, addresses (with prefix), version.
+    advbase, advskew, preempt, password, addresses (with prefix), version, and
+    alias_id: an alias deleted and created again starts over at version 1, so the
+    version names a change only together with the alias's id.
     """
     rows = (
         AliasPriority.objects.filter(node__name=node_name, alias__enabled=True)
@@ -213,6 +215,7 @@ def desired_virtual_hosts(node_name: str) -> list[dict[str, Any]]:
             "password": row.alias.get_password(),
             "addresses": views[row.alias.pk].addresses,
             "version": row.alias.version,
+            "alias_id": row.alias.pk,
         }
         for row in rows
     ]

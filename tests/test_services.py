@@ -260,7 +260,7 @@ def test_a_write_that_loses_a_race_is_reported_not_crashed() -> None:
 
 def test_a_node_is_told_its_enabled_virtual_hosts_with_their_secrets() -> None:
     make_nodes(2)
-    make_alias(42, addresses=["192.0.2.42/24", "2001:db8::42/64"])
+    alias = make_alias(42, addresses=["192.0.2.42/24", "2001:db8::42/64"])
     make_alias(43, enabled=False)
     assert services.desired_virtual_hosts("node2") == [
         {
@@ -272,6 +272,7 @@ def test_a_node_is_told_its_enabled_virtual_hosts_with_their_secrets() -> None:
             "password": ALIAS_SECRET,
             "addresses": ["192.0.2.42/24", "2001:db8::42/64"],
             "version": 1,
+            "alias_id": alias.pk,
         }
     ]
     assert services.desired_virtual_hosts("node9") == []

@@ -85,7 +85,9 @@ def config_version(rows: Iterable[dict[str, Any]], address: str, maintenance: bo
     """A digest of what the node runs, without the passwords.
 
     An alias's ``version`` goes up on every change of the alias, its password
-    included; advskew depends on the node's ordinal and the source on the node's
+    included, and starts over at 1 when the alias is deleted and created again
+    (another password, same everything else), so the alias's id goes in with it;
+    advskew depends on the node's ordinal and the source on the node's
     address, which the alias version does not see, so they are digested too. A hash
     of a password would let anyone who reads Redis (the heartbeat carries the
     version) try passwords offline, so it stays out.
@@ -94,6 +96,7 @@ def config_version(rows: Iterable[dict[str, Any]], address: str, maintenance: bo
         (
             row["interface"],
             row["vhid"],
+            row["alias_id"],
             row["version"],
             row["advbase"],
             row["advskew"],

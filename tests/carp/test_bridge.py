@@ -499,6 +499,22 @@ def test_read_database_builds_the_nodes_virtual_hosts_and_a_version():
     assert bridge.read_database("nobody").vhosts == ()
 
 
+@pytest.mark.django_db
+def test_an_alias_deleted_and_created_again_with_another_password_is_a_new_version():
+    # Same vhid, addresses and priorities, version 1 both times: only the password
+    # differs, and it stays out of the digest. A node that missed the delete (its
+    # worker down, the broker down, or it started from its local copy) must still
+    # take the new password, or its adverts fail every peer's HMAC.
+    make_nodes(3)
+    alias = make_alias(42)
+    before = bridge.read_database("node1")
+    services.delete_alias(None, alias)
+    make_alias(42, password="another-secret")
+    after = bridge.read_database("node1")
+    assert after.vhosts[0].password == b"another-secret"
+    assert after.version != before.version
+
+
 # ---- history ---------------------------------------------------------------------------
 @pytest.mark.django_db
 def test_transitions_are_written_kept_while_the_database_fails_and_bounded(monkeypatch):
