@@ -873,6 +873,7 @@ class Engine:
             same = self.applied is not None and self.applied.version == wanted.version
             self.config_source = source
             if same:
+                self._restart_missing(wanted)
                 return False
             self.ports.watch(wanted.interfaces)
             self.runner.reconfigure(wanted.vhosts)
@@ -890,6 +891,25 @@ class Engine:
             extra={"event": "config", "version": wanted.version, "source": source},
         )
         return True
+
+    def _restart_missing(self, wanted: NodeConfig) -> None:
+        """Hand the runner the applied configuration again when one of its virtual
+        hosts is not running: its socket could not be opened (an interface not there
+        yet), which the runner logs and leaves. Level-triggered: the version did not
+        change, but the node does not run it yet. Harmless when the runner has simply
+        not taken the last configuration yet (the same one again touches nothing)."""
+        snap = self.runner.snapshot()
+        if not snap.running:
+            return
+        running = {(h.interface, h.vhid) for h in snap.hosts}
+        missing = [
+            f"vhid {v.vhid} on {v.interface}"
+            for v in wanted.vhosts
+            if (v.interface, v.vhid) not in running
+        ]
+        if missing:
+            log.info("virtual host(s) not running, applying again: %s", ", ".join(missing))
+            self.runner.reconfigure(wanted.vhosts)
 
 
 # The engine of this process, for the apply task (solo and threads pools run tasks

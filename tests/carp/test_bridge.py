@@ -332,6 +332,24 @@ class FakePorts:
         self.closed = True
 
 
+class FirstLinkFails(FakePorts):
+    """The first link cannot be opened (an interface not there yet), later ones can."""
+
+    def runner(self, configs, **options) -> Runner:
+        runner = super().runner(configs, **options)
+        opener = runner._open_link
+        failed: list[str] = []
+
+        def open_link(interface, source):
+            if not failed:
+                failed.append(interface)
+                raise OSError(19, "No such device")
+            return opener(interface, source)
+
+        runner._open_link = open_link
+        return runner
+
+
 class ConfigSource:
     """A stand-in for the database: answers with ``config`` or raises ``error``."""
 
@@ -354,7 +372,7 @@ def make_engine(tmp_path, redis_url):
     def make(source: ConfigSource, **kw) -> bridge.Engine:
         engine = bridge.Engine(
             "node1",
-            FakePorts(),
+            kw.pop("ports", None) or FakePorts(),
             redis_url=redis_url,
             store=bridge.LocalConfigStore.for_node(tmp_path, "node1"),
             retention_days=30,
@@ -429,6 +447,18 @@ def test_a_read_overtaken_by_a_newer_one_is_not_applied_after_it(make_engine):
     assert engine.applied is not None
     assert engine.applied.version == "v3"
     assert engine.store.load() == newer
+
+
+def test_a_virtual_host_that_could_not_start_is_retried_at_the_same_version(make_engine):
+    # Its socket could not be opened (the interface not there yet): the runner logs it
+    # and runs the others. Level-triggered, the next converge must start it, even
+    # though the configuration's version has not changed.
+    source = ConfigSource(node_config(vhost(42), vhost(43), version="v1"))
+    engine = make_engine(source, ports=FirstLinkFails())
+    engine.start()
+    wait_until(lambda: set(hosts(engine)) == {43}, 5, what="vhid 43 to start alone")
+    assert engine.converge()["changed"] is False
+    wait_until(lambda: set(hosts(engine)) == {42, 43}, 5, what="vhid 42 to be retried")
 
 
 def test_maintenance_demotes_the_node_by_240(make_engine):
