@@ -694,7 +694,12 @@ class TransitionRecorder:
         next_prune = time.monotonic()
         try:
             while True:
-                self._wake.wait(timeout=None if not self.pending else self.retry_interval)
+                # Idle, it still wakes for the next prune: a quiet cluster writes no
+                # transitions, and its old rows must go all the same.
+                until_prune = max(0.0, next_prune - time.monotonic())
+                self._wake.wait(
+                    timeout=min(self.retry_interval, until_prune) if self.pending else until_prune
+                )
                 if not self._stopping.is_set():
                     self._wake.clear()
                 ok = self.flush()

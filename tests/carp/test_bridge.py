@@ -591,3 +591,24 @@ def test_old_transitions_are_pruned_by_the_recorder_and_the_command():
     assert sorted(Transition.objects.values_list("vhid", flat=True)) == [1, 29]
     call_command("prune_transitions", days=10)
     assert list(Transition.objects.values_list("vhid", flat=True)) == [1]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_recorder_prunes_on_its_own_while_no_transition_comes():
+    # Its thread used to sleep until the next transition: a quiet cluster never pruned.
+    (node,) = make_nodes(1)
+    old = timezone.now() - datetime.timedelta(days=40)
+    Transition.objects.create(
+        node=node, vhid=7, from_state="backup", to_state="master", reason="master_down", at=old
+    )
+    recorder = bridge.TransitionRecorder("node1", retention_days=30, prune_interval=0.1)
+    recorder.start()
+    try:
+        wait_until(lambda: not Transition.objects.exists(), timeout=5, what="the old row pruned")
+        # And again later, with still no transition in between.
+        Transition.objects.create(
+            node=node, vhid=8, from_state="backup", to_state="master", reason="master_down", at=old
+        )
+        wait_until(lambda: not Transition.objects.exists(), timeout=5, what="pruned again")
+    finally:
+        recorder.stop()
