@@ -768,6 +768,7 @@ class Engine:
         self.retry_interval = retry_interval
         self.resync_interval = resync_interval
         self.applied: NodeConfig | None = None
+        self.saved_version: str | None = None  # what the local file holds
         self.config_source = "none"  # "database", "local", or nothing applied yet
         self.demotion = 0
         self.database_ok = False
@@ -805,6 +806,8 @@ class Engine:
         self._spawn(self._config_loop, "carp-config", daemon=True)
         if not self._first_read.wait(self.startup_timeout) or not self.database_ok:
             local = self.store.load()
+            if local is not None:
+                self.saved_version = local.version
             if local is None:
                 log.warning("no database and no local configuration yet: running nothing")
             else:
@@ -859,9 +862,13 @@ class Engine:
             wanted = self.read_config(self.node)
             self.database_ok = True
             changed = self._apply(wanted, "database")
-            if changed:
+            # Compared with what the file holds, not with the last apply: a save that
+            # failed (a full disk) is tried again at the next converge, or a restart
+            # with the database down would serve an older configuration.
+            if wanted.version != self.saved_version:
                 try:
                     self.store.save(wanted)
+                    self.saved_version = wanted.version
                 except Exception:
                     log.exception("could not save the local configuration to %s", self.store.path)
         return {

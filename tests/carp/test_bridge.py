@@ -415,6 +415,24 @@ def test_converge_skips_a_configuration_it_already_applied(make_engine, monkeypa
     assert engine.store.load() == source.config
 
 
+def test_a_local_save_that_failed_is_tried_again_at_the_next_converge(make_engine, monkeypatch):
+    source = ConfigSource(node_config(vhost(42), version="v1"))
+    engine = make_engine(source)
+    real_save = engine.store.save
+
+    def full_disk(config):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(engine.store, "save", full_disk)
+    engine.start()
+    assert engine.store.load() is None
+    monkeypatch.setattr(engine.store, "save", real_save)
+    assert (
+        engine.converge()["changed"] is False
+    )  # nothing to apply: the save is retried all the same
+    assert engine.store.load() == source.config
+
+
 def test_a_read_overtaken_by_a_newer_one_is_not_applied_after_it(make_engine):
     # Two converges at once (the config thread and an apply task, or two apply tasks
     # on the threads pool): the one that read first must not apply last, or the node
