@@ -332,8 +332,10 @@ class RedisStatePublisher:
         queue_size: int = STATE_QUEUE_SIZE,
         interval: float = statekeys.HEARTBEAT_INTERVAL,
         client_timeout: float = 1.0,
+        on_reconnect: Callable[[], None] | None = None,
     ) -> None:
         self.node = node
+        self.on_reconnect = on_reconnect
         self.redis_url = redis_url
         self.snapshot = snapshot
         self.status = status
@@ -418,6 +420,10 @@ class RedisStatePublisher:
             return False
         if self._outage.succeeded():
             self._catch_up = True
+            if self.on_reconnect is not None:
+                # Apply tasks sent during the outage were lost with the broker: the
+                # engine reads the database now rather than at its next resync.
+                self.on_reconnect()
         return True
 
     def _handle(self, items: Sequence[Any]) -> None:
@@ -774,14 +780,24 @@ class Engine:
         self.database_ok = False
         self.history = TransitionRecorder(node, retention_days=retention_days)
         self.state = RedisStatePublisher(
-            node, redis_url, self._snapshot, self._status, interval=heartbeat_interval
+            node,
+            redis_url,
+            self._snapshot,
+            self._status,
+            interval=heartbeat_interval,
+            on_reconnect=self.resync_now,
         )
         self.runner = ports.runner([], publisher=BridgePublisher(self.state, self.history))
         self._lock = threading.Lock()
         self._converging = threading.Lock()
         self._stopping = threading.Event()
+        self._resync = threading.Event()
         self._first_read = threading.Event()
         self._threads: list[threading.Thread] = []
+
+    def resync_now(self) -> None:
+        """Have the config thread read the database at once (any thread)."""
+        self._resync.set()
 
     def _snapshot(self) -> RunnerSnapshot:
         return self.runner.snapshot()
@@ -821,6 +837,7 @@ class Engine:
     def stop(self, timeout: float = 10.0) -> bool:
         """Bow out, remove the VIPs, publish ``stopped``; True when the runner stopped."""
         self._stopping.set()
+        self._resync.set()  # ends the config thread's wait
         self.runner.request_stop()
         stopped = self.runner.stopped.wait(timeout)
         if not stopped:
@@ -844,7 +861,8 @@ class Engine:
                     self.database_ok = False
                 self._first_read.set()
                 wait = self.resync_interval if self.database_ok else self.retry_interval
-                self._stopping.wait(wait)
+                self._resync.wait(wait)
+                self._resync.clear()
         finally:
             connection.close()
 

@@ -219,6 +219,40 @@ def test_after_a_redis_outage_it_republishes_the_whole_state(redis_server, redis
             redis_server.start()
 
 
+def test_when_redis_returns_the_engine_is_told_to_read_its_configuration(redis_server, redis_url):
+    # Apply tasks sent while the broker was down are lost: the engine must not wait
+    # for its next resync (a minute) to see what was saved meanwhile.
+    box = SnapshotBox(host_snapshot(State.BACKUP))
+    calls: list[float] = []
+    publisher = bridge.RedisStatePublisher(
+        "node1", redis_url, box, status, on_reconnect=lambda: calls.append(time.monotonic())
+    )
+    try:
+        publisher.tick()
+        assert calls == []  # up from the start: nothing to catch up on
+        redis_server.stop()
+        publisher.tick()
+        assert calls == []
+        redis_server.start()
+        publisher.tick()
+        assert len(calls) == 1
+        publisher.tick()
+        assert len(calls) == 1
+    finally:
+        if redis_server.process is None:
+            redis_server.start()
+
+
+def test_resync_now_wakes_the_config_thread_at_once(make_engine):
+    source = ConfigSource(node_config(vhost(42), version="v1"))
+    engine = make_engine(source, resync_interval=3600)
+    engine.start()
+    wait_until(lambda: set(hosts(engine)) == {42}, 5, what="vhid 42 to start")
+    source.config = node_config(vhost(42), vhost(43), version="v2")
+    engine.resync_now()
+    wait_until(lambda: set(hosts(engine)) == {42, 43}, 2, what="vhid 43 without waiting an hour")
+
+
 def test_a_stopped_hosts_last_transition_reaches_its_hash(redis_url):
     box = SnapshotBox(host_snapshot(State.MASTER))
     publisher = bridge.RedisStatePublisher("node1", redis_url, box, status)
