@@ -16,11 +16,13 @@ the running tasks (threads pool), then the runner's bow-out and address removal.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
 
 from celery import bootsteps
+from celery.worker.consumer import Consumer
 
 log = logging.getLogger("cluster.carp.bridge")
 
@@ -54,6 +56,22 @@ def wait_for_tasks(timeout: float = TASK_DRAIN_TIMEOUT) -> None:
     if state.active_requests:
         log.warning("stopping the engine with %d task(s) still running",
                     len(state.active_requests))  # fmt: skip
+
+
+# kombu's reconnect back-off (2 s, then 2 s more each time, up to 30 s) leaves a node
+# deaf to its apply tasks for up to half a minute after a broker outage; the tasks
+# queued meanwhile wait in Redis. A node has one cheap local connection to retry.
+RECONNECT_INTERVALS = {"interval_start": 0.5, "interval_step": 0.5, "interval_max": 2.0}
+
+
+class NodeConsumer(Consumer):
+    """The worker's consumer (``worker_consumer``) with a short reconnect back-off."""
+
+    def ensure_connected(self, conn: Any) -> Any:
+        # Celery passes no intervals to kombu's ensure_connection; shadow the
+        # method on this connection object so its defaults become ours.
+        conn.ensure_connection = functools.partial(conn.ensure_connection, **RECONNECT_INTERVALS)
+        return super().ensure_connected(conn)
 
 
 class CarpEngineStep(bootsteps.StartStopStep):

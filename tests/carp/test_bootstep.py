@@ -38,3 +38,30 @@ def test_the_engine_starts_before_the_consumer_which_blocks_on_the_broker():
 
 def test_the_worker_retries_the_broker_for_ever():
     assert app.conf.broker_connection_max_retries is None
+
+
+class RecordingConnection:
+    """Stands in for kombu's Connection: records how the consumer asks to connect."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, object]] = []
+
+    def ensure_connection(self, *args: object, **kwargs: object) -> RecordingConnection:
+        self.calls.append(kwargs)
+        return self
+
+
+def test_the_worker_reconnects_to_the_broker_every_2_s_at_most():
+    # kombu's default back-off grows to 30 s: a node would miss its apply tasks
+    # for that long after a Redis outage.
+    assert app.conf.worker_consumer == "cluster.carp.bootstep:NodeConsumer"
+    consumer = bootstep.NodeConsumer.__new__(bootstep.NodeConsumer)
+    consumer.app = app
+    consumer.first_connection_attempt = False
+    consumer.broker_connection_retry_attempt = 0
+    conn = RecordingConnection()
+    assert consumer.ensure_connected(conn) is conn
+    (kwargs,) = conn.calls
+    assert kwargs["interval_max"] == 2.0
+    assert kwargs["interval_start"] == 0.5
+    assert "callback" in kwargs  # Celery's own arguments still reach kombu
