@@ -33,6 +33,7 @@ from typing import Any
 from cluster import statekeys
 from cluster.carp.timers import master_down_interval
 from cluster.lab.lab import Lab
+from cluster.lab.lan import wait_until
 
 ADMIN = "admin"  # demo_setup's administrator
 EVENTS_PATH = "/system/cluster/events/"
@@ -141,6 +142,29 @@ class Console:
                 lab.restore_node(node)
         for alias_id in list(self.created):
             self.delete_alias(alias_id)
+        self.wait_workers_listening()
+
+    def wait_workers_listening(self, timeout: float = 20.0) -> None:
+        """Until every running worker answers a Celery ping: after a Redis outage its
+        consumer reconnects on its own schedule, and an apply task sent before that
+        waits in the queue (the next test's timing would pay for it)."""
+        from celery import Celery
+
+        app = Celery(broker=self.lab.redis_url)
+        wanted = {f"{node}@" for node in self.lab.node_names if Lab.running(self.lab.workers, node)}
+        try:
+
+            def all_answer() -> bool:
+                # A connection of its own each time: kombu's process-wide producer
+                # pools would hand back one opened before Redis restarted (broken pipe).
+                with app.connection_for_write() as connection:
+                    replies = app.control.ping(timeout=0.5, connection=connection) or []
+                answered = {name.split("@")[0] + "@" for reply in replies for name in reply}
+                return wanted <= answered
+
+            wait_until(all_answer, timeout, interval=0.2, what="every worker to answer a ping")
+        finally:
+            app.close()
 
     def status(self) -> dict[str, Any]:
         status: dict[str, Any] = self.call("GET", "/api/v1/status/")

@@ -214,6 +214,8 @@ def test_with_redis_down_the_vip_moves_and_the_status_catches_up_afterwards(cons
             and cell(status, 14, "node3")["state"] == "not reporting"
             and next(a for a in status["aliases"] if a["vhid"] == 14)["masters"] == ["node1"]
             and not next(n for n in status["nodes"] if n["name"] == "node3")["reporting"]
+            # every live node has republished since Redis came back
+            and all(n["reporting"] for n in status["nodes"] if n["name"] != "node3")
         )
 
     wait_until(caught_up, 10, interval=0.2, what="the status to show node1 MASTER, node3 silent")
