@@ -346,7 +346,6 @@ class RedisStatePublisher:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._client: Any = None
         self._outage = _RateLimitedOutage("Redis")
-        self._catch_up = False
         self._thread: threading.Thread | None = None
 
     @property
@@ -414,16 +413,13 @@ class RedisStatePublisher:
         try:
             work(self._redis())
         except Exception as exc:
-            if self._outage.down_since is None:
-                self._catch_up = True
             self._outage.failed(exc)
             return False
-        if self._outage.succeeded():
-            self._catch_up = True
-            if self.on_reconnect is not None:
-                # Apply tasks sent during the outage were lost with the broker: the
-                # engine reads the database now rather than at its next resync.
-                self.on_reconnect()
+        # succeeded() first: it records the end of the outage whether or not anyone listens.
+        if self._outage.succeeded() and self.on_reconnect is not None:
+            # Apply tasks sent during the outage were lost with the broker: the
+            # engine reads the database now rather than at its next resync.
+            self.on_reconnect()
         return True
 
     def _handle(self, items: Sequence[Any]) -> None:
@@ -517,6 +513,9 @@ class RedisStatePublisher:
         """Rewrite everything this node publishes (and catch up after an outage)."""
         snap = self.snapshot()
         now = time.time()
+        # The last attempt failed (Redis down, or a message lost with a failed
+        # pipeline): this tick republishes every virtual host, not just its hash.
+        catch_up = self.redis_down
 
         def work(client: Any) -> None:
             members_key = statekeys.node_vhosts_key(self.node)
@@ -527,7 +526,6 @@ class RedisStatePublisher:
                 interface, vhid = statekeys.parse_vhost_member(member)
                 pipe.srem(members_key, member)
                 pipe.delete(statekeys.vhost_key(self.node, interface, vhid))
-            catch_up = self._catch_up
             for host in snap.hosts:
                 self._write_vhost(pipe, host, now, now if catch_up else None)
             pipe.set(
@@ -541,9 +539,7 @@ class RedisStatePublisher:
             )
             pipe.execute()
 
-        self._catch_up = self._catch_up or self.redis_down
-        if self._attempt(work):
-            self._catch_up = False
+        self._attempt(work)
 
     def _final(self) -> None:
         """A graceful stop: the hosts (now INIT) as they are, ``stopped``, no heartbeat."""
