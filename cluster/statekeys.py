@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 PREFIX = "carp"
 EVENTS_CHANNEL = f"{PREFIX}:events"
@@ -107,21 +107,23 @@ def decode_message(raw: str | bytes) -> dict[str, Any]:
     return data
 
 
-def redis_kwargs(url: str) -> dict[str, Any]:
-    """Connection arguments for redis-py from the appliance's ``REDIS_URL``.
+UNIX_SCHEMES = ("redis+socket", "unix")
+
+
+def is_unix_socket(url: str) -> bool:
+    return urlsplit(url).scheme in UNIX_SCHEMES
+
+
+def redis_py_url(url: str) -> str:
+    """The appliance's ``REDIS_URL`` in a form redis-py's ``from_url`` reads.
 
     ``REDIS_URL`` is also Celery's broker URL, so it may use kombu's
     ``redis+socket:///path/redis.sock`` form (NOTES.md: inside a node's network
-    namespace Redis is reached through a Unix socket), which redis-py does not
-    parse: it becomes ``unix_socket_path``.
+    namespace Redis is reached through a Unix socket); redis-py spells the same
+    thing ``unix:///path/redis.sock``.
     """
-    parts = urlsplit(url)
-    if parts.scheme in ("redis+socket", "unix"):
-        kwargs: dict[str, Any] = {"unix_socket_path": unquote(parts.path)}
-        if parts.password:
-            kwargs["password"] = unquote(parts.password)
-        return kwargs
-    return {"url": url}
+    scheme, sep, rest = url.partition("://")
+    return f"unix{sep}{rest}" if scheme == "redis+socket" else url
 
 
 def sync_client(url: str, timeout: float = 1.0, retries: int = 0) -> Any:
@@ -137,23 +139,12 @@ def sync_client(url: str, timeout: float = 1.0, retries: int = 0) -> Any:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    kwargs = redis_kwargs(url)
-    retry = Retry(NoBackoff(), retries)
-    if "url" in kwargs:
-        return redis.Redis.from_url(
-            kwargs["url"],
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            decode_responses=True,
-            retry=retry,
-        )
-    return redis.Redis(
-        unix_socket_path=kwargs["unix_socket_path"],
-        password=kwargs.get("password"),
+    return redis.Redis.from_url(
+        redis_py_url(url),
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         decode_responses=True,
-        retry=retry,
+        retry=Retry(NoBackoff(), retries),
     )
 
 
@@ -164,16 +155,9 @@ def async_client(url: str, timeout: float = 1.0, retries: int = 0) -> Any:
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
-    kwargs = redis_kwargs(url)
-    retry = Retry(NoBackoff(), retries)
-    if "url" in kwargs:
-        return aioredis.Redis.from_url(
-            kwargs["url"], socket_connect_timeout=timeout, decode_responses=True, retry=retry
-        )
-    return aioredis.Redis(
-        unix_socket_path=kwargs["unix_socket_path"],
-        password=kwargs.get("password"),
+    return aioredis.Redis.from_url(
+        redis_py_url(url),
         socket_connect_timeout=timeout,
         decode_responses=True,
-        retry=retry,
+        retry=Retry(NoBackoff(), retries),
     )

@@ -27,7 +27,7 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        """The URL in kombu's form, which REDIS_URL accepts (statekeys.redis_kwargs)."""
+        """The URL in kombu's form, which REDIS_URL accepts (statekeys.redis_py_url)."""
         return f"redis+socket://{self.socket_path}"
 
     @property

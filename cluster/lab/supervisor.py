@@ -220,7 +220,7 @@ def run_demo(var_dir: Path, nodes: int, port: int, redis_url: str | None) -> Non
     setup_logging(workdir / "logs" / "supervisor.log")
     for line in clean_stale(var_dir):
         logger.info("%s", line)
-    if redis_url and "unix_socket_path" not in statekeys.redis_kwargs(redis_url):
+    if redis_url and not statekeys.is_unix_socket(redis_url):
         # Each namespace has its own loopback (NOTES.md): 127.0.0.1 there is not the host's.
         logger.warning(
             "REDIS_URL=%s: the node namespaces reach Redis only at an address on the demo "
