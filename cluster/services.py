@@ -36,6 +36,7 @@ Error keys are the input keys (``vhid``, ``interface``, ``advbase``,
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ from django.utils import timezone
 from cluster import choices, validators
 from cluster.advskew import derive_advskew
 from cluster.choices import AuditAction, Priority
-from cluster.models import AliasAddress, AliasPriority, AuditEntry, IPAlias, Node
+from cluster.models import AliasAddress, AliasPriority, AuditEntry, IPAlias, Node, Transition
 
 logger = logging.getLogger(__name__)
 
@@ -838,3 +839,31 @@ def delete_node(actor: Actor, node: Node, force: bool = False) -> None:
         _audit(actor, AuditAction.DELETE, current, node_snapshot(current), None)
         current.delete()
         _apply_on_commit(nodes_to_tell)
+
+
+# ---- transition history: what the engines report, not an administrator's change,
+# so no audit entry and no apply task; written here all the same (DESIGN rule 4).
+class TransitionData(TypedDict):
+    vhid: int
+    interface: str
+    from_state: str
+    to_state: str
+    reason: str
+    at: datetime.datetime
+
+
+def record_transitions(node_name: str, rows: Sequence[TransitionData]) -> bool:
+    """Store the engine's transitions of ``node_name``; False (nothing stored) when
+    the node is not in the database: it was deleted, and its history goes with it."""
+    node = Node.objects.filter(name=node_name).first()
+    if node is None:
+        return False
+    Transition.objects.bulk_create(Transition(node=node, **row) for row in rows)
+    return True
+
+
+def prune_transitions(days: int) -> int:
+    """Delete the transitions older than ``days``; returns how many went."""
+    cutoff = timezone.now() - datetime.timedelta(days=days)
+    deleted, _ = Transition.objects.filter(at__lt=cutoff).delete()
+    return deleted

@@ -573,17 +573,6 @@ class _Pending:
     at: float
 
 
-def prune_transitions(days: int) -> int:
-    """Delete the transitions older than ``days``; returns how many went."""
-    from django.utils import timezone
-
-    from cluster.models import Transition
-
-    cutoff = timezone.now() - datetime.timedelta(days=days)
-    deleted, _ = Transition.objects.filter(at__lt=cutoff).delete()
-    return deleted
-
-
 class TransitionRecorder:
     """Writes a `Transition` row per state change, from a thread of its own.
 
@@ -631,7 +620,7 @@ class TransitionRecorder:
         """Write what is buffered; False (and the rows kept) if the database refused."""
         from django.db import close_old_connections
 
-        from cluster.models import Node, Transition
+        from cluster import services
 
         with self._lock:
             batch = list(self._buffer)
@@ -639,21 +628,21 @@ class TransitionRecorder:
             return True
         close_old_connections()
         try:
-            node = Node.objects.filter(name=self.node).first()
-            if node is not None:
-                Transition.objects.bulk_create(
-                    Transition(
-                        node=node,
-                        vhid=p.vhid,
-                        interface=p.interface,
-                        from_state=p.old,
-                        to_state=p.new,
-                        reason=p.reason,
-                        at=datetime.datetime.fromtimestamp(p.at, tz=datetime.UTC),
-                    )
+            kept = services.record_transitions(
+                self.node,
+                [
+                    {
+                        "vhid": p.vhid,
+                        "interface": p.interface,
+                        "from_state": p.old,
+                        "to_state": p.new,
+                        "reason": p.reason,
+                        "at": datetime.datetime.fromtimestamp(p.at, tz=datetime.UTC),
+                    }
                     for p in batch
-                )
-            else:
+                ],
+            )
+            if not kept:
                 log.warning("node %s is not in the database: %d transitions not kept",
                             self.node, len(batch))  # fmt: skip
         except Exception as exc:
@@ -670,9 +659,11 @@ class TransitionRecorder:
     def prune(self) -> int:
         from django.db import close_old_connections
 
+        from cluster import services
+
         close_old_connections()
         try:
-            deleted = prune_transitions(self.retention_days)
+            deleted = services.prune_transitions(self.retention_days)
         finally:
             close_old_connections()
         if deleted:
@@ -962,7 +953,6 @@ __all__ = [
     "TransitionRecorder",
     "config_version",
     "current_engine",
-    "prune_transitions",
     "read_database",
     "set_current_engine",
     "vhost_config",

@@ -11,7 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from cluster.carp.bridge import prune_transitions
+from cluster.services import prune_transitions
 
 
 class Command(BaseCommand):
