@@ -161,3 +161,17 @@ def async_client(url: str, timeout: float = 1.0, retries: int = 0) -> Any:
         decode_responses=True,
         retry=Retry(NoBackoff(), retries),
     )
+
+
+def request_demo_action(url: str, action: str, node: str, timeout: float = 1.0) -> int:
+    """Publish a "fail" or "restore" request for ``node`` on ``DEMO_CONTROL_CHANNEL``
+    (the status page's buttons and ``make demo-fail`` alike); returns how many
+    supervisors heard it (0: no demo is running). Redis errors propagate."""
+    import time
+
+    client = sync_client(url, timeout=timeout)
+    try:
+        request = {"action": action, "node": node, "at": time.time()}
+        return int(client.publish(DEMO_CONTROL_CHANNEL, json.dumps(request)))
+    finally:
+        client.close()

@@ -7,8 +7,6 @@ view that can change something: the support role gets 403 from it.
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import wraps
@@ -265,14 +263,11 @@ def node_demo_action(request: HttpRequest, name: str, action: str) -> HttpRespon
     if not settings.DEMO_MODE or action not in DEMO_ACTIONS:
         raise Http404("Only the demo cluster can fail and restore nodes.")
     node = get_object_or_404(Node, name=name)
-    message = json.dumps({"action": action, "node": node.name, "at": time.time()})
     done = False
     try:
-        client = live.redis_client(settings.REDIS_URL)
-        try:
-            receivers = client.publish(statekeys.DEMO_CONTROL_CHANNEL, message)
-        finally:
-            client.close()
+        receivers = statekeys.request_demo_action(
+            settings.REDIS_URL, action, node.name, timeout=live.REDIS_TIMEOUT
+        )
     except (RedisError, OSError) as exc:
         text = f"Nothing was done: Redis cannot be reached ({exc})."
     else:

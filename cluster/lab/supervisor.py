@@ -299,17 +299,13 @@ def send_control(var_dir: Path, action: str, node: str, timeout: float = 60) -> 
         raise SystemExit(f"No demo is running (no live supervisor in {state_path(var_dir)}).")
     if node not in state["nodes"]:
         raise SystemExit(f"No node {node!r} in the running demo: {', '.join(state['nodes'])}.")
-    message = {"action": action, "node": node, "at": time.time()}
-    client = statekeys.sync_client(state["redis_url"])
     try:
-        receivers = client.publish(statekeys.DEMO_CONTROL_CHANNEL, json.dumps(message))
+        receivers = statekeys.request_demo_action(state["redis_url"], action, node)
     except (RedisError, OSError) as exc:
         raise SystemExit(
             f"Nothing was done to {node}: the demo's Redis ({state['redis_url']}) cannot be"
             f" reached, and requests go to the supervisor through it ({exc})."
         ) from None
-    finally:
-        client.close()
     if receivers == 0:
         raise SystemExit("The demo's supervisor is not listening on its control channel.")
     wanted = "failed" if action == "fail" else "up"
