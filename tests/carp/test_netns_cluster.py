@@ -8,11 +8,13 @@ appears after 3 s + advskew/256 (CARP.md); timeouts allow a second more.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 
 import pytest
 
+from cluster.lab.procs import Proc
 from tests.carp.netns import Cluster, last_lines, node_ip, node_ip6, wait_until
 
 pytestmark = pytest.mark.netns
@@ -27,6 +29,20 @@ def cluster(tmp_path):
         yield built
 
 
+def in_backup(cluster: Cluster, proc: Proc) -> Proc:
+    """Wait until the daemon has started (its INIT -> BACKUP, text or JSON log).
+
+    On two CPUs three interpreters starting at once can finish their imports in any
+    order, and a later-started backup would then time out first and be preempted:
+    the Primary started (and its timer running) first makes the election order the
+    one the test describes.
+    """
+    wait_until(
+        lambda: re.search(r"init.{1,40}backup", cluster.log(proc)), 10, what="the daemon in BACKUP"
+    )
+    return proc
+
+
 def steady_holder(cluster: Cluster, vip: str, index: int, seconds: float = 1.5) -> None:
     """``vip`` stays on node ``index`` alone for ``seconds``."""
     end = time.monotonic() + seconds
@@ -37,7 +53,7 @@ def steady_holder(cluster: Cluster, vip: str, index: int, seconds: float = 1.5) 
 
 def test_three_nodes_elect_the_primary_and_only_it_advertises(cluster):
     procs = [
-        cluster.carp(1, "--log-format", "json", addr=[VIP], advskew=0),
+        in_backup(cluster, cluster.carp(1, "--log-format", "json", addr=[VIP], advskew=0)),
         cluster.carp(2, addr=[VIP], advskew=50),
         cluster.carp(3, addr=[VIP], advskew=100),
     ]
@@ -150,7 +166,9 @@ def test_two_vhids_with_opposite_priorities_run_active_active_in_one_process(clu
 def test_an_ipv6_vip_fails_over_with_unsolicited_neighbour_advertisements(cluster):
     vip6 = "2001:db8::100"
     # The IPv6 source address makes the adverts IPv6 (ff02::12, hop limit 255).
-    primary = cluster.carp(1, "--srcip", node_ip6(1), addr=[f"{vip6}/64"], advskew=0)
+    primary = in_backup(
+        cluster, cluster.carp(1, "--srcip", node_ip6(1), addr=[f"{vip6}/64"], advskew=0)
+    )
     cluster.carp(2, "--srcip", node_ip6(2), addr=[f"{vip6}/64"], advskew=50)
     cap = cluster.capture()
     cluster.wait_holder(vip6, 1, ELECTION)
