@@ -169,8 +169,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # attempts, and with it the CARP engine that serves the VIPs.
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 # ... and retries it every 2 s at most (not kombu's 30 s), so that apply tasks flow
-# again soon after an outage (cluster/carp/bootstep.py).
-CELERY_WORKER_CONSUMER = "cluster.carp.bootstep:NodeConsumer"
+# again soon after an outage (cluster/node/lifecycle.py).
+CELERY_WORKER_CONSUMER = "cluster.node.lifecycle:NodeConsumer"
+# Workers import the receiving side of the apply task at start; the web only sends it.
+CELERY_IMPORTS = ("cluster.node.tasks",)
 # The Redis transport polls every second by default; 0.2 s makes worker
 # shutdown (and so engine failover on a clean stop) quicker.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"polling_interval": 0.2}

@@ -10,6 +10,7 @@ from typing import Final
 from django.db import models
 
 from cluster import advskew
+from cluster.carp.types import MAX_PASSWORD_BYTES, Reason, State
 
 VHID_MIN: Final = 1
 VHID_MAX: Final = 255
@@ -17,7 +18,7 @@ ADVBASE_MIN: Final = 1
 ADVBASE_MAX: Final = 255
 ADVBASE_DEFAULT: Final = 1
 # BSD's carp(4) and ucarp both keep at most this many bytes of the passphrase.
-PASSWORD_MAX_BYTES: Final = 19
+PASSWORD_MAX_BYTES: Final = MAX_PASSWORD_BYTES
 ORDINAL_MIN: Final = 1
 ORDINAL_MAX: Final = advskew.MAX_ORDINAL
 MAX_NODES: Final = advskew.MAX_ORDINAL
@@ -40,33 +41,30 @@ class Priority(models.TextChoices):
     BACKUP = advskew.BACKUP, "Backup"
 
 
+# The engine's own vocabularies (cluster.carp.types), so that the history stores
+# what the engine reports as it is and every layer spells a state one way.
 class CarpState(models.TextChoices):
-    """The states of a CARP virtual host (RFC-less, as in BSD carp(4))."""
+    """The states of a CARP virtual host (BSD carp(4)), spelt as the engine spells them."""
 
-    INIT = "init", "Init"
-    BACKUP = "backup", "Backup"
-    MASTER = "master", "Master"
+    INIT = State.INIT.value, "INIT"
+    BACKUP = State.BACKUP.value, "BACKUP"
+    MASTER = State.MASTER.value, "MASTER"
 
 
 class TransitionReason(models.TextChoices):
-    """Why a virtual host changed state on a node.
+    """Why a virtual host changed state on a node (the engine's ``Reason``)."""
 
-    The values are those of the engine's ``cluster.carp.types.Reason``, so the
-    bridge stores what the engine reports as it is.
-    """
-
-    STARTUP = "startup", "Startup"
-    MASTER_DOWN = "master_down", "Master down"
-    PREEMPTED = "preempted", "Preempted"
-    BOW_OUT = "bow_out", "Master bowed out"
-    HIGHER_PRIORITY_SEEN = "higher_priority_seen", "Higher priority seen"
-    DEMOTED = "demoted", "Demoted"
-    MAINTENANCE = "maintenance", "Maintenance"
-    HEALTH_CHECK = "health_check", "Health check"
-    SHUTDOWN = "shutdown", "Shutdown"
-    LINK_DOWN = "link_down", "Link down"
-    LINK_UP = "link_up", "Link up"
-    CONFIG_CHANGED = "config_changed", "Configuration changed"
+    STARTUP = Reason.STARTUP.value, "Startup"
+    MASTER_DOWN = Reason.MASTER_DOWN.value, "Master down"
+    PREEMPTED = Reason.PREEMPTED.value, "Preempted"
+    BOW_OUT = Reason.BOW_OUT.value, "Master bowed out"
+    HIGHER_PRIORITY_SEEN = Reason.HIGHER_PRIORITY_SEEN.value, "Higher priority seen"
+    DEMOTED = Reason.DEMOTED.value, "Demoted"
+    MAINTENANCE = Reason.MAINTENANCE.value, "Maintenance"
+    HEALTH_CHECK = Reason.HEALTH_CHECK.value, "Health check"
+    SHUTDOWN = Reason.SHUTDOWN.value, "Shutdown"
+    LINK_DOWN = Reason.LINK_DOWN.value, "Link down"
+    LINK_UP = Reason.LINK_UP.value, "Link up"
 
 
 class AuditAction(models.TextChoices):

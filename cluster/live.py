@@ -8,7 +8,10 @@ all render its ``as_dict()`` or its objects, so they never disagree.
 
 Redis that cannot be reached is a state, not an error: the status then says
 ``available: false`` and every cell ``unknown``, and the expected owner falls
-back to the configuration alone (members not in maintenance).
+back to the configuration alone (members not in maintenance). A value that does
+not parse (``cluster.statekeys`` parses every field, once) is a state too: the
+node's cells say "unreadable state from <node>", it is logged once, and no view
+ever sees an exception from it.
 """
 
 from __future__ import annotations
@@ -29,24 +32,28 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from cluster import services, statekeys
+from cluster.carp.types import State
 from cluster.choices import TransitionReason
 from cluster.models import IPAlias, Node, Transition
 
 log = logging.getLogger(__name__)
 
-# A cell's live state: the engine's own three, or why there is none.
-MASTER = "MASTER"
-BACKUP = "BACKUP"
-INIT = "INIT"
+# A cell's live state: the engine's own three (one spelling: cluster.carp.types.State),
+# or why there is none.
+MASTER = State.MASTER.value
+BACKUP = State.BACKUP.value
+INIT = State.INIT.value
 NOT_REPORTING = "not reporting"  # the node's heartbeat key has expired
 NOT_RUNNING = "not running"  # the node reports, but does not run this virtual host
 UNKNOWN = "unknown"  # Redis cannot be reached, or the engine wrote no state yet
-STATES = (MASTER, BACKUP, INIT, NOT_REPORTING, NOT_RUNNING, UNKNOWN)
+UNREADABLE = "unreadable"  # what the node wrote does not parse (cell.detail says why)
+STATES = (MASTER, BACKUP, INIT, NOT_REPORTING, NOT_RUNNING, UNKNOWN, UNREADABLE)
 
 SPLIT_BRAIN = "split_brain"
 NO_MASTER = "no_master"
 NODE_NOT_REPORTING = "not_reporting"
-ALERT_KINDS = (SPLIT_BRAIN, NO_MASTER, NODE_NOT_REPORTING)
+ALIAS_LEFT_OUT = "alias_left_out"  # a node cannot run an alias (its password, say)
+ALERT_KINDS = (SPLIT_BRAIN, NO_MASTER, NODE_NOT_REPORTING, ALIAS_LEFT_OUT)
 
 # How a heartbeat's config_source reads on the pages (bridge.Engine sets it).
 CONFIG_SOURCE_WORDS = {
@@ -70,6 +77,31 @@ def async_redis_client(url: str) -> Any:
 
 
 @dataclass(frozen=True)
+class DemotionEntry:
+    """One demotion source of a node, as its heartbeat says."""
+
+    source: str
+    level: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Demotion:
+    """A node's demotion: the total it adds to its advskew, and source by source."""
+
+    total: int = 0
+    sources: list[DemotionEntry] = field(default_factory=list)
+
+    @property
+    def words(self) -> str:
+        """ "demoted by 240: maintenance", or "" when not demoted."""
+        if not self.total:
+            return ""
+        reasons = ", ".join(s.reason or s.source for s in self.sources)
+        return f"demoted by {self.total}: {reasons}"
+
+
+@dataclass(frozen=True)
 class NodeStatus:
     """One node's heartbeat, as its engine last wrote it."""
 
@@ -81,6 +113,8 @@ class NodeStatus:
     config_source: str
     config_version: str | None
     summary: str
+    demotion: Demotion = field(default_factory=Demotion)
+    unreadable: str = ""  # why what the node wrote cannot be read ("" when it can)
 
 
 @dataclass(frozen=True)
@@ -95,6 +129,8 @@ class Cell:
     advertised_advskew: int | None = None
     last_reason: str = ""
     last_at: float | None = None
+    last_source: str = ""
+    detail: str = ""  # why the state is UNREADABLE
 
 
 @dataclass(frozen=True)
@@ -137,10 +173,25 @@ class Status:
 
 @dataclass
 class _Snapshot:
-    """What Redis holds for the nodes, read in two round trips."""
+    """What Redis holds for the nodes, read in two round trips and parsed once
+    (`statekeys.Unreadable` in place of what does not parse)."""
 
-    heartbeats: dict[str, dict[str, Any]]
-    vhosts: dict[str, dict[tuple[str, int], dict[str, str]]]
+    heartbeats: dict[str, statekeys.Heartbeat | statekeys.Unreadable]
+    vhosts: dict[str, dict[tuple[str, int], statekeys.VhostState | statekeys.Unreadable]]
+
+
+_LOGGED_UNREADABLE: set[tuple[str, str]] = set()
+_LOGGED_LIMIT = 1024  # keys remembered; a flood of new ones must not grow this for ever
+
+
+def _log_unreadable(node: str, what: str, error: statekeys.Unreadable) -> None:
+    """Log unreadable state once per node and key, not once per page view."""
+    key = (node, what)
+    if key in _LOGGED_UNREADABLE:
+        return
+    if len(_LOGGED_UNREADABLE) < _LOGGED_LIMIT:
+        _LOGGED_UNREADABLE.add(key)
+    log.warning("unreadable live state from %s (%s): %s", node, what, error)
 
 
 def _read_redis(node_names: Sequence[str]) -> _Snapshot:
@@ -151,90 +202,98 @@ def _read_redis(node_names: Sequence[str]) -> _Snapshot:
             pipe.get(statekeys.heartbeat_key(name))
             pipe.smembers(statekeys.node_vhosts_key(name))
         replies = pipe.execute()
-        heartbeats: dict[str, dict[str, Any]] = {}
+        heartbeats: dict[str, statekeys.Heartbeat | statekeys.Unreadable] = {}
         members: list[tuple[str, str, int]] = []
         for index, name in enumerate(node_names):
             raw, running = replies[2 * index], replies[2 * index + 1]
             if raw:
-                heartbeats[name] = _json_object(raw)
+                try:
+                    heartbeats[name] = statekeys.Heartbeat.decode(raw)
+                except statekeys.Unreadable as exc:
+                    _log_unreadable(name, "heartbeat", exc)
+                    heartbeats[name] = exc
             for member in sorted(running):
                 try:
                     interface, vhid = statekeys.parse_vhost_member(member)
                 except ValueError:
-                    log.warning("ignoring malformed member %r of %s", member, name)
+                    _log_unreadable(name, f"member {member[:40]!r}", statekeys.Unreadable(
+                        "member", "not <interface>:<vhid>"))  # fmt: skip
                     continue
                 members.append((name, interface, vhid))
         pipe = client.pipeline(transaction=False)
         for name, interface, vhid in members:
             pipe.hgetall(statekeys.vhost_key(name, interface, vhid))
-        vhosts: dict[str, dict[tuple[str, int], dict[str, str]]] = {n: {} for n in node_names}
+        vhosts: dict[str, dict[tuple[str, int], statekeys.VhostState | statekeys.Unreadable]]
+        vhosts = {n: {} for n in node_names}
         for (name, interface, vhid), values in zip(members, pipe.execute(), strict=True):
-            vhosts[name][(interface, vhid)] = values
+            try:
+                vhosts[name][(interface, vhid)] = statekeys.VhostState.from_hash(values)
+            except statekeys.Unreadable as exc:
+                _log_unreadable(name, f"vhid {vhid} on {interface}", exc)
+                vhosts[name][(interface, vhid)] = exc
         return _Snapshot(heartbeats, vhosts)
     finally:
         client.close()
 
 
-def _json_object(raw: str) -> dict[str, Any]:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _number(value: Any, kind: type[int] | type[float]) -> Any:
-    """``value`` as an int or float, or None: Redis holds strings, engines may omit fields."""
-    try:
-        return kind(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
-
-
 def _clock(epoch: float) -> str:
-    return timezone.localtime(datetime.fromtimestamp(epoch, tz=UTC)).strftime("%H:%M:%S")
+    try:
+        return timezone.localtime(datetime.fromtimestamp(epoch, tz=UTC)).strftime("%H:%M:%S")
+    except (OverflowError, ValueError, OSError):
+        return "?"  # statekeys bounds every time; a time zone at the edge must not fail a page
+
+
+def _demotion(heartbeat: statekeys.Heartbeat) -> Demotion:
+    return Demotion(
+        heartbeat.demotion_total,
+        [DemotionEntry(d.source, d.level, d.reason) for d in heartbeat.demotion],
+    )
 
 
 def _node_status(node: Node, snapshot: _Snapshot | None) -> NodeStatus:
-    if snapshot is None:
+    def status(reporting: bool, last_seen: float | None, summary: str, **kw: Any) -> NodeStatus:
         return NodeStatus(
-            node.name,
-            node.ordinal,
-            node.maintenance,
-            False,
-            None,
-            "",
-            None,
-            "live state unavailable",
+            node.name, node.ordinal, node.maintenance, reporting, last_seen, summary=summary, **kw
         )
+
+    if snapshot is None:
+        return status(False, None, "live state unavailable", config_source="", config_version=None)
     heartbeat = snapshot.heartbeats.get(node.name)
+    if isinstance(heartbeat, statekeys.Unreadable):
+        # It reports (the key is there), but what it says cannot be read: say so,
+        # and treat its claims as unknown rather than guess.
+        words = f"unreadable state from {node.name} ({heartbeat})"
+        return status(
+            True, None, words, config_source="", config_version=None, unreadable=str(heartbeat)
+        )
     if heartbeat is not None:
-        source = str(heartbeat.get("config_source") or "")
-        # The engine's version is a digest (cluster/carp/bridge.config_version),
-        # in the API and on the nodes page; the matrix's header has no room for it.
-        version = str(heartbeat.get("config_version") or "") or None
+        source = heartbeat.config_source
         summary = "reporting"
         if source:
             summary += f" · {CONFIG_SOURCE_WORDS.get(source, 'configuration from ' + source)}"
-        return NodeStatus(
-            node.name,
-            node.ordinal,
-            node.maintenance,
+        demotion = _demotion(heartbeat)
+        if demotion.total:
+            summary += f" · {demotion.words}"
+        # The engine's version is a digest (cluster/node/apply.config_version), in the
+        # API and on the nodes page; the matrix's header has no room for it.
+        return status(
             True,
-            _number(heartbeat.get("at"), float),
-            source,
-            version,
+            heartbeat.at,
             summary,
+            config_source=source,
+            config_version=heartbeat.config_version or None,
+            demotion=demotion,
         )
     # The heartbeat has expired: the newest write to its virtual hosts is the
     # best "last seen" left (stable from now on, so it is fine in the summary).
-    updates = [_number(v.get("updated_at"), float) for v in snapshot.vhosts[node.name].values()]
-    known = [at for at in updates if at is not None]
-    last_seen = max(known) if known else None
+    updates = [
+        v.updated_at
+        for v in snapshot.vhosts[node.name].values()
+        if isinstance(v, statekeys.VhostState) and v.updated_at is not None
+    ]
+    last_seen = max(updates) if updates else None
     summary = "not reporting" + (f" · last seen {_clock(last_seen)}" if last_seen else "")
-    return NodeStatus(
-        node.name, node.ordinal, node.maintenance, False, last_seen, "", None, summary
-    )
+    return status(False, last_seen, summary, config_source="", config_version=None)
 
 
 def _cell(
@@ -247,21 +306,29 @@ def _cell(
     advskew = priority.advskew if priority else None
     if snapshot is None:
         return Cell(node.name, tier, advskew, UNKNOWN)
+    if node.unreadable:
+        return Cell(node.name, tier, advskew, UNREADABLE, detail=_unreadable_words(node.name))
     if not node.reporting:
         return Cell(node.name, tier, advskew, NOT_REPORTING)
     values = snapshot.vhosts[node.name].get((alias.interface, alias.vhid))
     if values is None:
         return Cell(node.name, tier, advskew, NOT_RUNNING)
-    state = str(values.get("state", "")).upper()
+    if isinstance(values, statekeys.Unreadable):
+        return Cell(node.name, tier, advskew, UNREADABLE, detail=_unreadable_words(node.name))
     return Cell(
         node.name,
         tier,
         advskew,
-        state if state in (MASTER, BACKUP, INIT) else UNKNOWN,
-        _number(values.get("advskew"), int),
-        str(values.get("last_reason") or ""),
-        _number(values.get("last_at"), float),
+        str(values.state),
+        values.advskew,
+        values.last_reason,
+        values.last_at,
+        values.last_source,
     )
+
+
+def _unreadable_words(node: str) -> str:
+    return f"unreadable state from {node}"
 
 
 def expected_owner(
@@ -334,11 +401,40 @@ def _not_reporting_message(status: NodeStatus) -> str:
     return f"Node {status.name} is not reporting{seen}."
 
 
-def compute_status() -> Status:
-    """The live matrix now: one row per alias, one cell per node, and alerts."""
-    node_rows = list(Node.objects.all())
-    aliases = list(IPAlias.objects.all())
-    views = services.alias_views(aliases)
+def _left_out_alerts(snapshot: _Snapshot) -> list[Alert]:
+    """An alert per alias a reporting node cannot run, naming the node, the alias and
+    the cause (a node left with nothing to run must not read as merely waiting)."""
+    alerts = []
+    for name, heartbeat in snapshot.heartbeats.items():
+        if not isinstance(heartbeat, statekeys.Heartbeat):
+            continue
+        for problem in heartbeat.problems:
+            message = (
+                f"Node {name} cannot run VHID {problem.vhid} on {problem.interface}:"
+                f" {problem.cause}."
+            )
+            alerts.append(
+                Alert(
+                    ALIAS_LEFT_OUT,
+                    message,
+                    node=name,
+                    vhid=problem.vhid,
+                    interface=problem.interface,
+                )
+            )
+    return alerts
+
+
+def compute_status(
+    node_rows: Sequence[Node] | None = None, matrix: Sequence[services.MatrixRow] | None = None
+) -> Status:
+    """The live matrix now: one row per alias, one cell per node, and alerts.
+
+    A page that renders the matrix itself passes its nodes and
+    ``services.alias_matrix(nodes)`` so the join is read once."""
+    if node_rows is None or matrix is None:
+        node_rows = list(Node.objects.all())
+        matrix = services.alias_matrix(node_rows)
     snapshot: _Snapshot | None
     error = ""
     try:
@@ -353,10 +449,15 @@ def compute_status() -> Status:
         for status in nodes.values()
         if live and not status.reporting
     ]
+    if snapshot is not None:
+        alerts.extend(_left_out_alerts(snapshot))
     rows = []
-    for alias in aliases:
-        by_node = {priority.node: priority for priority in views[alias.pk].priorities}
-        cells = [_cell(nodes[n.name], by_node.get(n.name), alias, snapshot) for n in node_rows]
+    for row in matrix:
+        alias = row.alias
+        cells = [
+            _cell(nodes[n.name], priority, alias, snapshot)
+            for n, priority in zip(node_rows, row.cells, strict=True)
+        ]
         masters = _current_masters(cells, nodes)
         owner = expected_owner(alias, cells, nodes, live)
         rows.append(
@@ -364,7 +465,7 @@ def compute_status() -> Status:
                 id=alias.pk,
                 vhid=alias.vhid,
                 interface=alias.interface,
-                addresses=views[alias.pk].addresses,
+                addresses=row.addresses,
                 enabled=alias.enabled,
                 description=alias.description,
                 cells=cells,
@@ -396,11 +497,13 @@ class TimelineEntry:
     to_state: str
     reason: str
     at: datetime
+    source: str = ""  # the demotion source behind it, if any
 
     @property
     def reason_label(self) -> str:
         labels = dict(TransitionReason.choices)
-        return str(labels.get(self.reason, self.reason))
+        label = str(labels.get(self.reason, self.reason))
+        return f"{label} ({self.source})" if self.source else label
 
 
 @dataclass(frozen=True)
@@ -443,7 +546,9 @@ def timelines(
     rows = list(
         Transition.objects.filter(at__gte=since)
         .order_by("at", "id")
-        .values_list("node__name", "vhid", "interface", "from_state", "to_state", "reason", "at")
+        .values_list(
+            "node__name", "vhid", "interface", "from_state", "to_state", "reason", "source", "at"
+        )
     )
     # One scale for every VIP, so that their bars line up.
     if rows:
@@ -459,14 +564,12 @@ def timelines(
         right = ((end or now) - since).total_seconds() / window * 100
         found[pk].spans.append(MasterSpan(node, start, end, round(left, 3), round(right - left, 3)))
 
-    for node, vhid, interface, from_state, to_state, reason, at in rows:
+    for node, vhid, interface, from_state, to_state, reason, source, at in rows:
         pk = by_key.get((interface, vhid)) if interface else by_vhid.get(vhid)
         if pk is None:
             continue
-        found[pk].entries.append(
-            TimelineEntry(node, from_state.upper(), to_state.upper(), reason, at)
-        )
-        if from_state.upper() == MASTER:
+        found[pk].entries.append(TimelineEntry(node, from_state, to_state, reason, at, source))
+        if from_state == MASTER:
             # Master since before the window when no opening transition was seen.
             close(pk, node, opened.pop((pk, node), since), at)
         elif (pk, node) in opened:
@@ -474,7 +577,7 @@ def timelines(
             # back from INIT): its span ends here at the latest, not dropped when
             # the node becomes MASTER again.
             close(pk, node, opened.pop((pk, node)), at)
-        if to_state.upper() == MASTER:
+        if to_state == MASTER:
             opened[(pk, node)] = at
     for (pk, node), start in opened.items():
         close(pk, node, start, None)
@@ -517,7 +620,7 @@ async def event_stream(redis_url: str) -> AsyncGenerator[str, None]:
             if pubsub is None and loop.time() >= next_subscribe:
                 pubsub = await _subscribe(client)
                 next_subscribe = loop.time() + RESUBSCRIBE
-            batch: list[dict[str, Any]] = []
+            batch: list[statekeys.Message] = []
             try:
                 batch = await _next_batch(pubsub) if pubsub else await _sleep(TICK)
             except (RedisError, OSError, TimeoutError) as exc:
@@ -525,19 +628,20 @@ async def event_stream(redis_url: str) -> AsyncGenerator[str, None]:
                 await _close(pubsub)
                 pubsub = None
             for message in batch:
-                if message.get("kind") == "transition":
-                    yield sse("transition", message)
+                if isinstance(message, statekeys.TransitionMessage):
+                    yield sse("transition", statekeys.message_dict(message))
             # Heartbeats come every second from every node: they wait for the
             # tick (a node coming back shows within a second); anything else
             # is shown at once, with the messages that caused it.
-            news = any(message.get("kind") != "heartbeat" for message in batch)
+            news = any(not isinstance(m, statekeys.HeartbeatMessage) for m in batch)
             if news or loop.time() - last_computed >= TICK:
                 status = await recompute()
                 last_computed = loop.time()
                 now_shown = fingerprint(status)
                 if news or now_shown != shown:
                     shown = now_shown
-                    yield sse("status", {**status, "trigger": batch})
+                    trigger = [statekeys.message_dict(m) for m in batch]
+                    yield sse("status", {**status, "trigger": trigger})
                     last_sent = loop.time()
             if loop.time() - last_sent >= KEEPALIVE:
                 yield ": keepalive\n\n"
@@ -565,12 +669,12 @@ async def _close(pubsub: Any) -> None:
             await pubsub.aclose()
 
 
-async def _sleep(seconds: float) -> list[dict[str, Any]]:
+async def _sleep(seconds: float) -> list[statekeys.Message]:
     await asyncio.sleep(seconds)
     return []
 
 
-async def _next_batch(pubsub: Any) -> list[dict[str, Any]]:
+async def _next_batch(pubsub: Any) -> list[statekeys.Message]:
     """The messages of the next second: the first one, and those that follow
     it within ``COALESCE``; none when the second passes quietly.
 
@@ -579,7 +683,7 @@ async def _next_batch(pubsub: Any) -> list[dict[str, Any]]:
     should say "unavailable" within about a second.
     """
     async with asyncio.timeout(TICK + COALESCE + REDIS_TIMEOUT):
-        batch: list[dict[str, Any]] = []
+        batch: list[statekeys.Message] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + TICK
         while (left := deadline - loop.time()) > 0:
@@ -592,8 +696,9 @@ async def _next_batch(pubsub: Any) -> list[dict[str, Any]]:
                 continue
             try:
                 batch.append(statekeys.decode_message(message["data"]))
-            except ValueError:
-                log.warning("ignoring a message that is not ours: %.200r", message["data"])
+            except ValueError as exc:
+                log.warning("ignoring a message that is not ours (%s): %.200r", exc,
+                            message["data"])  # fmt: skip
             if len(batch) == 1:
                 deadline = loop.time() + COALESCE
         return batch

@@ -57,11 +57,6 @@ class Node(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    @property
-    def queue_name(self) -> str:
-        """The Celery queue that this node's worker (and engine) consumes."""
-        return f"carp.{self.name}"
-
 
 class IPAlias(models.Model):
     """One CARP virtual host: a VHID on an interface with its addresses.
@@ -191,9 +186,12 @@ class AliasPriority(models.Model):
 class Transition(models.Model):
     """A state change of one virtual host on one node, as the engine reported it.
 
-    Written by the engine bridge (a later issue); kept for the timeline on the
-    cluster page. The VHID is copied rather than linked so the history stays
-    readable after an alias is deleted.
+    Written by the node host (cluster/node/history.py, through
+    ``services.record_transitions``); kept for the timeline on the cluster page
+    and ``GET /api/v1/transitions/``. The VHID is copied rather than linked so
+    the history stays readable after an alias is deleted. ``source`` names the
+    demotion source (``maintenance``, ``link:eth0``, ``health:<check>``) when a
+    demotion caused the change.
     """
 
     node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="transitions")
@@ -202,6 +200,7 @@ class Transition(models.Model):
     from_state = models.CharField(max_length=16, choices=choices.CarpState.choices)
     to_state = models.CharField(max_length=16, choices=choices.CarpState.choices)
     reason = models.CharField(max_length=32, choices=choices.TransitionReason.choices)
+    source = models.CharField(max_length=64, blank=True, default="")
     at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:

@@ -5,7 +5,7 @@ saves a model itself. Each function runs in one transaction, checks every
 rule (so a failed call changes nothing), raises
 ``django.core.exceptions.ValidationError`` with a dict keyed by field name,
 writes an ``AuditEntry``, and after the commit asks each affected node to
-apply its configuration (``cluster.tasks.dispatch_apply``).
+apply its configuration (``cluster.dispatch.dispatch_apply``).
 
 Input shapes (plain dicts, so a form's ``cleaned_data``, a serializer's
 ``validated_data`` or a test can pass them as they are)::
@@ -47,9 +47,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from cluster import choices, validators
+from cluster import choices, dispatch, validators
 from cluster.advskew import derive_advskew
 from cluster.choices import AuditAction, Priority
+from cluster.crypto import PasswordDecryptionError
 from cluster.models import AliasAddress, AliasPriority, AuditEntry, IPAlias, Node, Transition
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ __all__ = [
     "NodeData",
     "PriorityData",
     "alias_form_data",
+    "alias_matrix",
     "alias_snapshot",
     "alias_views",
     "aliases_with_relations",
@@ -66,7 +68,7 @@ __all__ = [
     "create_node",
     "delete_alias",
     "delete_node",
-    "desired_virtual_hosts",
+    "desired_node",
     "flag_message",
     "node_snapshot",
     "parse_flag",
@@ -191,35 +193,125 @@ def alias_views(aliases: Sequence[IPAlias]) -> dict[int, AliasView]:
     return views
 
 
-def desired_virtual_hosts(node_name: str) -> list[dict[str, Any]]:
-    """What ``node_name`` should run: one dict per enabled alias it takes part in.
+@dataclass(frozen=True)
+class MatrixRow:
+    """An alias with its addresses and one cell per node, in the nodes' order: the
+    node's tier and derived advskew, or None where the node is not a member."""
 
-    For the engine's bridge only: it holds the plaintext password (the HMAC
-    needs it), so never log or render the result. Keys: vhid, interface,
-    advbase, advskew, preempt, password, addresses (with prefix), version, and
-    alias_id: an alias deleted and created again starts over at version 1, so the
-    version names a change only together with the alias's id.
+    alias: IPAlias
+    addresses: list[str]
+    cells: list[PriorityView | None]
+
+
+def alias_matrix(nodes: Sequence[Node]) -> list[MatrixRow]:
+    """The alias x node join that the live status and the pages share, in three queries."""
+    aliases = list(IPAlias.objects.all())
+    views = alias_views(aliases)
+    rows = []
+    for alias in aliases:
+        by_node = {priority.node: priority for priority in views[alias.pk].priorities}
+        rows.append(
+            MatrixRow(alias, views[alias.pk].addresses, [by_node.get(n.name) for n in nodes])
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class DesiredVirtualHost:
+    """One enabled alias as ``node`` should run it.
+
+    It holds the plaintext password (the HMAC needs it): never log or render
+    one; the repr leaves it out. ``alias_id`` and ``version`` name the alias's
+    change: an alias deleted and created again starts over at version 1.
     """
+
+    alias_id: int
+    version: int
+    vhid: int
+    interface: str
+    advbase: int
+    advskew: int
+    preempt: bool
+    addresses: tuple[str, ...]
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class LeftOutAlias:
+    """An alias the node takes part in but cannot run, and why (in words)."""
+
+    alias_id: int
+    version: int
+    vhid: int
+    interface: str
+    cause: str
+
+
+@dataclass(frozen=True)
+class DesiredNode:
+    """Everything one node should run: the node host's input (cluster/node/apply.py).
+
+    ``address`` is None when the node is not in the database (deleted: it must
+    release its VIPs and run nothing).
+    """
+
+    node: str
+    address: str | None
+    maintenance: bool
+    vhosts: tuple[DesiredVirtualHost, ...] = ()
+    left_out: tuple[LeftOutAlias, ...] = ()
+
+
+UNDECRYPTABLE_CAUSE = (
+    "its password cannot be decrypted: CLUSTER_SECRET_KEY differs from the key that saved it"
+)
+
+
+def desired_node(node_name: str) -> DesiredNode:
+    """What ``node_name`` should run: every enabled alias it takes part in.
+
+    An alias whose password cannot be decrypted (a database written under
+    another ``CLUSTER_SECRET_KEY``) is left out with its cause; every other alias
+    still runs.
+    """
+    node = Node.objects.filter(name=node_name).values("address", "maintenance").first()
+    if node is None:
+        return DesiredNode(node_name, None, False)
     rows = (
         AliasPriority.objects.filter(node__name=node_name, alias__enabled=True)
-        .select_related("alias", "node")
+        .select_related("alias")
         .order_by("alias__interface", "alias__vhid")
     )
     views = alias_views([row.alias for row in rows])
-    return [
-        {
-            "vhid": row.alias.vhid,
-            "interface": row.alias.interface,
-            "advbase": row.alias.advbase,
-            "advskew": row.advskew,
-            "preempt": row.alias.preempt,
-            "password": row.alias.get_password(),
-            "addresses": views[row.alias.pk].addresses,
-            "version": row.alias.version,
-            "alias_id": row.alias.pk,
-        }
-        for row in rows
-    ]
+    vhosts: list[DesiredVirtualHost] = []
+    left_out: list[LeftOutAlias] = []
+    for row in rows:
+        alias = row.alias
+        try:
+            password = alias.get_password()
+        except PasswordDecryptionError:
+            left_out.append(
+                LeftOutAlias(
+                    alias.pk, alias.version, alias.vhid, alias.interface, UNDECRYPTABLE_CAUSE
+                )
+            )
+            continue
+        vhosts.append(
+            DesiredVirtualHost(
+                alias_id=alias.pk,
+                version=alias.version,
+                vhid=alias.vhid,
+                interface=alias.interface,
+                advbase=alias.advbase,
+                advskew=row.advskew,
+                preempt=alias.preempt,
+                addresses=tuple(views[alias.pk].addresses),
+                password=password,
+            )
+        )
+    return DesiredNode(
+        node_name, node["address"], node["maintenance"], tuple(vhosts), tuple(left_out)
+    )
 
 
 def alias_form_data(alias: IPAlias) -> AliasData:
@@ -634,9 +726,7 @@ def _apply_on_commit(node_names: Iterable[str]) -> None:
     names = sorted(set(node_names))
     if not names:
         return
-    from cluster import tasks  # tasks import the Celery app; keep services importable alone
-
-    transaction.on_commit(lambda: tasks.dispatch_apply(names), robust=True)
+    transaction.on_commit(lambda: dispatch.dispatch_apply(names), robust=True)
 
 
 def _node_names(alias: IPAlias) -> set[str]:
@@ -849,6 +939,7 @@ class TransitionData(TypedDict):
     from_state: str
     to_state: str
     reason: str
+    source: str
     at: datetime.datetime
 
 

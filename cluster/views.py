@@ -66,9 +66,8 @@ change_required = _guard(access.can_change, "Your role cannot change the configu
 
 @dataclass(frozen=True)
 class AliasRow:
-    """An alias with one cell per node, in the nodes' column order: the node's
-    tier and derived advskew, or None where the node is not a member; and its
-    live status (None when the alias appeared after the status was read)."""
+    """One row of ``services.alias_matrix`` with its live status (None when Redis
+    had nothing to say about it)."""
 
     alias: IPAlias
     addresses: list[str]
@@ -83,22 +82,15 @@ class AliasRow:
         return list(zip(self.cells, self.status.cells, strict=True))
 
 
-def alias_rows(nodes: Sequence[Node], status: live.Status | None = None) -> list[AliasRow]:
-    """Every alias with its addresses and per-node tiers, in three queries, and
-    its part of ``status`` when given (matched by id: the status is read apart)."""
-    aliases = list(IPAlias.objects.all())
-    views = services.alias_views(aliases)
-    by_id = {row.id: row for row in status.aliases} if status else {}
-    rows = []
-    for alias in aliases:
-        view = views[alias.pk]
-        by_node = {priority.node: priority for priority in view.priorities}
-        cells = [by_node.get(node.name) for node in nodes]
-        found = by_id.get(alias.pk)
-        if found is not None and [cell.node for cell in found.cells] != [n.name for n in nodes]:
-            found = None  # a node was added or removed in between
-        rows.append(AliasRow(alias, view.addresses, cells, found))
-    return rows
+def alias_rows(nodes: Sequence[Node]) -> tuple[live.Status, list[AliasRow]]:
+    """The live status and every alias's row, from one read of the alias x node join."""
+    matrix = services.alias_matrix(nodes)
+    status = live.compute_status(nodes, matrix)
+    rows = [
+        AliasRow(row.alias, row.addresses, row.cells, found)
+        for row, found in zip(matrix, status.aliases, strict=True)
+    ]
+    return status, rows
 
 
 def submit(request: HttpRequest, form: ServiceForm, write: Callable[[Any], Saved]) -> Saved | None:
@@ -131,7 +123,7 @@ def alias_list(request: HttpRequest) -> HttpResponse:
         # reversing two URLs per row was a tenth of the page's time.
         "list_url": reverse("console:alias-list"),
         "nodes": nodes,
-        "rows": alias_rows(nodes, live.compute_status()),
+        "rows": alias_rows(nodes)[1],
         "colspan": len(nodes) + 7 + can_change,
     }
     return render(request, "console/alias_list.html", context)
@@ -205,8 +197,7 @@ def render_confirm_delete(request: HttpRequest, **context: Any) -> HttpResponse:
 @view_required
 def cluster_overview(request: HttpRequest) -> HttpResponse:
     nodes = list(Node.objects.all())
-    status = live.compute_status()
-    rows = alias_rows(nodes, status)
+    status, rows = alias_rows(nodes)
     history = live.timelines(status.aliases)
     context = {
         "page_title": "Cluster",

@@ -1,14 +1,17 @@
 """A stand-in for the engines in tests of the live status: it writes the
 keys and messages of ``cluster.statekeys`` into the private test Redis,
-as ``cluster/carp/bridge.py`` does on a real node."""
+as ``cluster/node/state.py`` does on a real node. It writes raw values, so a
+test can also write what no engine would (malformed live state)."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from cluster import statekeys
+from cluster.carp.types import DemotionSource
 
 
 class FakeEngines:
@@ -42,16 +45,29 @@ class FakeEngines:
             values["updated_at"] = now
             self.client.hset(statekeys.vhost_key(node, interface, vhid), mapping=values)
 
-    def beat(self, node: str, config_source: str = "database") -> None:
+    def beat(
+        self,
+        node: str,
+        config_source: str = "database",
+        demotion: Sequence[DemotionSource] = (),
+        problems: Sequence[statekeys.ConfigProblem] = (),
+    ) -> None:
         """One heartbeat of ``node``, as its engine sends every second."""
         now = time.time()
-        beat = {"node": node, "pid": 1, "at": now, "started_at": now - 60}
-        beat.update({"config_version": "3f9a0c1d2e4b5a69", "config_source": config_source})
+        beat = statekeys.Heartbeat(
+            node=node,
+            at=now,
+            pid=1,
+            started_at=now - 60,
+            config_version="3f9a0c1d2e4b5a69",
+            config_source=config_source,
+            demotion=tuple(demotion),
+            problems=tuple(problems),
+        )
         key = statekeys.heartbeat_key(node)
-        self.client.set(key, json.dumps(beat), ex=statekeys.HEARTBEAT_TTL)
+        self.client.set(key, beat.encode(), ex=statekeys.HEARTBEAT_TTL)
 
     def publish(self, kind: str, **fields: Any) -> int:
-        receivers: int = self.client.publish(
-            statekeys.EVENTS_CHANNEL, statekeys.encode_message(kind, **fields)
-        )
+        raw = json.dumps({"kind": kind, **fields})
+        receivers: int = self.client.publish(statekeys.EVENTS_CHANNEL, raw)
         return receivers

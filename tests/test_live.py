@@ -182,19 +182,19 @@ def test_the_fingerprint_ignores_heartbeat_times_but_not_states(engines, alias):
 def test_the_timeline_shows_who_was_master_when_and_why(alias, nodes):
     now = timezone.now()
     Transition.objects.create(
-        node=nodes[0], vhid=1, interface="eth0", from_state="backup", to_state="master",
+        node=nodes[0], vhid=1, interface="eth0", from_state="BACKUP", to_state="MASTER",
         reason="master_down", at=now - timedelta(hours=12),
     )  # fmt: skip
     Transition.objects.create(
-        node=nodes[0], vhid=1, interface="eth0", from_state="master", to_state="init",
+        node=nodes[0], vhid=1, interface="eth0", from_state="MASTER", to_state="INIT",
         reason="shutdown", at=now - timedelta(hours=6),
     )  # fmt: skip
     Transition.objects.create(
-        node=nodes[1], vhid=1, interface="eth0", from_state="backup", to_state="master",
+        node=nodes[1], vhid=1, interface="eth0", from_state="BACKUP", to_state="MASTER",
         reason="master_down", at=now - timedelta(hours=6),
     )  # fmt: skip
     Transition.objects.create(  # another VHID, and one older than the window: not shown
-        node=nodes[1], vhid=9, interface="eth0", from_state="backup", to_state="master",
+        node=nodes[1], vhid=9, interface="eth0", from_state="BACKUP", to_state="MASTER",
         reason="startup", at=now - timedelta(hours=30),
     )  # fmt: skip
     timeline = live.timelines(live.compute_status().aliases, now=now)[alias.pk]
@@ -213,7 +213,7 @@ def test_a_short_history_still_gets_a_readable_bar(alias, nodes):
     # Two minutes of history on a 24-hour bar would be a sliver: at least 10 minutes.
     now = timezone.now()
     Transition.objects.create(
-        node=nodes[0], vhid=1, interface="eth0", from_state="backup", to_state="master",
+        node=nodes[0], vhid=1, interface="eth0", from_state="BACKUP", to_state="MASTER",
         reason="master_down", at=now - timedelta(minutes=2),
     )  # fmt: skip
     timeline = live.timelines(live.compute_status().aliases, now=now)[alias.pk]
@@ -232,11 +232,11 @@ def test_a_master_killed_without_a_transition_keeps_its_span(alias, nodes):
             reason="master_down", at=now - timedelta(minutes=minutes_ago),
         )  # fmt: skip
 
-    add(nodes[0], "backup", "master", 100)
-    add(nodes[1], "backup", "master", 90)
-    add(nodes[0], "init", "backup", 80)
-    add(nodes[0], "backup", "master", 60)
-    add(nodes[1], "master", "backup", 60)
+    add(nodes[0], "BACKUP", "MASTER", 100)
+    add(nodes[1], "BACKUP", "MASTER", 90)
+    add(nodes[0], "INIT", "BACKUP", 80)
+    add(nodes[0], "BACKUP", "MASTER", 60)
+    add(nodes[1], "MASTER", "BACKUP", 60)
     timeline = live.timelines(live.compute_status().aliases, now=now)[alias.pk]
     spans = [(s.node, s.left, s.width, s.end is None) for s in timeline.spans]
     assert spans == [

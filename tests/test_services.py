@@ -7,6 +7,7 @@ from unittest import mock
 import pytest
 from django.core.exceptions import ValidationError
 
+from appliance.celery import app as celery_app
 from cluster import services
 from cluster.choices import PASSWORD_CHANGED_MARK, AuditAction
 from cluster.models import AliasAddress, AliasPriority, AuditEntry, IPAlias, Node
@@ -72,7 +73,7 @@ def test_each_affected_node_is_told_to_apply_after_the_commit(
     make_nodes(3)
     alias = make_alias(42)  # node1 and node2
     with (
-        mock.patch("cluster.tasks.apply_node_config.apply_async") as send,
+        mock.patch.object(celery_app, "send_task") as send,
         django_capture_on_commit_callbacks(execute=True),
     ):
         services.update_alias(
@@ -92,7 +93,7 @@ def test_nothing_is_sent_when_the_change_fails(
 ) -> None:
     make_nodes(2)
     with (
-        mock.patch("cluster.tasks.apply_node_config.apply_async") as send,
+        mock.patch.object(celery_app, "send_task") as send,
         django_capture_on_commit_callbacks(execute=True) as callbacks,
         pytest.raises(ValidationError),
     ):
@@ -107,9 +108,7 @@ def test_a_broker_that_is_down_does_not_fail_the_change(
 ) -> None:
     make_nodes(2)
     with (
-        mock.patch(
-            "cluster.tasks.apply_node_config.apply_async", side_effect=ConnectionError("down")
-        ),
+        mock.patch.object(celery_app, "send_task", side_effect=ConnectionError("down")),
         django_capture_on_commit_callbacks(execute=True),
     ):
         alias = make_alias(42)
@@ -124,7 +123,7 @@ def test_dispatch_can_be_switched_off(
     settings.CLUSTER_DISPATCH_APPLY = False
     make_nodes(2)
     with (
-        mock.patch("cluster.tasks.apply_node_config.apply_async") as send,
+        mock.patch.object(celery_app, "send_task") as send,
         django_capture_on_commit_callbacks(execute=True),
     ):
         make_alias(42)
@@ -262,20 +261,44 @@ def test_a_node_is_told_its_enabled_virtual_hosts_with_their_secrets() -> None:
     make_nodes(2)
     alias = make_alias(42, addresses=["192.0.2.42/24", "2001:db8::42/64"])
     make_alias(43, enabled=False)
-    assert services.desired_virtual_hosts("node2") == [
-        {
-            "vhid": 42,
-            "interface": "eth0",
-            "advbase": 1,
-            "advskew": 26,
-            "preempt": True,
-            "password": ALIAS_SECRET,
-            "addresses": ["192.0.2.42/24", "2001:db8::42/64"],
-            "version": 1,
-            "alias_id": alias.pk,
-        }
-    ]
-    assert services.desired_virtual_hosts("node9") == []
+    assert services.desired_node("node2") == services.DesiredNode(
+        node="node2",
+        address=Node.objects.get(name="node2").address,
+        maintenance=False,
+        vhosts=(
+            services.DesiredVirtualHost(
+                alias_id=alias.pk,
+                version=1,
+                vhid=42,
+                interface="eth0",
+                advbase=1,
+                advskew=26,
+                preempt=True,
+                addresses=("192.0.2.42/24", "2001:db8::42/64"),
+                password=ALIAS_SECRET,
+            ),
+        ),
+    )
+    assert services.desired_node("node9") == services.DesiredNode("node9", None, False)
+
+
+def test_an_alias_whose_password_cannot_be_decrypted_is_left_out_with_its_cause(
+    settings,
+) -> None:
+    make_nodes(2)
+    make_alias(42)
+    make_alias(43)
+    # Alias 42 was saved under another CLUSTER_SECRET_KEY: this key cannot read it.
+    from cluster import crypto
+
+    IPAlias.objects.filter(vhid=42).update(
+        password_encrypted=crypto._fernet_for("another key of at least 32 characters!")
+        .encrypt(b"s3cret")
+        .decode()
+    )
+    desired = services.desired_node("node1")
+    assert [v.vhid for v in desired.vhosts] == [43]
+    assert [(a.vhid, a.cause) for a in desired.left_out] == [(42, services.UNDECRYPTABLE_CAUSE)]
 
 
 def test_transition_reasons_are_the_engines() -> None:

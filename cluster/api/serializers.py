@@ -158,6 +158,23 @@ class NodeSerializer(ServiceInput, serializers.Serializer[Node]):
 # and tests/api/test_status.py checks that the two keep the same fields.
 
 
+class DemotionSourceSerializer(serializers.Serializer[dict[str, Any]]):
+    # "source" is also an attribute of every DRF field; declared through locals() so
+    # that the type checker does not take it for Field.source.
+    locals()["source"] = serializers.CharField(
+        help_text='"maintenance", "link:<interface>", "health:<check>" or "operator".'
+    )
+    level = serializers.IntegerField(help_text="What this source adds to the advskew.")
+    reason = serializers.CharField(help_text="Why, in words.")
+
+
+class DemotionSerializer(serializers.Serializer[dict[str, Any]]):
+    total = serializers.IntegerField(
+        help_text="The sum of the sources; the advertised advskew is capped at 240."
+    )
+    sources = DemotionSourceSerializer(many=True)
+
+
 class NodeStatusSerializer(serializers.Serializer[dict[str, Any]]):
     name = serializers.CharField()
     ordinal = serializers.IntegerField()
@@ -174,6 +191,10 @@ class NodeStatusSerializer(serializers.Serializer[dict[str, Any]]):
         allow_null=True, help_text="The digest of the configuration the node applied."
     )
     summary = serializers.CharField(help_text="What the pages show, e.g. 'reporting · …'.")
+    demotion = DemotionSerializer(help_text="The node's demotion, source by source.")
+    unreadable = serializers.CharField(
+        help_text="Why what the node wrote to Redis cannot be read; empty when it can."
+    )
 
 
 class CellSerializer(serializers.Serializer[dict[str, Any]]):
@@ -186,6 +207,10 @@ class CellSerializer(serializers.Serializer[dict[str, Any]]):
     )
     last_reason = serializers.CharField(help_text="Reason of its last transition.")
     last_at = serializers.FloatField(allow_null=True, help_text="Epoch seconds.")
+    last_source = serializers.CharField(
+        help_text="The demotion source behind its last transition, if one was."
+    )
+    detail = serializers.CharField(help_text='e.g. "unreadable state from node2".')
 
 
 class AliasStatusSerializer(serializers.Serializer[dict[str, Any]]):
@@ -228,4 +253,6 @@ class TransitionSerializer(serializers.ModelSerializer[Transition]):
 
     class Meta:
         model = Transition
-        fields = ["id", "node", "vhid", "interface", "from_state", "to_state", "reason", "at"]
+        fields = [
+            "id", "node", "vhid", "interface", "from_state", "to_state", "reason", "source", "at",
+        ]  # fmt: skip

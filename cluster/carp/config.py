@@ -237,7 +237,7 @@ def vhid_argument(text: str) -> int:
 
 def _password(entry: dict[str, Any], where: str) -> bytes:
     if entry.get("password") is not None:
-        password = str(entry["password"]).encode()
+        password = str(entry["password"]).encode("utf-8", "surrogateescape")
     elif entry.get("passfile"):
         password = read_password(str(entry["passfile"]))
     else:
@@ -304,6 +304,33 @@ def _vhost(entry: dict[str, Any], defaults: dict[str, Any], where: str) -> Virtu
         preempt=_bool(merged, "preempt", True, where),
         src_ip=choose_source(srcips, addresses),
     )
+
+
+def vhost_to_data(config: VirtualHostConfig) -> dict[str, Any]:
+    """A virtual host as plain data: one ``[[vhost]]`` table of ``--config``.
+
+    The one conversion of a `VirtualHostConfig` to and from plain data
+    (`vhost_from_data` reads it back): the daemon's TOML/JSON, the node host's
+    encrypted local copy and its configuration digest all go through these two.
+    The password is text; bytes that are not UTF-8 (a ``--passfile``) survive the
+    round trip as surrogate escapes.
+    """
+    return {
+        "vhid": config.vhid,
+        "interface": config.interface,
+        "srcip": [str(config.src_ip)] if config.src_ip is not None else [],
+        "password": config.password.decode("utf-8", "surrogateescape"),
+        "addresses": [str(a) for a in config.addresses],
+        "advbase": config.advbase,
+        "advskew": config.advskew,
+        "preempt": config.preempt,
+    }
+
+
+def vhost_from_data(data: dict[str, Any], where: str = "vhost") -> VirtualHostConfig:
+    """The virtual host of one ``[[vhost]]`` table (raises ConfigError naming ``where``)."""
+    _check_keys(data, VHOST_KEYS, where)
+    return _vhost(data, {}, where)
 
 
 def _cli_defaults(args: argparse.Namespace) -> dict[str, Any]:

@@ -144,6 +144,7 @@ class Published:
     reason: Reason
     old: State | None = None
     at: float | None = None
+    source: str = ""
 
 
 @dataclass
@@ -162,8 +163,9 @@ class FakePublisher:
         *,
         old: State | None = None,
         at: float | None = None,
+        source: str = "",
     ) -> None:
-        self.published.append(Published(interface, vhid, state, reason, old, at))
+        self.published.append(Published(interface, vhid, state, reason, old, at, source))
 
     def changed(self, interface: str, vhid: int) -> None:
         self.changes.append((interface, vhid))

@@ -117,6 +117,7 @@ class VirtualHost:
         self._link_up = link_up
         self._demotion = 0
         self._demotion_reason = Reason.DEMOTED
+        self._demotion_source = ""
         self._advert_due: float | None = None  # MASTER: the next periodic advert
         self._master_down_at: float | None = None  # BACKUP: declare the master down
         self._last_heard = 0.0  # BACKUP: last valid advert (or becoming BACKUP)
@@ -194,8 +195,8 @@ class VirtualHost:
                 return self._on_link_down()
             case LinkUp():
                 return self._on_link_up(now)
-            case SetDemotion(level=level, reason=reason):
-                return self._on_set_demotion(level, reason, now)
+            case SetDemotion(level=level, reason=reason, source=source):
+                return self._on_set_demotion(level, reason, source, now)
             case Reconfigure(config=config):
                 return self._on_reconfigure(config, now)
         raise TypeError(f"not a CARP event: {event!r}")
@@ -305,7 +306,7 @@ class VirtualHost:
             return []
         return self._become_backup(now, Reason.LINK_UP)
 
-    def _on_set_demotion(self, level: int, reason: Reason, now: float) -> list[Action]:
+    def _on_set_demotion(self, level: int, reason: Reason, source: str, now: float) -> list[Action]:
         """Demotion: advertised both as advskew + level (capped at 240, FreeBSD) and in
         the demote byte (OpenBSD). A MASTER advertises the change at once (FreeBSD
         carp_demote_adj sends on every vhost); a BACKUP waits longer before taking over."""
@@ -316,6 +317,7 @@ class VirtualHost:
         changed = level != self._demotion
         self._demotion = level
         self._demotion_reason = reason
+        self._demotion_source = source
         if not changed:
             return []
         return self._after_priority_change(now)
@@ -365,8 +367,8 @@ class VirtualHost:
     def _arm_master_down(self) -> None:
         self._master_down_at = self._last_heard + self.master_down_interval
 
-    def _become_backup(self, now: float, reason: Reason) -> list[Action]:
-        transitioned = self._transition(State.BACKUP, reason)
+    def _become_backup(self, now: float, reason: Reason, source: str = "") -> list[Action]:
+        transitioned = self._transition(State.BACKUP, reason, source)
         self._last_heard = now
         self._arm_master_down()
         return [transitioned]
@@ -386,12 +388,14 @@ class VirtualHost:
     def _step_down(self, now: float) -> list[Action]:
         """MASTER -> BACKUP for a better master: one last advert first (CARP.md), then
         the addresses go. The reason is our demotion's if we are demoted."""
-        reason = self._demotion_reason if self._demotion else Reason.HIGHER_PRIORITY_SEEN
+        reason, source = Reason.HIGHER_PRIORITY_SEEN, ""
+        if self._demotion:
+            reason, source = self._demotion_reason, self._demotion_source
         last = SendAdvert(self.vhid, self._config.advbase, self.advskew, self.demote_byte)
         actions: list[Action] = [last, RemoveAddresses(self.vhid, self._config.addresses)]
-        return actions + self._become_backup(now, reason)
+        return actions + self._become_backup(now, reason, source)
 
-    def _transition(self, new: State, reason: Reason) -> Transitioned:
+    def _transition(self, new: State, reason: Reason, source: str = "") -> Transitioned:
         """Enforce TRANSITIONS, switch state, reset the other state's timers."""
         old = self._state
         check_transition(old, new, reason)
@@ -400,4 +404,4 @@ class VirtualHost:
         self._master_down_at = None
         if new is not State.MASTER:
             self._adverts_until_gratuitous = None
-        return Transitioned(self.vhid, old, new, reason)
+        return Transitioned(self.vhid, old, new, reason, source)

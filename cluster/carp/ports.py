@@ -61,10 +61,19 @@ class StatePublisher(Protocol):
     """
 
     def publish(
-        self, interface: str, vhid: int, state: State, reason: Reason, *, old: State, at: float
+        self,
+        interface: str,
+        vhid: int,
+        state: State,
+        reason: Reason,
+        *,
+        old: State,
+        at: float,
+        source: str = "",
     ) -> None:
         """The virtual host went from ``old`` to ``state`` for ``reason``; ``at`` is the
-        wall-clock time (time.time()) at which the loop saw it."""
+        wall-clock time (time.time()) at which the loop saw it; ``source`` names the
+        demotion source that caused it, if one did."""
 
     def changed(self, interface: str, vhid: int) -> None:
         """Something else in the host's snapshot changed (the master seen in adverts,

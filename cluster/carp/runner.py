@@ -42,10 +42,12 @@ from typing import Any, Protocol
 from cluster.carp import wire
 from cluster.carp.fsm import VirtualHost
 from cluster.carp.ports import AddressManager, Clock, GratuitousSender, PacketLink, StatePublisher
+from cluster.carp.ratelimit import LogLimiter
 from cluster.carp.types import (
     Action,
     AddAddresses,
     AdvertReceived,
+    DemotionSource,
     Event,
     IPAddress,
     IPInterface,
@@ -64,6 +66,7 @@ from cluster.carp.types import (
     Timeout,
     Transitioned,
     VirtualHostConfig,
+    demotion_reason,
 )
 
 log = logging.getLogger("cluster.carp")
@@ -207,6 +210,8 @@ class HostSnapshot:
     # FreeBSD) and OpenBSD's demote byte (CARP.md "Demotion").
     advertised_advskew: int = 0
     demote: int = 0
+    # The demotion source that caused the last transition, when one did.
+    last_source: str = ""
     # The current master as seen in adverts: the source of the last advert accepted
     # while BACKUP, our own source while MASTER, None when unknown (INIT, or BACKUP
     # before any advert).
@@ -221,6 +226,12 @@ class RunnerSnapshot:
     drops: dict[str, int]
     port_errors: dict[str, int]
     running: bool
+    # The node's demotion, source by source (sorted by name); the total is their sum.
+    demotion: tuple[DemotionSource, ...] = ()
+
+    @property
+    def demotion_total(self) -> int:
+        return sum(source.level for source in self.demotion)
 
 
 @dataclass(slots=True)
@@ -233,6 +244,7 @@ class _Host:
     adverts_sent: int = 0
     adverts_received: int = 0
     last_reason: Reason | None = None
+    last_source: str = ""
     last_change: float | None = None
     last_from: State | None = None
     last_at: float | None = None
@@ -272,14 +284,17 @@ class Runner:
         self._links: dict[tuple[str, IPAddress], PacketLink] = {}
         self._own: set[IPAddress] = set()
         self._link_up: dict[str, bool] = {}
-        self._node_demotion: tuple[int, Reason] = (0, Reason.MAINTENANCE)
+        # DESIGN.md: the node's demotion is a sum of named sources; setting one never
+        # erases another. `_cause` is the source whose rise last demoted the node.
+        self._demotions: dict[str, DemotionSource] = {}
+        self._cause = ""
         self._heap: list[tuple[float, int, HostKey]] = []
         self._seq = 0
         self.drops: Counter[str] = Counter()
         self.port_errors: Counter[str] = Counter()
-        self._drops_logged: dict[str, tuple[float, int]] = {}
+        self._log_limit = LogLimiter(DROP_LOG_INTERVAL)
+        self._drops_logged: dict[str, int] = {}  # the count at the last line, per reason
         self._foreign_vhids: set[tuple[str, int]] = set()
-        self._errors_logged: dict[str, float] = {}
         self._lock = threading.RLock()  # guards _hosts for snapshot() from other threads
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._control: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -304,11 +319,11 @@ class Runner:
         self._control.put(("link", (interface, up)))
         self._notify()
 
-    def set_demotion(self, level: int, reason: Reason = Reason.MAINTENANCE) -> None:
-        """Demote this node (maintenance, a failed health check; 0 clears it). Any thread."""
-        if level < 0:
-            raise ValueError("demotion cannot be negative")
-        self._control.put(("demotion", (level, reason)))
+    def set_demotion(self, source: str, level: int, reason: str = "") -> None:
+        """Set one demotion source of this node (``maintenance``, ``health:<check>``,
+        ``operator``; level 0 clears it), leaving the others as they are. ``reason``
+        says why in words, for the console. Any thread."""
+        self._control.put(("demotion", DemotionSource(source, level, reason)))
         self._notify()
 
     def request_dump(self) -> None:
@@ -362,6 +377,7 @@ class Runner:
                     adverts_sent=h.adverts_sent,
                     adverts_received=h.adverts_received,
                     last_reason=h.last_reason,
+                    last_source=h.last_source,
                     last_change=h.last_change,
                     advertised_advskew=h.machine.advskew,
                     demote=h.machine.demote_byte,
@@ -371,7 +387,13 @@ class Runner:
                 )
                 for h in self._hosts.values()
             )
-            return RunnerSnapshot(hosts, dict(self.drops), dict(self.port_errors), self._running)
+            return RunnerSnapshot(
+                hosts,
+                dict(self.drops),
+                dict(self.port_errors),
+                self._running,
+                tuple(sorted(self._demotions.values(), key=lambda d: d.source)),
+            )
 
     def _notify(self) -> None:
         with contextlib.suppress(OSError):
@@ -539,10 +561,8 @@ class Runner:
 
     def _drop(self, reason: str, packet: ReceivedPacket, detail: str) -> None:
         self.drops[reason] += 1
-        now = self.clock.monotonic()
-        last, count_then = self._drops_logged.get(reason, (float("-inf"), 0))
-        if now - last >= DROP_LOG_INTERVAL:
-            since = self.drops[reason] - count_then
+        if self._log_limit.allow(f"drop:{reason}", self.clock.monotonic()):
+            since = self.drops[reason] - self._drops_logged.get(reason, 0)
             log.warning(
                 "dropped CARP packet from %s on %s: %s%s; %d dropped for this reason",
                 packet.source,
@@ -557,15 +577,13 @@ class Runner:
                     "interface": packet.interface,
                 },
             )
-            self._drops_logged[reason] = (now, self.drops[reason])
+            self._drops_logged[reason] = self.drops[reason]
 
     def _port_error(self, operation: str, interface: str) -> None:
         """Log an exception from a port (at most once per operation every 10 s); go on."""
         key = f"{operation}:{interface}"
         self.port_errors[key] += 1
-        now = self.clock.monotonic()
-        if now - self._errors_logged.get(key, float("-inf")) >= DROP_LOG_INTERVAL:
-            self._errors_logged[key] = now
+        if self._log_limit.allow(f"error:{key}", self.clock.monotonic()):
             log.exception(
                 "%s on %s failed (%d times so far); carrying on",
                 operation,
@@ -591,8 +609,7 @@ class Runner:
             elif kind == "link":
                 self._link_changed(*value)
             elif kind == "demotion":
-                self._node_demotion = value
-                self._update_demotion()
+                self._set_source(value)
             elif kind == "dump":
                 self.log_state()
 
@@ -611,27 +628,42 @@ class Runner:
         for host in list(self._hosts.values()):
             if host.config.interface == interface:
                 self._handle(host, LinkUp() if up else LinkDown(), now)
+        # FreeBSD demotes every vhost of the node while any CARP interface is down
+        # (net.inet.carp.ifdown_demotion_factor, 240), so that the masters on the other
+        # interfaces hand over too and the node does not route for half a segment.
+        level = 0 if up else IFDOWN_DEMOTION
+        self._set_source(DemotionSource(f"link:{interface}", level, f"link {interface} down"))
+
+    def _set_source(self, change: DemotionSource) -> None:
+        """Set (level > 0) or clear one demotion source, then demote every machine by
+        the new total. The cause a step-down records is the source that last raised
+        the total, or the largest one left when that one is cleared."""
+        before = self._demotions.get(change.source)
+        if change.level:
+            self._demotions[change.source] = change
+            if change.level > (before.level if before else 0):
+                self._cause = change.source
+        else:
+            self._demotions.pop(change.source, None)
+        if self._cause not in self._demotions:
+            left = sorted(self._demotions.values(), key=lambda d: (-d.level, d.source))
+            self._cause = left[0].source if left else ""
         self._update_demotion()
 
-    def _demotion(self) -> tuple[int, Reason]:
-        level, reason = self._node_demotion
-        if not all(self._link_up.values()):
-            level += IFDOWN_DEMOTION
-            reason = reason if self._node_demotion[0] else Reason.LINK_DOWN
-        return level, reason
+    def _demotion(self) -> SetDemotion:
+        """The node's demotion as the machines take it: the sum of every source."""
+        total = sum(d.level for d in self._demotions.values())
+        if not self._cause:
+            return SetDemotion(total)
+        return SetDemotion(total, demotion_reason(self._cause), self._cause)
 
     def _update_demotion(self) -> None:
-        """Send every machine the node's demotion: the operator's plus a link-down term.
-
-        FreeBSD demotes every vhost of the node while any CARP interface is down
-        (net.inet.carp.ifdown_demotion_factor, 240), so that the masters on the other
-        interfaces hand over too and the node does not route for half a segment.
-        """
-        level, reason = self._demotion()
+        """Send every machine the node's demotion (a machine ignores an unchanged level)."""
+        demotion = self._demotion()
         now = self.clock.monotonic()
         for host in list(self._hosts.values()):
-            if host.machine.demotion != level:
-                self._handle(host, SetDemotion(level, reason), now)
+            if host.machine.demotion != demotion.level:
+                self._handle(host, demotion, now)
 
     def _fire_deadlines(self, now: float) -> None:
         while self._heap and self._heap[0][0] <= now:
@@ -722,16 +754,18 @@ class Runner:
     def _transitioned(self, host: _Host, action: Transitioned) -> None:
         config = host.config
         host.last_reason = action.reason
+        host.last_source = action.source
         host.last_change = self.clock.monotonic()
         host.last_from = action.old
         host.last_at = time.time()  # for people and the history, not for the protocol
         log.info(
-            "vhid %d on %s: %s -> %s (%s)",
+            "vhid %d on %s: %s -> %s (%s%s)",
             config.vhid,
             config.interface,
             action.old,
             action.new,
             action.reason,
+            f": {action.source}" if action.source else "",
             extra={
                 "event": "transition",
                 "vhid": config.vhid,
@@ -758,6 +792,7 @@ class Runner:
                     action.reason,
                     old=action.old,
                     at=host.last_at,
+                    source=action.source,
                 )
             except Exception:
                 self._port_error("publish", config.interface)
@@ -785,9 +820,9 @@ class Runner:
             counter=self._rng.getrandbits(64),
         )
         self._hosts[key] = host
-        level, reason = self._demotion()
-        if level:
-            self._handle(host, SetDemotion(level, reason), now)
+        demotion = self._demotion()
+        if demotion.level:
+            self._handle(host, demotion, now)
         self._handle(host, Start(), now)
 
     def _remove_host(self, key: HostKey, now: float) -> None:

@@ -31,11 +31,15 @@ MAX_PASSWORD_BYTES = 19
 
 
 class State(enum.StrEnum):
-    """The three CARP states of one virtual host, as the BSDs and ucarp name them."""
+    """The three CARP states of one virtual host, spelt as the BSDs and ucarp print them.
 
-    INIT = "init"
-    BACKUP = "backup"
-    MASTER = "master"
+    The one spelling everywhere: the engine, Redis, the database's transition
+    history (``cluster.choices.CarpState`` is built from this), the API and the pages.
+    """
+
+    INIT = "INIT"
+    BACKUP = "BACKUP"
+    MASTER = "MASTER"
 
 
 class Reason(enum.StrEnum):
@@ -43,10 +47,9 @@ class Reason(enum.StrEnum):
 
     BACKUP -> MASTER: MASTER_DOWN (timeout), PREEMPTED (we preempted a slower
     master), BOW_OUT (the master sent the 255/255 advert or one so slow it
-    will time out). MASTER -> BACKUP: HIGHER_PRIORITY_SEEN, or the demotion
-    reason in force (DEMOTED, MAINTENANCE, HEALTH_CHECK) if we were demoted.
-    To INIT: SHUTDOWN, LINK_DOWN. INIT -> BACKUP: STARTUP, LINK_UP.
-    CONFIG_CHANGED is reserved for the runner (replacing a virtual host).
+    will time out). MASTER -> BACKUP: HIGHER_PRIORITY_SEEN, or the reason of
+    the demotion source that demoted us (`demotion_reason`). To INIT: SHUTDOWN,
+    LINK_DOWN. INIT -> BACKUP: STARTUP, LINK_UP.
     """
 
     STARTUP = "startup"
@@ -60,7 +63,46 @@ class Reason(enum.StrEnum):
     SHUTDOWN = "shutdown"
     LINK_DOWN = "link_down"
     LINK_UP = "link_up"
-    CONFIG_CHANGED = "config_changed"
+
+
+# Demotion sources (DESIGN.md "Demotion is a sum of named sources"): a node's
+# demotion is the sum of one level per source, as FreeBSD's demotion counter sums
+# what each subsystem adds. A source is named by its kind, and by what it is about
+# after a colon when there can be several: ``link:eth0``, ``health:smtp-25``.
+SOURCE_MAINTENANCE = "maintenance"
+SOURCE_OPERATOR = "operator"
+SOURCE_LINK = "link"
+SOURCE_HEALTH = "health"
+_SOURCE_REASONS = {
+    SOURCE_MAINTENANCE: Reason.MAINTENANCE,
+    SOURCE_OPERATOR: Reason.DEMOTED,
+    SOURCE_LINK: Reason.LINK_DOWN,
+    SOURCE_HEALTH: Reason.HEALTH_CHECK,
+}
+
+
+def demotion_reason(source: str) -> Reason:
+    """The transition reason a demotion from ``source`` causes (raises ValueError
+    for a source of no known kind)."""
+    kind, _, _ = source.partition(":")
+    try:
+        return _SOURCE_REASONS[kind]
+    except KeyError:
+        raise ValueError(f"not a demotion source: {source!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class DemotionSource:
+    """One named contribution to the node's demotion: its level and, in words, why."""
+
+    source: str
+    level: int
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        demotion_reason(self.source)
+        if self.level < 0:
+            raise ValueError(f"demotion level cannot be negative: {self.level}")
 
 
 class ConfigError(ValueError):
@@ -197,14 +239,16 @@ class LinkUp:
 
 @dataclass(frozen=True, slots=True)
 class SetDemotion:
-    """Set this node's demotion level (0 = none) and what caused it.
+    """Set this node's total demotion (0 = none) and the source that caused it.
 
-    `reason` becomes the transition reason if the demoted master later steps
-    down (Reason.DEMOTED, MAINTENANCE, HEALTH_CHECK or LINK_DOWN).
+    `reason` and `source` go into the transition if the demoted master then
+    steps down (Reason.DEMOTED, MAINTENANCE, HEALTH_CHECK or LINK_DOWN; a
+    source such as ``maintenance`` or ``health:smtp-25``).
     """
 
     level: int
     reason: Reason = Reason.DEMOTED
+    source: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,12 +300,14 @@ class SendGratuitous:
 
 @dataclass(frozen=True, slots=True)
 class Transitioned:
-    """The virtual host went from `old` to `new` for `reason` (log it, publish it)."""
+    """The virtual host went from `old` to `new` for `reason` (log it, publish it);
+    `source` names the demotion source when a demotion caused it."""
 
     vhid: int
     old: State
     new: State
     reason: Reason
+    source: str = ""
 
 
 Action = SendAdvert | AddAddresses | RemoveAddresses | SendGratuitous | Transitioned

@@ -27,6 +27,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from cluster import statekeys
 from cluster.lab.lan import Built, Interface, Lan, in_netns, node_ip, sh, wait_until
 from cluster.lab.procs import Proc, Processes
 from cluster.lab.redisd import RedisServer
@@ -231,7 +232,7 @@ class Lab(Built):
             raise RuntimeError(f"{node}'s worker is already running (pid {self.workers[node].pid})")
         argv = [
             str(Path(PYTHON).parent / "celery"), "-A", "appliance", "worker",
-            "-Q", f"carp.{node}", "--pool", "threads", "--concurrency", "2",
+            "-Q", statekeys.apply_queue(node), "--pool", "threads", "--concurrency", "2",
             "--hostname", f"{node}@{self.prefix.rstrip('-')}", "--loglevel", "INFO",
         ]  # fmt: skip
         proc = self._spawn(

@@ -99,9 +99,10 @@
         }
         td.setAttribute("data-state", cell.state);
         var label = td.querySelector(".state");
-        setText(label, cell.state);
+        setText(label, cell.detail || cell.state);
         if (cell.last_reason) {
-          label.title = "last change: " + cell.last_reason;
+          label.title = "last change: " + cell.last_reason +
+            (cell.last_source ? " (" + cell.last_source + ")" : "");
         }
       });
       owners(row.querySelector('[data-role="expected-owner"]'),

@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 
 from cluster import live
 from cluster.api.serializers import StatusSerializer
+from cluster.carp.types import DemotionSource
 from cluster.models import IPAlias, Node, Transition
 from tests.api.conftest import token_client
 from tests.factories import make_alias
@@ -80,6 +81,7 @@ def test_the_documented_schema_has_the_fields_of_the_body(
     support_api: APIClient, engines: FakeEngines, alias: IPAlias
 ) -> None:
     engines.report("node1", {42: "MASTER"})
+    engines.beat("node1", demotion=[DemotionSource("maintenance", 240, "maintenance")])
     body = support_api.get("/api/v1/status/").json()
     assert body["alerts"]  # node2 and node3 are not reporting: every list has an item
     assert keys(body) == declared(StatusSerializer())
@@ -103,17 +105,17 @@ def history(nodes: list[Node]) -> list[Transition]:
             node=node,
             vhid=vhid,
             interface="eth0",
-            from_state="backup",
+            from_state="BACKUP",
             to_state=to_state,
             reason="master_down",
             at=now - timedelta(hours=hours_ago),
         )
 
     return [
-        add(nodes[0], 1, "master", 30),
-        add(nodes[1], 1, "master", 20),
-        add(nodes[1], 2, "master", 10),
-        add(nodes[2], 2, "backup", 1),
+        add(nodes[0], 1, "MASTER", 30),
+        add(nodes[1], 1, "MASTER", 20),
+        add(nodes[1], 2, "MASTER", 10),
+        add(nodes[2], 2, "BACKUP", 1),
     ]
 
 
@@ -133,8 +135,8 @@ def test_transitions_are_listed_newest_first_and_paginated(
     assert {k: first[k] for k in ("node", "vhid", "from_state", "to_state", "reason")} == {
         "node": "node3",
         "vhid": 2,
-        "from_state": "backup",
-        "to_state": "backup",
+        "from_state": "BACKUP",
+        "to_state": "BACKUP",
         "reason": "master_down",
     }
     assert body["next"]
@@ -214,4 +216,6 @@ def test_the_live_endpoints_are_read_only(admin_api: APIClient, history: list[Tr
 
 
 def test_the_status_states_are_the_documented_ones() -> None:
-    assert live.STATES == ("MASTER", "BACKUP", "INIT", "not reporting", "not running", "unknown")
+    assert live.STATES == (
+        "MASTER", "BACKUP", "INIT", "not reporting", "not running", "unknown", "unreadable",
+    )  # fmt: skip

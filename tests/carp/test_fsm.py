@@ -492,7 +492,7 @@ def test_the_machine_enforces_the_table(monkeypatch):
     del table[(State.BACKUP, State.MASTER)]
     monkeypatch.setattr(fsm, "TRANSITIONS", table)
     vh = backup()
-    with pytest.raises(IllegalTransition, match="backup -> master"):
+    with pytest.raises(IllegalTransition, match="BACKUP -> MASTER"):
         vh.handle(Timeout(), MASTER_DOWN)
 
 

@@ -47,7 +47,7 @@ def test_ucarp_takes_over_when_ours_is_killed_and_ours_preempts_it_back(cluster)
     # The Primary returns: it removes the VIP its crash left, then preempts the slower ucarp.
     ours = cluster.carp(OURS, addr=[VIP], advskew=0)
     cluster.wait_holder(VIP, OURS, 1 + 100 / 256 + UCARP_LAG + 2)
-    assert "backup -> master (preempted)" in cluster.log(ours), last_lines(cluster.log(ours))
+    assert "BACKUP -> MASTER (preempted)" in cluster.log(ours), last_lines(cluster.log(ours))
 
 
 def test_ours_takes_over_when_ucarp_is_killed_and_ucarp_preempts_it_back(cluster):
@@ -59,11 +59,11 @@ def test_ours_takes_over_when_ucarp_is_killed_and_ucarp_preempts_it_back(cluster
     wait_until(
         lambda: OURS in cluster.holders(VIP), 3 + 100 / 256 + 1.0, what="ours taking the VIP"
     )
-    assert "backup -> master (master_down)" in cluster.log(ours)
+    assert "BACKUP -> MASTER (master_down)" in cluster.log(ours)
     # ucarp returns (its start-up downscript clears the stale VIP) and preempts ours.
     ucarp = cluster.ucarp(THEIRS, VIP, advskew=0)
     cluster.wait_holder(VIP, THEIRS, 1 + 100 / 256 + UCARP_LAG + 2)
-    assert "master -> backup (higher_priority_seen)" in cluster.log(ours)
+    assert "MASTER -> BACKUP (higher_priority_seen)" in cluster.log(ours)
 
 
 def test_a_wrong_password_is_refused_on_both_sides_with_a_logged_reason(cluster):

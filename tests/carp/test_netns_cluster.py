@@ -70,11 +70,11 @@ def test_three_nodes_elect_the_primary_and_only_it_advertises(cluster):
     events = [json.loads(line) for line in cluster.log(procs[0]).splitlines()]
     assert {
         "event": "transition",
-        "old": "backup",
-        "new": "master",
+        "old": "BACKUP",
+        "new": "MASTER",
         "reason": "master_down",
     }.items() <= next(
-        e for e in events if e.get("event") == "transition" and e["new"] == "master"
+        e for e in events if e.get("event") == "transition" and e["new"] == "MASTER"
     ).items()
 
 
@@ -125,8 +125,8 @@ def test_a_graceful_stop_bows_out_and_the_backup_takes_over_at_once(cluster):
     last = [(a.advbase, a.advskew) for a in cap.adverts_from(node_ip(1), since=stopped)]
     assert last[-1:] == [(255, 255)]
     assert cap.announced(VIP, since=stopped)[0].time - stopped < 0.2
-    assert "backup -> master (bow_out)" in cluster.log(backup)
-    assert "master -> init (shutdown)" in cluster.log(primary)
+    assert "BACKUP -> MASTER (bow_out)" in cluster.log(backup)
+    assert "MASTER -> INIT (shutdown)" in cluster.log(primary)
 
 
 def test_link_down_on_the_master_hands_over_and_link_up_takes_it_back(cluster):
@@ -136,12 +136,12 @@ def test_link_down_on_the_master_hands_over_and_link_up_takes_it_back(cluster):
     cluster.set_link(1, up=False)
     wait_until(lambda: VIP not in cluster.addresses(1), 1, what="node 1 dropping the VIP")
     cluster.wait_holder(VIP, 2, 3 + 50 / 256 + 1.0)
-    assert "master -> init (link_down)" in cluster.log(primary)
+    assert "MASTER -> INIT (link_down)" in cluster.log(primary)
     cluster.set_link(1, up=True)
     cluster.wait_holder(VIP, 1, 1 + 50 / 256 + 1.5)
     log = cluster.log(primary)
-    assert "init -> backup (link_up)" in log
-    assert "backup -> master (preempted)" in log, last_lines(log)
+    assert "INIT -> BACKUP (link_up)" in log
+    assert "BACKUP -> MASTER (preempted)" in log, last_lines(log)
 
 
 def test_two_vhids_with_opposite_priorities_run_active_active_in_one_process(cluster, tmp_path):

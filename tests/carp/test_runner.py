@@ -318,10 +318,11 @@ def test_set_demotion_hands_a_master_over_to_its_peer(clock, segment):
     b = Node(segment, clock, [config(2, advskew=100)])
     start(a, b)
     run_for(clock, [a, b], 4)
-    a.runner.set_demotion(200)
+    a.runner.set_demotion("maintenance", 200, "maintenance")
     run_for(clock, [a, b], 0.1)
     assert (a.state(), b.state()) == (State.BACKUP, State.MASTER)
     assert a.publisher.published[-1].reason == "maintenance"
+    assert a.publisher.published[-1].source == "maintenance"
 
 
 def test_request_dump_logs_every_host_and_the_drop_counters_from_the_loop(clock, segment, caplog):
@@ -333,8 +334,8 @@ def test_request_dump_logs_every_host_and_the_drop_counters_from_the_loop(clock,
     a.runner.request_dump()  # as the SIGUSR1 handler does: the loop logs, not the handler
     assert "adverts sent" not in caplog.text
     a.runner.step()
-    assert "vhid 42 on eth0: master, advbase 1 advskew 0" in caplog.text
-    assert "vhid 43 on eth0: master, advbase 1 advskew 100" in caplog.text
+    assert "vhid 42 on eth0: MASTER, advbase 1 advskew 0" in caplog.text
+    assert "vhid 43 on eth0: MASTER, advbase 1 advskew 100" in caplog.text
     assert "dropped packets: bad_hmac 3" in caplog.text
 
 

@@ -50,7 +50,7 @@ def test_demotion_shows_in_the_snapshot_and_tells_the_publisher(clock, segment):
     start(a)
     run_for(clock, [a], 4)
     before = len(a.publisher.changes)
-    a.runner.set_demotion(240)
+    a.runner.set_demotion("operator", 240)
     run_for(clock, [a], 0.01)
     snap = host(a)
     assert (snap.advskew, snap.advertised_advskew, snap.demote) == (10, 240, 240)

@@ -115,7 +115,7 @@ def test_the_timeline_lists_the_history_of_each_vip(
     from cluster.models import Transition
 
     Transition.objects.create(
-        node=nodes[1], vhid=1, interface="eth0", from_state="backup", to_state="master",
+        node=nodes[1], vhid=1, interface="eth0", from_state="BACKUP", to_state="MASTER",
         reason="master_down",
     )  # fmt: skip
     html = alice_client.get(CLUSTER_URL).content.decode()

@@ -1,11 +1,11 @@
-"""The worker bootstep's pure parts and its place in Celery's worker blueprint."""
+"""The worker bootstep (cluster/node/lifecycle.py) and its place in the worker blueprint."""
 
 from __future__ import annotations
 
 from celery import bootsteps
 
 from appliance.celery import app
-from cluster.carp import bootstep
+from cluster.node import lifecycle as bootstep
 
 
 def test_cluster_node_wins_over_the_queue_name():
@@ -54,7 +54,7 @@ class RecordingConnection:
 def test_the_worker_reconnects_to_the_broker_every_2_s_at_most():
     # kombu's default back-off grows to 30 s: a node would miss its apply tasks
     # for that long after a Redis outage.
-    assert app.conf.worker_consumer == "cluster.carp.bootstep:NodeConsumer"
+    assert app.conf.worker_consumer == "cluster.node.lifecycle:NodeConsumer"
     consumer = bootstep.NodeConsumer.__new__(bootstep.NodeConsumer)
     consumer.app = app
     consumer.first_connection_attempt = False

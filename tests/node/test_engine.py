@@ -1,4 +1,5 @@
-"""The engine's bridge to Django and Redis, without root: fake ports, a private Redis."""
+"""The node host around the engine (apply, state, history, engine), without root:
+fake ports, a private Redis."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from cluster import services, statekeys
-from cluster.carp import bridge
 from cluster.carp.fakes import FakeAddresses, FakeGratuitous, FakeLink
 from cluster.carp.runner import HostSnapshot, Runner, RunnerSnapshot
-from cluster.carp.types import Reason, State, VirtualHostConfig
+from cluster.carp.types import DemotionSource, Reason, State, VirtualHostConfig
 from cluster.models import Transition
+from cluster.node import apply, history
+from cluster.node import engine as node_engine
+from cluster.node import state as node_state
 from tests.carp.netns import wait_until
 from tests.factories import ALIAS_SECRET, make_alias, make_nodes
 
@@ -40,7 +43,7 @@ def vhost(vhid: int = 42, advskew: int = 0, password: bytes = b"s3cret") -> Virt
 
 
 def node_config(*vhosts: VirtualHostConfig, version: str = "v1", maintenance: bool = False):
-    return bridge.NodeConfig("node1", tuple(vhosts), maintenance, version)
+    return apply.NodeConfig("node1", tuple(vhosts), maintenance, version)
 
 
 def host_snapshot(state: State = State.MASTER, **kw) -> HostSnapshot:
@@ -76,8 +79,8 @@ class SnapshotBox:
         self.snap = RunnerSnapshot(tuple(hosts), self.snap.drops, {}, True)
 
 
-def status() -> dict[str, object]:
-    return {"config_version": "v1", "config_source": "database", "demotion": 0}
+def status() -> node_state.NodeStatus:
+    return node_state.NodeStatus("v1", "database")
 
 
 def client(url: str):
@@ -87,7 +90,7 @@ def client(url: str):
 # ---- the publisher ---------------------------------------------------------------------
 def test_publishing_never_blocks_when_redis_is_gone_and_overflows_are_counted(tmp_path):
     dead = f"redis+socket://{tmp_path / 'nobody-listens.sock'}"
-    publisher = bridge.RedisStatePublisher(
+    publisher = node_state.RedisStatePublisher(
         "node1", dead, SnapshotBox(host_snapshot()), status, queue_size=100, interval=0.01
     )
     publisher.start()
@@ -108,7 +111,7 @@ def test_publishing_never_blocks_when_redis_is_gone_and_overflows_are_counted(tm
 
 def test_the_drainer_logs_a_redis_outage_once_not_per_message(tmp_path, caplog):
     dead = f"redis+socket://{tmp_path / 'nobody-listens.sock'}"
-    publisher = bridge.RedisStatePublisher(
+    publisher = node_state.RedisStatePublisher(
         "node1", dead, SnapshotBox(host_snapshot()), status, interval=0.01
     )
     publisher.start()
@@ -124,7 +127,7 @@ def test_the_drainer_logs_a_redis_outage_once_not_per_message(tmp_path, caplog):
 
 def test_it_writes_the_contracts_keys_and_messages(redis_url):
     box = SnapshotBox(host_snapshot())
-    publisher = bridge.RedisStatePublisher("node1", redis_url, box, status, interval=0.05)
+    publisher = node_state.RedisStatePublisher("node1", redis_url, box, status, interval=0.05)
     r = client(redis_url)
     sub = r.pubsub()
     sub.subscribe(statekeys.EVENTS_CHANNEL)
@@ -144,17 +147,17 @@ def test_it_writes_the_contracts_keys_and_messages(redis_url):
             what="transition, vhost and heartbeat messages",
         )
         transition = next(m for m in messages if m["kind"] == "transition")
-        assert (transition["from"], transition["to"], transition["at"]) == ("backup", "master", 5.0)
+        assert (transition["from"], transition["to"], transition["at"]) == ("BACKUP", "MASTER", 5.0)
         assert transition["reason"] == "master_down"
         assert {"kind": "node", "node": "node1", "status": "started"}.items() <= next(
             m for m in messages if m["kind"] == "node"
         ).items()
         fields = r.hgetall(statekeys.vhost_key("node1", "eth0", 42))
-        assert tuple(sorted(fields)) == tuple(sorted(statekeys.VHOST_FIELDS))
+        assert tuple(sorted(fields)) == tuple(sorted(statekeys.VhostState.FIELDS))
         assert (fields["state"], fields["master"], fields["last_from"]) == (
-            "master",
+            "MASTER",
             "192.0.2.11",
-            "backup",
+            "BACKUP",
         )
         assert r.smembers(statekeys.node_vhosts_key("node1")) == {"eth0:42"}
         beat = json.loads(r.get(statekeys.heartbeat_key("node1")))
@@ -177,7 +180,7 @@ def _drain(sub) -> list[dict[str, Any]]:
     found = []
     while (message := sub.get_message(timeout=0.05)) is not None:
         if message["type"] == "message":
-            found.append(statekeys.decode_message(message["data"]))
+            found.append(statekeys.message_dict(statekeys.decode_message(message["data"])))
     return found
 
 
@@ -185,19 +188,28 @@ def test_after_a_redis_outage_it_republishes_the_whole_state(redis_server, redis
     # The drainer's steps called directly (no thread), so the subscriber is surely
     # listening before the catch-up tick.
     box = SnapshotBox(host_snapshot(State.BACKUP, master=ipaddress.ip_address("192.0.2.12")))
-    publisher = bridge.RedisStatePublisher("node1", redis_url, box, status)
+    publisher = node_state.RedisStatePublisher("node1", redis_url, box, status)
     key = statekeys.vhost_key("node1", "eth0", 42)
     try:
         publisher.tick()
         r = client(redis_url)
-        assert r.hget(key, "state") == "backup"
+        assert r.hget(key, "state") == "BACKUP"
         r.close()
         redis_server.stop()
         # The master died while Redis was away: this node took over.
         box.set(host_snapshot(State.MASTER))
         began = time.monotonic()
         publisher.tick()
-        publisher._handle([("transition", ("eth0", 42, "backup", "master", "master_down", 9.0))])
+        publisher._handle(
+            [
+                (
+                    "transition",
+                    statekeys.TransitionMessage(
+                        "node1", "eth0", 42, State.BACKUP, State.MASTER, "master_down", 9.0
+                    ),
+                )
+            ]
+        )
         assert publisher.redis_down
         assert time.monotonic() - began < 0.5  # no retries with backoff inside the drainer
         redis_server.start()
@@ -207,9 +219,9 @@ def test_after_a_redis_outage_it_republishes_the_whole_state(redis_server, redis
         sub.get_message(timeout=1)
         publisher.tick()
         assert not publisher.redis_down
-        assert (r.hget(key, "state"), r.hget(key, "master")) == ("master", "192.0.2.11")
+        assert (r.hget(key, "state"), r.hget(key, "master")) == ("MASTER", "192.0.2.11")
         vhost_messages = [m for m in _drain(sub) if m["kind"] == "vhost"]
-        assert [(m["vhid"], m["state"]) for m in vhost_messages] == [(42, "master")]
+        assert [(m["vhid"], m["state"]) for m in vhost_messages] == [(42, "MASTER")]
         publisher.tick()  # caught up: the next tick refreshes the hashes silently
         assert [m["kind"] for m in _drain(sub)] == ["heartbeat"]
         sub.close()
@@ -224,7 +236,7 @@ def test_when_redis_returns_the_engine_is_told_to_read_its_configuration(redis_s
     # for its next resync (a minute) to see what was saved meanwhile.
     box = SnapshotBox(host_snapshot(State.BACKUP))
     calls: list[float] = []
-    publisher = bridge.RedisStatePublisher(
+    publisher = node_state.RedisStatePublisher(
         "node1", redis_url, box, status, on_reconnect=lambda: calls.append(time.monotonic())
     )
     try:
@@ -255,15 +267,24 @@ def test_resync_now_wakes_the_config_thread_at_once(make_engine):
 
 def test_a_stopped_hosts_last_transition_reaches_its_hash(redis_url):
     box = SnapshotBox(host_snapshot(State.MASTER))
-    publisher = bridge.RedisStatePublisher("node1", redis_url, box, status)
+    publisher = node_state.RedisStatePublisher("node1", redis_url, box, status)
     publisher.tick()
     box.set()  # the runner removed the host as it stopped
-    publisher._handle([("transition", ("eth0", 42, "master", "init", "shutdown", 7.0))])
+    publisher._handle(
+        [
+            (
+                "transition",
+                statekeys.TransitionMessage(
+                    "node1", "eth0", 42, State.MASTER, State.INIT, "shutdown", 7.0
+                ),
+            )
+        ]
+    )
     r = client(redis_url)
     fields = r.hgetall(statekeys.vhost_key("node1", "eth0", 42))
     assert (fields["state"], fields["last_from"], fields["last_reason"]) == (
-        "init",
-        "master",
+        "INIT",
+        "MASTER",
         "shutdown",
     )
     r.close()
@@ -288,8 +309,17 @@ def test_a_transition_is_announced_only_after_its_hash_is_written(redis_url, mon
 
     monkeypatch.setattr(redis.client.Pipeline, "execute", spy)
     box = SnapshotBox(host_snapshot(State.MASTER))
-    publisher = bridge.RedisStatePublisher("node1", redis_url, box, status)
-    publisher._handle([("transition", ("eth0", 42, "backup", "master", "master_down", 9.0))])
+    publisher = node_state.RedisStatePublisher("node1", redis_url, box, status)
+    publisher._handle(
+        [
+            (
+                "transition",
+                statekeys.TransitionMessage(
+                    "node1", "eth0", 42, State.BACKUP, State.MASTER, "master_down", 9.0
+                ),
+            )
+        ]
+    )
     key = statekeys.vhost_key("node1", "eth0", 42)
     assert ("HSET", key) in queued
     assert ("PUBLISH", "transition") in queued
@@ -298,7 +328,7 @@ def test_a_transition_is_announced_only_after_its_hash_is_written(redis_url, mon
 
 # ---- the local configuration -----------------------------------------------------------
 def test_the_local_file_round_trips_encrypted_and_private(tmp_path):
-    store = bridge.LocalConfigStore.for_node(tmp_path, "node1")
+    store = apply.LocalConfigStore.for_node(tmp_path, "node1")
     config = node_config(vhost(42, password=b"pass-word-42"), vhost(43, advskew=100))
     store.save(config)
     assert store.path == tmp_path / "carp" / "node1.json"
@@ -311,7 +341,7 @@ def test_the_local_file_round_trips_encrypted_and_private(tmp_path):
 
 
 def test_a_missing_or_unreadable_local_file_is_no_configuration(tmp_path, settings):
-    store = bridge.LocalConfigStore.for_node(tmp_path, "node1")
+    store = apply.LocalConfigStore.for_node(tmp_path, "node1")
     assert store.load() is None
     store.save(node_config(vhost()))
     settings.CLUSTER_SECRET_KEY = "another-key-of-at-least-32-characters!!"
@@ -401,14 +431,14 @@ class ConfigSource:
 
 @pytest.fixture
 def make_engine(tmp_path, redis_url):
-    engines: list[bridge.Engine] = []
+    engines: list[node_engine.Engine] = []
 
-    def make(source: ConfigSource, **kw) -> bridge.Engine:
-        engine = bridge.Engine(
+    def make(source: ConfigSource, **kw) -> node_engine.Engine:
+        engine = node_engine.Engine(
             "node1",
             kw.pop("ports", None) or FakePorts(),
             redis_url=redis_url,
-            store=bridge.LocalConfigStore.for_node(tmp_path, "node1"),
+            store=apply.LocalConfigStore.for_node(tmp_path, "node1"),
             retention_days=30,
             read_config=source,
             startup_timeout=kw.pop("startup_timeout", 1.0),
@@ -424,7 +454,7 @@ def make_engine(tmp_path, redis_url):
         engine.stop(timeout=5)
 
 
-def hosts(engine: bridge.Engine) -> dict[int, HostSnapshot]:
+def hosts(engine: node_engine.Engine) -> dict[int, HostSnapshot]:
     return {h.vhid: h for h in engine.runner.snapshot().hosts}
 
 
@@ -520,11 +550,14 @@ def test_maintenance_demotes_the_node_by_240(make_engine):
     source.config = node_config(vhost(42, advskew=20), version="v2", maintenance=True)
     engine.converge()
     wait_until(lambda: hosts(engine)[42].advertised_advskew == 240, 5, what="the demotion")
-    assert engine.demotion == bridge.MAINTENANCE_DEMOTION == 240
+    assert engine.runner.snapshot().demotion == (
+        DemotionSource("maintenance", node_engine.MAINTENANCE_DEMOTION, "maintenance"),
+    )
+    assert node_engine.MAINTENANCE_DEMOTION == 240
 
 
 def test_with_the_database_down_it_starts_from_the_local_file_then_converges(make_engine, tmp_path):
-    bridge.LocalConfigStore.for_node(tmp_path, "node1").save(node_config(vhost(42), version="old"))
+    apply.LocalConfigStore.for_node(tmp_path, "node1").save(node_config(vhost(42), version="old"))
     source = ConfigSource(error=ConnectionError("database is down"))
     engine = make_engine(source, startup_timeout=0.2)
     engine.start()
@@ -565,20 +598,20 @@ def test_a_graceful_stop_removes_the_vips_and_closes_the_ports(make_engine):
 def test_read_database_builds_the_nodes_virtual_hosts_and_a_version():
     node1, _node2, _node3 = make_nodes(3)
     alias = make_alias(42)
-    config = bridge.read_database("node1")
+    config = apply.read_database("node1")
     assert [(v.vhid, v.password, v.src_ip) for v in config.vhosts] == [
         (42, ALIAS_SECRET.encode(), ipaddress.ip_address(node1.address))
     ]
-    assert bridge.read_database("node1").version == config.version
+    assert apply.read_database("node1").version == config.version
     services.update_alias(None, alias, {"addresses": ["192.0.2.42/24", "192.0.2.43/24"]},
                           partial=True)  # fmt: skip
-    assert bridge.read_database("node1").version != config.version
-    before = bridge.read_database("node1").version
+    assert apply.read_database("node1").version != config.version
+    before = apply.read_database("node1").version
     services.update_node(None, node1, {"maintenance": True}, partial=True)
-    after = bridge.read_database("node1")
+    after = apply.read_database("node1")
     assert (after.maintenance, after.version != before) == (True, True)
-    assert bridge.read_database("node3").vhosts == ()  # not in the alias
-    assert bridge.read_database("nobody").vhosts == ()
+    assert apply.read_database("node3").vhosts == ()  # not in the alias
+    assert apply.read_database("nobody").vhosts == ()
 
 
 @pytest.mark.django_db
@@ -589,10 +622,10 @@ def test_an_alias_deleted_and_created_again_with_another_password_is_a_new_versi
     # take the new password, or its adverts fail every peer's HMAC.
     make_nodes(3)
     alias = make_alias(42)
-    before = bridge.read_database("node1")
+    before = apply.read_database("node1")
     services.delete_alias(None, alias)
     make_alias(42, password="another-secret")
-    after = bridge.read_database("node1")
+    after = apply.read_database("node1")
     assert after.vhosts[0].password == b"another-secret"
     assert after.version != before.version
 
@@ -601,9 +634,9 @@ def test_an_alias_deleted_and_created_again_with_another_password_is_a_new_versi
 @pytest.mark.django_db
 def test_transitions_are_written_kept_while_the_database_fails_and_bounded(monkeypatch):
     make_nodes(1)
-    recorder = bridge.TransitionRecorder("node1", retention_days=30, buffer_size=3)
+    recorder = history.TransitionRecorder("node1", retention_days=30, buffer_size=3)
     at = time.time()
-    recorder.add("eth0", 42, "backup", "master", "master_down", at)
+    recorder.add("eth0", 42, "BACKUP", "MASTER", "master_down", at)
     fail = threading.Event()
     fail.set()
     real = Transition.objects.bulk_create
@@ -617,14 +650,14 @@ def test_transitions_are_written_kept_while_the_database_fails_and_bounded(monke
     assert recorder.flush() is False
     assert recorder.pending == 1
     for vhid in (43, 44, 45):
-        recorder.add("eth0", vhid, "init", "backup", "startup", at)
+        recorder.add("eth0", vhid, "INIT", "BACKUP", "startup", at)
     assert (recorder.pending, recorder.dropped) == (3, 1)  # the oldest went
     fail.clear()
     assert recorder.flush() is True
     assert recorder.pending == 0
     rows = list(Transition.objects.order_by("vhid").values_list("vhid", "to_state", "reason"))
-    assert rows == [(43, "backup", "startup"), (44, "backup", "startup"),
-                    (45, "backup", "startup")]  # fmt: skip
+    assert rows == [(43, "BACKUP", "startup"), (44, "BACKUP", "startup"),
+                    (45, "BACKUP", "startup")]  # fmt: skip
     row = Transition.objects.get(vhid=43)
     assert abs(row.at.timestamp() - at) < 0.001
     assert row.node.name == "node1"
@@ -636,10 +669,10 @@ def test_old_transitions_are_pruned_by_the_recorder_and_the_command():
     now = timezone.now()
     for days in (40, 31, 29, 1):
         Transition.objects.create(
-            node=node, vhid=days, from_state="backup", to_state="master", reason="master_down",
+            node=node, vhid=days, from_state="BACKUP", to_state="MASTER", reason="master_down",
             at=now - datetime.timedelta(days=days),
         )  # fmt: skip
-    assert bridge.TransitionRecorder("node1", retention_days=30).prune() == 2
+    assert history.TransitionRecorder("node1", retention_days=30).prune() == 2
     assert sorted(Transition.objects.values_list("vhid", flat=True)) == [1, 29]
     call_command("prune_transitions", days=10)
     assert list(Transition.objects.values_list("vhid", flat=True)) == [1]
@@ -651,15 +684,15 @@ def test_the_recorder_prunes_on_its_own_while_no_transition_comes():
     (node,) = make_nodes(1)
     old = timezone.now() - datetime.timedelta(days=40)
     Transition.objects.create(
-        node=node, vhid=7, from_state="backup", to_state="master", reason="master_down", at=old
+        node=node, vhid=7, from_state="BACKUP", to_state="MASTER", reason="master_down", at=old
     )
-    recorder = bridge.TransitionRecorder("node1", retention_days=30, prune_interval=0.1)
+    recorder = history.TransitionRecorder("node1", retention_days=30, prune_interval=0.1)
     recorder.start()
     try:
         wait_until(lambda: not Transition.objects.exists(), timeout=5, what="the old row pruned")
         # And again later, with still no transition in between.
         Transition.objects.create(
-            node=node, vhid=8, from_state="backup", to_state="master", reason="master_down", at=old
+            node=node, vhid=8, from_state="BACKUP", to_state="MASTER", reason="master_down", at=old
         )
         wait_until(lambda: not Transition.objects.exists(), timeout=5, what="pruned again")
     finally:

@@ -1,12 +1,16 @@
-"""The worker bootstep that runs the CARP engine inside a node's Celery worker.
+"""The worker bootstep that runs the node's CARP engine inside its Celery worker.
 
 DESIGN rule 3: the engine is not a task (a long task on a Redis broker is
 redelivered after the visibility timeout, which would start a second engine). It
 is a step of the *worker* blueprint, so it starts before the Consumer step (which
 Celery orders last and which blocks retrying an unreachable broker) and is never
 restarted with it: a broker outage restarts the consumer, not the worker's steps.
-With ``--pool solo`` or ``--pool threads`` the apply task runs in this process and
-finds the engine through `bridge.current_engine()` (NOTES.md).
+
+The apply task (cluster/node/tasks.py) runs in this process (``--pool solo`` or
+``--pool threads``, NOTES.md) and finds the engine through the worker that runs
+it: the step registers its engine on the worker's app under the worker's
+hostname, and `engine_of` looks it up with the hostname the task's request
+carries. No module global holds it.
 
 Stopping (NOTES.md): the first SIGTERM or SIGINT calls `stop`, a second Ctrl-C or
 SIGQUIT calls `terminate`, which does nothing by default and would leave the
@@ -19,22 +23,38 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from celery import bootsteps
+from celery import Celery, bootsteps
 from celery.worker.consumer import Consumer
 
-log = logging.getLogger("cluster.carp.bridge")
+from cluster import statekeys
 
-QUEUE_PREFIX = "carp."
+if TYPE_CHECKING:
+    from cluster.node.engine import Engine
+
+log = logging.getLogger("cluster.node")
+
 TASK_DRAIN_TIMEOUT = 10.0  # seconds stop() waits for running tasks before stopping the engine
 ENGINE_STOP_TIMEOUT = 10.0
+_ENGINES = "carp_engines"  # the app attribute: {worker hostname: its engine}
+
+
+def engines(app: Celery) -> dict[str, Engine]:
+    """The engines the bootsteps of this app's workers started, by worker hostname."""
+    found: dict[str, Engine] = app.__dict__.setdefault(_ENGINES, {})
+    return found
+
+
+def engine_of(app: Celery, hostname: str | None) -> Engine | None:
+    """The engine of the worker named ``hostname`` (a task's ``request.hostname``)."""
+    return engines(app).get(hostname or "")
 
 
 def node_from_queues(queue_names: list[str]) -> str | None:
     """The node named by the worker's only ``carp.<node>`` queue, or None."""
-    names = [q[len(QUEUE_PREFIX) :] for q in queue_names if q.startswith(QUEUE_PREFIX)]
-    if len(names) == 1 and names[0]:
+    names = [n for n in map(statekeys.node_from_queue, queue_names) if n is not None]
+    if len(names) == 1:
         return names[0]
     if len(names) > 1:
         log.error("the worker consumes several carp.* queues (%s): set CLUSTER_NODE", names)
@@ -84,13 +104,15 @@ class CarpEngineStep(bootsteps.StartStopStep):
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
-        self.engine: Any = None
+        self.engine: Engine | None = None
 
     def start(self, worker: Any) -> None:
         from django.conf import settings
 
-        from cluster.carp import bridge
+        # Imported here: the Celery app loads this module before Django is set up.
         from cluster.carp.runner import SystemPorts
+        from cluster.node.apply import LocalConfigStore
+        from cluster.node.engine import Engine
 
         queues = list(worker.app.amqp.queues.consume_from or {})
         node = resolve_node(settings.CLUSTER_NODE, queues)
@@ -107,27 +129,25 @@ class CarpEngineStep(bootsteps.StartStopStep):
                 " use --pool threads or --pool solo",
                 pool,
             )
-        engine = bridge.Engine(
+        engine = Engine(
             node,
             SystemPorts([]),
             redis_url=settings.REDIS_URL,
-            store=bridge.LocalConfigStore.for_node(settings.VAR_DIR, node),
+            store=LocalConfigStore.for_node(settings.VAR_DIR, node),
             retention_days=settings.CLUSTER_TRANSITION_RETENTION_DAYS,
         )
-        bridge.set_current_engine(engine)
+        engines(worker.app)[worker.hostname] = engine
         log.info("starting the CARP engine of node %s", node)
         engine.start()
         self.engine = engine
 
     def stop(self, worker: Any) -> None:
-        from cluster.carp import bridge
-
         engine, self.engine = self.engine, None
         if engine is None:
             return
         wait_for_tasks()
         engine.stop(ENGINE_STOP_TIMEOUT)
-        bridge.set_current_engine(None)
+        engines(worker.app).pop(worker.hostname, None)
         log.info("the CARP engine of node %s stopped", engine.node)
 
     def terminate(self, worker: Any) -> None:
