@@ -26,6 +26,7 @@ debian-deps:
 lint: venv
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/lint-imports
 
 typecheck: venv
 	.venv/bin/mypy .
