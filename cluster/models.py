@@ -25,8 +25,8 @@ class Node(models.Model):
     Its ``name`` names its Celery queue (``carp.<name>``) and appears in the
     priority matrix; its ``address`` is its own unicast address, which no
     alias may use; its ``ordinal`` (1..9) is what makes every node's derived
-    advskew distinct within a tier. A node in ``maintenance`` is expected to
-    give up its virtual hosts (the engine acts on this flag in a later issue).
+    advskew distinct within a tier. A node in ``maintenance`` gives up its
+    virtual hosts: its engine sets the demotion source ``maintenance`` (240).
     """
 
     name = models.CharField(

@@ -207,15 +207,12 @@ class Heartbeat:
     node: str
     at: float
     pid: int = 0
-    started_at: float | None = None
     config_version: str = ""
     config_source: str = "none"
     demotion: tuple[DemotionSource, ...] = ()
     problems: tuple[ConfigProblem, ...] = ()
     drops: dict[str, int] = field(default_factory=dict)
     port_errors: dict[str, int] = field(default_factory=dict)
-    # State items the protocol loop could not queue because the drainer was behind.
-    publish_overflows: int = 0
 
     @property
     def demotion_total(self) -> int:
@@ -227,7 +224,6 @@ class Heartbeat:
                 "node": self.node,
                 "at": self.at,
                 "pid": self.pid,
-                "started_at": self.started_at,
                 "config_version": self.config_version,
                 "config_source": self.config_source,
                 "demotion": [
@@ -240,7 +236,6 @@ class Heartbeat:
                 ],
                 "drops": self.drops,
                 "port_errors": self.port_errors,
-                "publish_overflows": self.publish_overflows,
             },
             separators=(",", ":"),
         )
@@ -262,14 +257,12 @@ class Heartbeat:
             node=_str(data, "node"),
             at=at,
             pid=_int(data, "pid"),
-            started_at=_time(data, "started_at"),
             config_version=_str(data, "config_version"),
             config_source=_str(data, "config_source", "none"),
             demotion=tuple(_demotion(d) for d in demotion),
             problems=tuple(ConfigProblem.parse(p) for p in problems),
             drops=_counters(data, "drops"),
             port_errors=_counters(data, "port_errors"),
-            publish_overflows=_int(data, "publish_overflows"),
         )
 
 

@@ -58,7 +58,6 @@ class FakeEngines:
             node=node,
             at=now,
             pid=1,
-            started_at=now - 60,
             config_version="3f9a0c1d2e4b5a69",
             config_source=config_source,
             demotion=tuple(demotion),

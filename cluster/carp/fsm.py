@@ -7,7 +7,7 @@ How the runner drives it
 2. Loop: sleep until ``min(vh.next_deadline() for each vhost)`` (None means no
    deadline: INIT) or until a packet arrives, then read ``now`` from the Clock.
 3. For each vhost whose ``next_deadline()`` is not None and ``<= now``:
-   ``vh.handle(Timeout(), now)`` (or ``vh.tick(now)``). A Timeout before the
+   ``vh.handle(Timeout(), now)``. A Timeout before the
    deadline does nothing, so spurious wake-ups are harmless. Fire due deadlines
    *before* handling packets read in the same wake-up: a late packet must not
    undo a timeout that had already expired.
@@ -200,10 +200,6 @@ class VirtualHost:
             case Reconfigure(config=config):
                 return self._on_reconfigure(config, now)
         raise TypeError(f"not a CARP event: {event!r}")
-
-    def tick(self, now: float) -> list[Action]:
-        """Shorthand for `handle(Timeout(), now)`."""
-        return self._on_timeout(now)
 
     # ---- handlers ----
 

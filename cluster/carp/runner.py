@@ -205,7 +205,6 @@ class HostSnapshot:
     adverts_sent: int
     adverts_received: int
     last_reason: Reason | None
-    last_change: float | None  # the runner clock's time of the last transition
     # What goes on the wire: the advskew with the node's demotion added (capped at 240,
     # FreeBSD) and OpenBSD's demote byte (CARP.md "Demotion").
     advertised_advskew: int = 0
@@ -245,7 +244,6 @@ class _Host:
     adverts_received: int = 0
     last_reason: Reason | None = None
     last_source: str = ""
-    last_change: float | None = None
     last_from: State | None = None
     last_at: float | None = None
     master: IPAddress | None = None
@@ -378,7 +376,6 @@ class Runner:
                     adverts_received=h.adverts_received,
                     last_reason=h.last_reason,
                     last_source=h.last_source,
-                    last_change=h.last_change,
                     advertised_advskew=h.machine.advskew,
                     demote=h.machine.demote_byte,
                     master=h.master,
@@ -755,7 +752,6 @@ class Runner:
         config = host.config
         host.last_reason = action.reason
         host.last_source = action.source
-        host.last_change = self.clock.monotonic()
         host.last_from = action.old
         host.last_at = time.time()  # for people and the history, not for the protocol
         log.info(

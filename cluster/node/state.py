@@ -92,8 +92,9 @@ class RedisStatePublisher:
         self.status = status
         self.interval = interval
         self.client_timeout = client_timeout
+        # State items the loop could not queue (the drainer was behind); the next
+        # tick's full rewrite repairs them.
         self.overflows = 0
-        self.started_at = time.time()
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._client: Any = None
         self._outage = RateLimitedOutage("Redis", log)
@@ -255,14 +256,12 @@ class RedisStatePublisher:
             node=self.node,
             at=now,
             pid=os.getpid(),
-            started_at=self.started_at,
             config_version=status.config_version,
             config_source=status.config_source,
             demotion=snap.demotion,
             problems=status.problems,
             drops=snap.drops,
             port_errors=snap.port_errors,
-            publish_overflows=self.overflows,
         )
 
     def tick(self) -> None:

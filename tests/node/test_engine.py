@@ -57,7 +57,6 @@ def host_snapshot(state: State = State.MASTER, **kw) -> HostSnapshot:
         "adverts_sent": 3,
         "adverts_received": 0,
         "last_reason": Reason.MASTER_DOWN,
-        "last_change": 1.0,
         "master": SRC if state is State.MASTER else None,
         "last_from": State.BACKUP,
         "last_at": 1234.5,
