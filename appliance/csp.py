@@ -34,15 +34,20 @@ class Nonce:
         return self._value is not None
 
 
-def policy(nonce: Nonce | None = None) -> str:
+# What a page the console does not write needs beyond the policy, by URL name:
+# the Swagger UI draws its icons from data: URLs.
+EXTRA_IMAGES = {"api-docs": " data:"}
+
+
+def policy(nonce: Nonce | None = None, view_name: str | None = None) -> str:
     """The header's value; ``nonce``, if it was used, is allowed for scripts and styles."""
     inline = f" 'nonce-{nonce}'" if nonce is not None and nonce.used else ""
+    images = EXTRA_IMAGES.get(view_name or "", "")
     directives = [
         "default-src 'self'",
         f"script-src 'self'{inline}",
         f"style-src 'self'{inline}",
-        # The Swagger UI draws some icons from data: URLs.
-        "img-src 'self' data:",
+        f"img-src 'self'{images}",
         "object-src 'none'",
         "base-uri 'none'",
         "form-action 'self'",
@@ -61,5 +66,8 @@ class ContentSecurityPolicyMiddleware(MiddlewareMixin):
         self, request: HttpRequest, response: HttpResponseBase
     ) -> HttpResponseBase:
         if HEADER not in response:
-            response[HEADER] = policy(getattr(request, "csp_nonce", None))
+            match = request.resolver_match
+            response[HEADER] = policy(
+                getattr(request, "csp_nonce", None), match.view_name if match else None
+            )
         return response
