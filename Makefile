@@ -28,6 +28,11 @@ lint: venv
 	.venv/bin/ruff format --check .
 	.venv/bin/lint-imports
 
+# mypy's Django plugin and manage.py load the settings, which with DEBUG off
+# (the default) want production secrets; the checks run in development mode.
+# pytest gets DEBUG=1 from pyproject.toml.
+typecheck djcheck: export DEBUG := 1
+
 typecheck: venv
 	.venv/bin/mypy .
 

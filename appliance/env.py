@@ -9,6 +9,7 @@ file: ``SECRET_KEY_FILE=/run/secrets/key`` is read when ``SECRET_KEY`` is unset
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 
 from django.core.exceptions import ImproperlyConfigured
@@ -99,3 +100,23 @@ def envurl(name: str, default: str, schemes: set[str], env: Mapping[str, str] | 
         allowed = ", ".join(sorted(schemes))
         raise ImproperlyConfigured(f"{name} must be a URL with scheme {allowed}; got {value!r}.")
     return value
+
+
+def envheader(name: str, env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """A request header and the value that marks a secure request, written as
+    the header line a proxy sends (``X-Forwarded-Proto: https``), returned as
+    Django's ``SECURE_PROXY_SSL_HEADER`` wants it: ``("HTTP_X_FORWARDED_PROTO", "https")``.
+    """
+    value = _raw(name, env)
+    if value is None:
+        return None
+    header, colon, expected = value.partition(":")
+    header, expected = header.strip(), expected.strip()
+    # Letters, digits and dashes only: a server drops headers with an underscore
+    # (they would be indistinguishable from dashed ones in the WSGI environ).
+    if not colon or not re.fullmatch(r"[A-Za-z0-9]+(-[A-Za-z0-9]+)*", header) or not expected:
+        raise ImproperlyConfigured(
+            f"{name} must be a header and its value, like 'X-Forwarded-Proto: https'; "
+            f"got {value!r}."
+        )
+    return "HTTP_" + header.upper().replace("-", "_"), expected

@@ -4,11 +4,12 @@ Every variable read here is listed, with its default, in ``.env.example``.
 A malformed value stops start-up with a message naming the variable (see
 ``appliance.env``). Nothing outside this file reads the environment.
 
-DEBUG defaults to on so that a fresh checkout runs (``make test``,
-``manage.py runserver``) with no configuration; it then derives development
-values for the secrets and says so in ``manage.py check``. With DEBUG off,
-``SECRET_KEY`` and ``CLUSTER_SECRET_KEY`` (or their ``*_FILE`` variants) must
-be set.
+DEBUG is off unless ``DEBUG=1`` is set: a debug error page shows the request
+back, a submitted password included. With DEBUG off, ``SECRET_KEY`` and
+``CLUSTER_SECRET_KEY`` (or their ``*_FILE`` variants) must be set, and not to
+the placeholders of ``.env.example``. Development sets ``DEBUG=1`` (the test
+suite does, in ``pyproject.toml``; ``make demo`` generates its secrets); the
+secrets are then derived when unset, and ``manage.py check`` says so.
 """
 
 from __future__ import annotations
@@ -16,35 +17,52 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from appliance.env import envbool, envint, envlist, envsecret, envstr, envurl
+from appliance.env import envbool, envheader, envint, envlist, envsecret, envstr, envurl
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Runtime files (the SQLite database, collected static files) live here.
 VAR_DIR = Path(envstr("VAR_DIR", str(BASE_DIR / "var")))
 
-DEBUG = envbool("DEBUG", True)
+DEBUG = envbool("DEBUG", False)
 DEMO_MODE = envbool("DEMO_MODE", False)
 
-_secret_key = envsecret("SECRET_KEY")
+# How every placeholder value in .env.example begins. A copy of that file left
+# unedited would sign sessions and encrypt alias passwords with published keys.
+PLACEHOLDER_PREFIX = "change-me"
+_DEVELOPMENT_HINT = "(DEBUG is off unless set; for development only, set DEBUG=1)"
+
+
+def _production_secret(name: str, value: str | None) -> str | None:
+    """``value``, refused when DEBUG is off and it is missing or a placeholder."""
+    if DEBUG:
+        return value
+    if value is None:
+        raise ImproperlyConfigured(
+            f"{name} (or {name}_FILE) must be set when DEBUG is off {_DEVELOPMENT_HINT}."
+        )
+    if value.startswith(PLACEHOLDER_PREFIX):
+        raise ImproperlyConfigured(
+            f"{name} is still the placeholder of .env.example; set a random value, e.g. "
+            "the output of: python3 -c 'import secrets; print(secrets.token_urlsafe(48))'."
+        )
+    return value
+
+
+_secret_key = _production_secret("SECRET_KEY", envsecret("SECRET_KEY"))
 if _secret_key is None:
-    if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY (or SECRET_KEY_FILE) must be set when DEBUG is off.")
     _secret_key = "django-insecure-development-only-do-not-use-in-production"
 SECRET_KEY: str = _secret_key
 
 # The key that encrypts alias passwords at rest (cluster.crypto). Changing it
 # makes stored passwords unreadable: move the old one to the fallbacks first.
-_cluster_key = envsecret("CLUSTER_SECRET_KEY")
+_cluster_key = _production_secret("CLUSTER_SECRET_KEY", envsecret("CLUSTER_SECRET_KEY"))
 CLUSTER_SECRET_KEY_IS_DEVELOPMENT = _cluster_key is None
 if _cluster_key is None:
-    if not DEBUG:
-        raise ImproperlyConfigured(
-            "CLUSTER_SECRET_KEY (or CLUSTER_SECRET_KEY_FILE) must be set when DEBUG is off."
-        )
     _cluster_key = "development-only:" + hashlib.sha256(SECRET_KEY.encode()).hexdigest()
 elif len(_cluster_key) < 32:
     raise ImproperlyConfigured("CLUSTER_SECRET_KEY must be at least 32 characters long.")
@@ -56,6 +74,15 @@ CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
 SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", False)
 SESSION_COOKIE_AGE = envint("SESSION_COOKIE_AGE", 8 * 3600, minimum=60)
+# HTTPS (manage.py check --deploy): all off by default, since the demo and a
+# first start are plain HTTP on 127.0.0.1; an appliance behind TLS sets them.
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", False)
+# Behind a TLS-terminating proxy, the header by which it says the request came
+# over HTTPS ("X-Forwarded-Proto: https"); only if the proxy always sets it.
+SECURE_PROXY_SSL_HEADER = envheader("SECURE_PROXY_SSL_HEADER")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -74,6 +101,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "appliance.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -155,6 +183,10 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
 REDIS_URL = envurl("REDIS_URL", "redis://127.0.0.1:6379/0", {"redis", "rediss", "redis+socket"})
+if not DEBUG and (urlsplit(REDIS_URL).password or "").startswith(PLACEHOLDER_PREFIX):
+    raise ImproperlyConfigured(
+        "REDIS_URL still has the placeholder password of .env.example; use Redis's requirepass."
+    )
 
 # Celery (appliance/celery.py reads every CELERY_* setting). JSON only: a
 # pickle payload from the broker would be code execution on every node.

@@ -7,7 +7,8 @@
 #
 # Environment: DEMO_NODES (3; up to 9), VAR_DIR (var/: the SQLite database, the
 # generated secrets and passwords, and demo/ with the logs), REDIS_URL (unset:
-# a private redis-server on a Unix socket under var/demo/).
+# a private redis-server on a Unix socket under var/demo/). Every process runs
+# with DEBUG=0 and the secrets generated in VAR_DIR (cluster/lab/lab.py, Lab.env).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exec .venv/bin/python -m cluster.lab demo "$@"

@@ -1,6 +1,8 @@
 """The administrator's path in headless Chromium (Debian's, driven by Playwright):
 log in, add an alias on the IP ALIAS page, fail its Primary with the status
 page's demo button and watch its Secondary's cell turn MASTER, pushed live.
+All along, and on the API's Swagger UI and the Django admin, the browser
+reports no breach of the Content-Security-Policy (appliance/csp.py).
 
 ``E2E_SCREENSHOT=docs/cluster-status.png`` keeps the status page's screenshot
 (taken once the failed node is restored and the cluster has settled) for the
@@ -16,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, expect, sync_playwright
 
 from cluster.lab.supervisor import Supervisor, state_path
 from tests.e2e.console import ADMIN, Console
@@ -57,6 +59,19 @@ def browser() -> Iterator[Browser]:
             chromium.close()
 
 
+def csp_violations(page: Page) -> list[str]:
+    """Collects what Chromium says about the Content-Security-Policy on ``page``:
+    a blocked inline script, style or source is logged to the console."""
+    found: list[str] = []
+
+    def seen(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            found.append(f"{page.url}: {message.text}")
+
+    page.on("console", seen)
+    return found
+
+
 def cell(page: Page, node: str, vhid: int = VHID) -> Locator:
     return page.locator(f'#cluster-matrix td.cell[data-node="{node}"][data-vhid="{vhid}"]')
 
@@ -65,6 +80,7 @@ def test_failing_the_primary_turns_the_secondary_master_live(
     console: Console, supervisor: Supervisor, browser: Browser, tmp_path: Path
 ) -> None:
     page = browser.new_page(viewport={"width": 1440, "height": 900})
+    violations = csp_violations(page)
     url = console.url
     page.goto(url + "/login/")
     page.get_by_label("User name").fill(ADMIN)
@@ -114,3 +130,13 @@ def test_failing_the_primary_turns_the_secondary_master_live(
         expect(summary).to_contain_text("configuration from the database")
     shot = Path(os.environ.get("E2E_SCREENSHOT") or tmp_path / "cluster-status.png")
     page.screenshot(path=str(shot), full_page=True)
+
+    # The pages the console links to that are not its own: Swagger UI draws the
+    # API from the schema, the admin its change list with its scripts.
+    page.goto(url + "/api/docs/")
+    expect(page.locator(".swagger-ui .opblock").first).to_be_visible()
+    page.goto(url + "/admin/cluster/ipalias/")
+    expect(page.locator("#result_list")).to_contain_text(ADDRESS)
+    page.locator("#action-toggle").check()  # actions.js, one of the admin's scripts
+    expect(page.locator(".action-counter")).to_contain_text("selected")
+    assert violations == []
