@@ -120,6 +120,9 @@ class VirtualHost:
         self._demotion_source = ""
         self._advert_due: float | None = None  # MASTER: the next periodic advert
         self._master_down_at: float | None = None  # BACKUP: declare the master down
+        # BACKUP: a contended takeover waiting out its skew delay (timers.takeover_delay)
+        self._takeover_at: float | None = None
+        self._takeover_reason = Reason.PREEMPTED
         self._last_heard = 0.0  # BACKUP: last valid advert (or becoming BACKUP)
         self._adverts_until_gratuitous: int | None = None  # MASTER: the repeat after takeover
 
@@ -175,7 +178,9 @@ class VirtualHost:
         if self._state is State.MASTER:
             return self._advert_due
         if self._state is State.BACKUP:
-            return self._master_down_at
+            if self._takeover_at is not None and self._master_down_at is not None:
+                return min(self._takeover_at, self._master_down_at)
+            return self._takeover_at if self._takeover_at is not None else self._master_down_at
         return None
 
     # ---- the one entry point ----
@@ -185,8 +190,8 @@ class VirtualHost:
         match event:
             case Start():
                 return self._on_start(now)
-            case Stop():
-                return self._on_stop()
+            case Stop(bow_out=bow_out):
+                return self._on_stop(bow_out)
             case Timeout():
                 return self._on_timeout(now)
             case AdvertReceived(advert=advert, source=source):
@@ -212,17 +217,19 @@ class VirtualHost:
             return []  # LinkUp will start us
         return self._become_backup(now, Reason.STARTUP)
 
-    def _on_stop(self) -> list[Action]:
+    def _on_stop(self, bow_out: bool) -> list[Action]:
         """Graceful stop: a MASTER bows out (advbase 255, advskew 255, OpenBSD) and
-        removes its addresses; every state goes to INIT for SHUTDOWN."""
+        removes its addresses; every state goes to INIT for SHUTDOWN. Without
+        ``bow_out`` (the virtual host goes away on every node) it only goes silent."""
         self._running = False
         actions: list[Action] = []
         if self._state is State.MASTER:
-            actions.append(
-                SendAdvert(
-                    self.vhid, timers.BOW_OUT_ADVBASE, timers.BOW_OUT_ADVSKEW, self.demote_byte
+            if bow_out:
+                actions.append(
+                    SendAdvert(
+                        self.vhid, timers.BOW_OUT_ADVBASE, timers.BOW_OUT_ADVSKEW, self.demote_byte
+                    )
                 )
-            )
             actions.append(RemoveAddresses(self.vhid, self._config.addresses))
         if self._state is not State.INIT:
             actions.append(self._transition(State.INIT, Reason.SHUTDOWN))
@@ -234,7 +241,9 @@ class VirtualHost:
         if self._state is State.MASTER:
             if self._advert_due is None or now < self._advert_due:
                 return []
-            actions: list[Action] = [self._advert(now)]
+            # The next advert is due an interval after this one was due, not after we
+            # woke: a late wake-up must not make every later advert late (no drift).
+            actions: list[Action] = [self._advert(now, due=self._advert_due)]
             if self._adverts_until_gratuitous is not None:
                 self._adverts_until_gratuitous -= 1
                 if self._adverts_until_gratuitous <= 0:
@@ -242,13 +251,17 @@ class VirtualHost:
                     actions.append(SendGratuitous(self.vhid, self._config.addresses))
             return actions
         if self._state is State.BACKUP:
+            if self._takeover_at is not None and now >= self._takeover_at:
+                return self._become_master(now, self._takeover_reason)
             if self._master_down_at is None or now < self._master_down_at:
                 return []
             return self._become_master(now, Reason.MASTER_DOWN)
         return []
 
     def _on_advert(self, advert: Advertisement, source: IPAddress, now: float) -> list[Action]:
-        """A valid advert from a peer (CARP.md "Transitions on a valid advert")."""
+        """A valid advert from a peer (CARP.md "Transitions on a valid advert"), with
+        one change for clusters of more than two nodes: a takeover that every
+        backup would make at once waits out our skew delay (`_plan_takeover`)."""
         if self._state is State.INIT or advert.vhid != self.vhid:
             return []
         if source == self._config.src_ip:
@@ -260,25 +273,49 @@ class VirtualHost:
         ours = _ticks(self._config.advbase, self.advskew)
         if self._state is State.BACKUP:
             if advert.is_bow_out:
-                # OpenBSD's graceful stop: the master is leaving, take over now.
-                return self._become_master(now, Reason.BOW_OUT)
-            if self._config.preempt and theirs > ours:
+                # OpenBSD's graceful stop: the master is leaving; take over (after our delay).
+                return self._plan_takeover(now, Reason.BOW_OUT)
+            self._last_heard = now  # a master is alive, whatever follows
+            self._arm_master_down()
+            # A demoted master (OpenBSD's demote byte, above ours) asks to be replaced:
+            # it is taken over whatever our preempt setting, or maintenance would leave
+            # the VIP on it. It stays the last resort while no one else is up.
+            if theirs > ours and (self._config.preempt or advert.demote > self._demotion):
                 # carp_input BACKUP: "pre-empting a slower master".
-                return self._become_master(now, Reason.PREEMPTED)
+                return self._plan_takeover(now, Reason.PREEMPTED)
             if timers.will_time_out(advert.interval, self._config.advbase):
                 # carp_input BACKUP: "master will time out", so treat it as down now.
-                return self._become_master(now, Reason.MASTER_DOWN)
-            self._last_heard = now
-            self._arm_master_down()
+                return self._plan_takeover(now, Reason.MASTER_DOWN)
+            # A master we will not replace (better, or preemption off): any takeover we
+            # planned is someone else's now.
+            self._takeover_at = None
             return []
         # MASTER: yield to a better interval; on a tie the lower source address wins (ucarp).
         if advert.is_bow_out:
             return []  # another master leaving: nothing to win back
         if theirs < ours or (theirs == ours and self._loses_tie(source)):
             return self._step_down(now)
-        # ucarp: "Non-preferred master advertising: reasserting control of VIP
-        # with another gratuitous arp" - after a split brain, win the switches back.
-        return [SendGratuitous(self.vhid, self._config.addresses)]
+        # A worse master: answer at once, so it steps down now rather than at our next
+        # periodic advert. ucarp: "Non-preferred master advertising: reasserting control
+        # of VIP with another gratuitous arp" - after a split brain, win the switches
+        # back; a demoted master is handing over on its own and announced nothing since.
+        actions: list[Action] = [self._advert(now)]
+        if not advert.demote:
+            actions.append(SendGratuitous(self.vhid, self._config.addresses))
+        return actions
+
+    def _plan_takeover(self, now: float, reason: Reason) -> list[Action]:
+        """Take over after `timers.takeover_delay` of our advertised advskew, unless a
+        better master advertises first (DESIGN.md "One handover, one holder"): every
+        backup hears a bow-out or a slower master at the same moment, and the one
+        with the smallest advskew must act first, alone. With no skew, at once."""
+        if self._takeover_at is None:
+            delay = timers.takeover_delay(self.advskew)
+            if delay <= 0:
+                return self._become_master(now, reason)
+            self._takeover_at = now + delay
+            self._takeover_reason = reason
+        return []
 
     def _on_link_down(self) -> list[Action]:
         """Leave MASTER (addresses removed, no advert: the link is gone) and wait in INIT;
@@ -355,9 +392,13 @@ class VirtualHost:
             return True
         return int(source) < int(own)  # same family: numeric order is address order
 
-    def _advert(self, now: float) -> SendAdvert:
-        """One advert with the demoted advskew; the next periodic one is an interval away."""
-        self._advert_due = now + self.advert_interval
+    def _advert(self, now: float, due: float | None = None) -> SendAdvert:
+        """One advert with the demoted advskew; the next periodic one is an interval
+        after ``due`` (when this one was due), or after ``now`` when it is unscheduled
+        or so late that catching up would send a burst."""
+        interval = self.advert_interval
+        following = due + interval if due is not None else now + interval
+        self._advert_due = following if following > now else now + interval
         return SendAdvert(self.vhid, self._config.advbase, self.advskew, self.demote_byte)
 
     def _arm_master_down(self) -> None:
@@ -370,25 +411,30 @@ class VirtualHost:
         return [transitioned]
 
     def _become_master(self, now: float, reason: Reason) -> list[Action]:
-        """Takeover (CARP.md): add the addresses, advertise at once, gratuitous ARP/NA
-        at once and again two adverts later."""
+        """Takeover (CARP.md): advertise at once, add the addresses, gratuitous ARP/NA
+        at once and again two adverts later. The advert goes first: the other
+        backups stand down on hearing it, and adding an address takes longer."""
         transitioned = self._transition(State.MASTER, reason)
         self._adverts_until_gratuitous = timers.GRATUITOUS_REPEAT_ADVERTS
         return [
-            AddAddresses(self.vhid, self._config.addresses),
             self._advert(now),
+            AddAddresses(self.vhid, self._config.addresses),
             SendGratuitous(self.vhid, self._config.addresses),
             transitioned,
         ]
 
     def _step_down(self, now: float) -> list[Action]:
-        """MASTER -> BACKUP for a better master: one last advert first (CARP.md), then
-        the addresses go. The reason is our demotion's if we are demoted."""
+        """MASTER -> BACKUP for a better master: the addresses go, and no last advert.
+
+        CARP.md has a master send one last advert before stepping down; it carries
+        our slower interval, so every backup better than us that hears it preempts
+        the master we are yielding to (six to nine holders after a simultaneous
+        start). FreeBSD's carp_input steps down without one; so do we. The reason is
+        our demotion's if we are demoted."""
         reason, source = Reason.HIGHER_PRIORITY_SEEN, ""
         if self._demotion:
             reason, source = self._demotion_reason, self._demotion_source
-        last = SendAdvert(self.vhid, self._config.advbase, self.advskew, self.demote_byte)
-        actions: list[Action] = [last, RemoveAddresses(self.vhid, self._config.addresses)]
+        actions: list[Action] = [RemoveAddresses(self.vhid, self._config.addresses)]
         return actions + self._become_backup(now, reason, source)
 
     def _transition(self, new: State, reason: Reason, source: str = "") -> Transitioned:
@@ -398,6 +444,7 @@ class VirtualHost:
         self._state = new
         self._advert_due = None
         self._master_down_at = None
+        self._takeover_at = None
         if new is not State.MASTER:
             self._adverts_until_gratuitous = None
         return Transitioned(self.vhid, old, new, reason, source)

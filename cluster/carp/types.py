@@ -211,7 +211,14 @@ class Start:
 
 @dataclass(frozen=True, slots=True)
 class Stop:
-    """Stop gracefully: a MASTER sends the bow-out advert and removes its addresses; -> INIT."""
+    """Stop gracefully: a MASTER sends the bow-out advert and removes its addresses; -> INIT.
+
+    ``bow_out=False`` stops without the bow-out advert: the virtual host is going
+    away on every node (its alias disabled or deleted), so no backup must take it
+    over; they stop it themselves as they apply the same change.
+    """
+
+    bow_out: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -153,10 +153,11 @@ def test_nothing_happens_before_the_master_down_deadline():
 def test_the_first_master_takes_over_after_one_master_down_interval():
     vh = backup()
     actions = vh.handle(Timeout(), MASTER_DOWN)
-    # CARP.md: add the addresses, send an advert at once, gratuitous ARP at once.
+    # CARP.md: send an advert at once, add the addresses, gratuitous ARP at once. The
+    # advert goes first: the other backups stand down on it (one holder).
     assert actions == [
-        AddAddresses(42, (VIP,)),
         SendAdvert(42, advbase=1, advskew=100, demote=0),
+        AddAddresses(42, (VIP,)),
         SendGratuitous(42, (VIP,)),
         Transitioned(42, State.BACKUP, State.MASTER, Reason.MASTER_DOWN),
     ]
@@ -205,13 +206,6 @@ def test_a_valid_advert_restarts_the_master_down_timer():
     assert vh.handle(Timeout(), MASTER_DOWN) == []
 
 
-def test_with_preemption_a_backup_takes_over_from_a_slower_master_at_once():
-    vh = backup(advskew=0)
-    actions = vh.handle(heard(advskew=100), 1.0)
-    assert moves(actions) == [(State.BACKUP, State.MASTER, Reason.PREEMPTED)]
-    assert kinds(actions) == [AddAddresses, SendAdvert, SendGratuitous, Transitioned]
-
-
 def test_without_preemption_a_slower_master_keeps_its_role():
     vh = backup(advskew=0, preempt=False)
     assert vh.handle(heard(advskew=100), 1.0) == []
@@ -225,24 +219,6 @@ def test_a_backup_does_not_preempt_an_equal_master():
     assert vh.state is State.BACKUP
 
 
-def test_a_bow_out_advert_makes_the_backup_take_over_at_once():
-    vh = backup(preempt=False)
-    actions = vh.handle(heard(255, 255), 1.0)
-    assert moves(actions) == [(State.BACKUP, State.MASTER, Reason.BOW_OUT)]
-
-
-def test_a_bow_out_works_even_with_a_large_advbase():
-    vh = backup(advbase=100, preempt=False)
-    assert moves(vh.handle(heard(255, 255), 1.0))[0][2] is Reason.BOW_OUT
-
-
-def test_a_master_slower_than_three_advbases_is_treated_as_down():
-    # advbase 4 > 3 x our advbase 1: it would time out anyway (BSD carp_input).
-    vh = backup(preempt=False)
-    actions = vh.handle(heard(advbase=4), 1.0)
-    assert moves(actions) == [(State.BACKUP, State.MASTER, Reason.MASTER_DOWN)]
-
-
 def test_adverts_for_another_vhid_or_from_ourselves_are_ignored():
     vh = backup(advskew=0)
     assert vh.handle(heard(advskew=200, vhid=7), 1.0) == []
@@ -253,29 +229,10 @@ def test_adverts_for_another_vhid_or_from_ourselves_are_ignored():
 # ---- MASTER on a valid advert ----
 
 
-def test_a_master_steps_down_for_a_better_one_after_one_last_advert():
-    vh, t = master()
-    actions = vh.handle(heard(advskew=0), t + 0.5)
-    assert actions == [
-        SendAdvert(42, 1, 100, 0),
-        RemoveAddresses(42, (VIP,)),
-        Transitioned(42, State.MASTER, State.BACKUP, Reason.HIGHER_PRIORITY_SEEN),
-    ]
-    assert vh.next_deadline() == t + 0.5 + MASTER_DOWN
-
-
 def test_on_a_tie_the_master_yields_to_a_lower_address():
     vh, t = master()
     actions = vh.handle(heard(advskew=100, source=LOWER), t + 0.5)
     assert moves(actions) == [(State.MASTER, State.BACKUP, Reason.HIGHER_PRIORITY_SEEN)]
-
-
-def test_on_a_tie_the_master_keeps_its_role_against_a_higher_address():
-    vh, t = master()
-    actions = vh.handle(heard(advskew=100, source=HIGHER), t + 0.5)
-    # ucarp: "Non-preferred master advertising: reasserting control of VIP".
-    assert actions == [SendGratuitous(42, (VIP,))]
-    assert vh.state is State.MASTER
 
 
 def test_without_its_own_address_a_master_yields_on_any_tie_as_the_bsds_do():
@@ -285,21 +242,9 @@ def test_without_its_own_address_a_master_yields_on_any_tie_as_the_bsds_do():
     assert moves(actions)[0][2] is Reason.HIGHER_PRIORITY_SEEN
 
 
-def test_a_master_ignores_a_slower_master_but_reasserts_itself():
-    vh, t = master()
-    assert vh.handle(heard(advskew=200), t + 0.5) == [SendGratuitous(42, (VIP,))]
-    assert vh.state is State.MASTER
-
-
 def test_a_master_ignores_another_masters_bow_out():
     vh, t = master()
     assert vh.handle(heard(255, 255), t + 0.5) == []
-
-
-def test_ties_compare_intervals_exactly():
-    # 1 s + 256/256 would equal 2 s + 0; advskew 255 stays below the next advbase.
-    vh, t = master(advbase=1, advskew=254)
-    assert vh.handle(heard(advbase=2, advskew=0), t + 0.1) == [SendGratuitous(42, (VIP,))]
 
 
 # ---- demotion ----
@@ -580,17 +525,6 @@ def test_crash_the_next_best_backup_takes_over_after_its_master_down_interval():
     assert takeover == pytest.approx(last_advert + 3 + 50 / 256)
 
 
-def test_graceful_stop_the_backup_takes_over_at_once():
-    lan = Lan(a=0, b=100)
-    for name in lan.nodes:
-        lan.send(name, Start())
-    lan.run_until(10.0)
-    lan.send("a", Stop())
-    assert lan.masters() == ["b"]
-    assert lan.vip_holders == {"b"}
-    assert lan.gratuitous[-1] == (10.0, "b")
-
-
 def test_preemption_the_primary_takes_back_its_role_when_it_returns():
     lan = Lan(a=0, b=100)
     lan.send("b", Start())
@@ -621,18 +555,6 @@ def test_equal_priorities_settle_on_the_lower_address():
         lan.send(name, Start())
     lan.run_until(20.0)
     assert lan.masters() == ["a"]
-
-
-def test_demoting_the_master_hands_over_to_a_preempting_backup():
-    lan = Lan(a=0, b=100)
-    for name in lan.nodes:
-        lan.send(name, Start())
-    lan.run_until(10.5)
-    lan.send("a", SetDemotion(240, Reason.MAINTENANCE))
-    assert lan.masters() == ["b"]
-    from_a = [a for t, n, a in lan.sent if n == "a" and t == 10.5]
-    # The demoted advert at once, then the last one as it steps down.
-    assert from_a == [SendAdvert(42, 1, 240, 240)] * 2
 
 
 # ---- invariants under any sequence of events ----
@@ -725,3 +647,137 @@ def test_the_pure_modules_import_no_io_or_clock(module):
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
     assert not imported & FORBIDDEN
+
+
+def test_with_no_skew_a_backup_preempts_a_slower_master_at_once():
+    vh = backup(advskew=0)
+    actions = vh.handle(heard(advskew=100), 1.0)
+    assert moves(actions) == [(State.BACKUP, State.MASTER, Reason.PREEMPTED)]
+    assert kinds(actions) == [SendAdvert, AddAddresses, SendGratuitous, Transitioned]
+
+
+def test_a_backup_preempts_a_slower_master_after_its_skew_delay():
+    vh = backup(advskew=26)
+    assert vh.handle(heard(advskew=100), 1.0) == []
+    assert vh.next_deadline() == pytest.approx(1.0 + 26 / 2048)
+    assert vh.handle(Timeout(), 1.0 + 26 / 2048 - 0.001) == []
+    actions = vh.handle(Timeout(), 1.0 + 26 / 2048)
+    assert moves(actions) == [(State.BACKUP, State.MASTER, Reason.PREEMPTED)]
+
+
+def test_a_planned_takeover_is_dropped_when_a_better_master_advertises_first():
+    vh = backup(advskew=26)
+    vh.handle(heard(advskew=100), 1.0)  # a slower master: plan to preempt it
+    assert vh.handle(heard(advskew=13, source=LOWER), 1.005) == []  # a better one took over
+    assert vh.next_deadline() == pytest.approx(1.005 + 3 + 26 / 256)  # master-down only
+    assert vh.handle(Timeout(), 1.0 + 26 / 2048) == []
+    assert vh.state is State.BACKUP
+
+
+def test_hearing_the_slower_master_again_does_not_postpone_the_planned_takeover():
+    vh = backup(advskew=26)
+    vh.handle(heard(advskew=100), 1.0)
+    vh.handle(heard(advskew=100), 1.01)
+    assert vh.next_deadline() == pytest.approx(1.0 + 26 / 2048)
+
+
+def test_a_bow_out_advert_makes_the_backup_take_over_after_its_skew_delay():
+    vh = backup(preempt=False)
+    assert vh.handle(heard(255, 255), 1.0) == []
+    actions = vh.handle(Timeout(), 1.0 + 100 / 2048)
+    assert moves(actions) == [(State.BACKUP, State.MASTER, Reason.BOW_OUT)]
+
+
+def test_a_bow_out_works_even_with_a_large_advbase():
+    vh = backup(advbase=100, preempt=False)
+    vh.handle(heard(255, 255), 1.0)
+    assert moves(vh.handle(Timeout(), 1.0 + 100 / 2048))[0][2] is Reason.BOW_OUT
+
+
+def test_a_master_slower_than_three_advbases_is_treated_as_down():
+    # advbase 4 > 3 x our advbase 1: it would time out anyway (BSD carp_input).
+    vh = backup(preempt=False)
+    assert vh.handle(heard(advbase=4), 1.0) == []
+    actions = vh.handle(Timeout(), 1.0 + 100 / 2048)
+    assert moves(actions) == [(State.BACKUP, State.MASTER, Reason.MASTER_DOWN)]
+
+
+def test_a_demoted_master_is_taken_over_even_with_preemption_off():
+    # Maintenance must hand the VIP over whatever the other nodes' preempt setting.
+    vh = backup(preempt=False, advskew=13)
+    vh.handle(heard(advskew=240, demote=240), 1.0)
+    actions = vh.handle(Timeout(), 1.0 + 13 / 2048)
+    assert moves(actions) == [(State.BACKUP, State.MASTER, Reason.PREEMPTED)]
+
+
+def test_without_preemption_a_slower_master_that_is_not_demoted_keeps_the_vip():
+    vh = backup(preempt=False, advskew=13)
+    assert vh.handle(heard(advskew=100), 1.0) == []
+    assert vh.next_deadline() == pytest.approx(1.0 + 3 + 13 / 256)
+
+
+def test_a_master_steps_down_for_a_better_one_without_a_last_advert():
+    # The last advert would carry our slower interval and make every backup better
+    # than us preempt the master we yield to (FreeBSD sends none either).
+    vh, t = master()
+    actions = vh.handle(heard(advskew=0), t + 0.5)
+    assert actions == [
+        RemoveAddresses(42, (VIP,)),
+        Transitioned(42, State.MASTER, State.BACKUP, Reason.HIGHER_PRIORITY_SEEN),
+    ]
+    assert vh.next_deadline() == t + 0.5 + MASTER_DOWN
+
+
+def test_on_a_tie_the_master_keeps_its_role_against_a_higher_address():
+    vh, t = master()
+    actions = vh.handle(heard(advskew=100, source=HIGHER), t + 0.5)
+    # It answers at once, and (ucarp) "reasserting control of VIP".
+    assert actions == [SendAdvert(42, 1, 100, 0), SendGratuitous(42, (VIP,))]
+    assert vh.state is State.MASTER
+
+
+def test_a_master_answers_a_slower_master_at_once_and_reasserts_itself():
+    vh, t = master()
+    actions = vh.handle(heard(advskew=200), t + 0.5)
+    assert actions == [SendAdvert(42, 1, 100, 0), SendGratuitous(42, (VIP,))]
+    assert vh.state is State.MASTER
+    assert vh.next_deadline() == pytest.approx(t + 0.5 + INTERVAL)
+
+
+def test_a_master_does_not_reannounce_against_a_demoted_master_leaving():
+    vh, t = master()
+    assert vh.handle(heard(advskew=240, demote=240), t + 0.5) == [SendAdvert(42, 1, 100, 0)]
+
+
+def test_ties_compare_intervals_exactly():
+    # 1 s + 256/256 would equal 2 s + 0; advskew 255 stays below the next advbase.
+    vh, t = master(advbase=1, advskew=254)
+    assert vh.handle(heard(advbase=2, advskew=0), t + 0.1) == [
+        SendAdvert(42, 1, 254, 0),
+        SendGratuitous(42, (VIP,)),
+    ]
+
+
+def test_graceful_stop_the_backup_takes_over_after_its_skew_delay():
+    lan = Lan(a=0, b=100)
+    for name in lan.nodes:
+        lan.send(name, Start())
+    lan.run_until(10.0)
+    lan.send("a", Stop())
+    lan.run_until(10.0 + 100 / 2048)
+    assert lan.masters() == ["b"]
+    assert lan.vip_holders == {"b"}
+    assert lan.gratuitous[-1] == (10.0 + 100 / 2048, "b")
+
+
+def test_demoting_the_master_hands_over_to_a_preempting_backup():
+    lan = Lan(a=0, b=100)
+    for name in lan.nodes:
+        lan.send(name, Start())
+    lan.run_until(10.5)
+    lan.send("a", SetDemotion(240, Reason.MAINTENANCE))
+    lan.run_until(10.5 + 100 / 2048)
+    assert lan.masters() == ["b"]
+    from_a = [a for t, n, a in lan.sent if n == "a" and t >= 10.5]
+    # The demoted advert at once, and no last one as it steps down.
+    assert from_a == [SendAdvert(42, 1, 240, 240)]
