@@ -79,8 +79,7 @@ def test_the_token_endpoint_answers_a_lockout_in_json(alice: User) -> None:
     response = APIClient().post(TOKEN_URL, {"username": "alice", "password": PASSWORD})
     assert response.status_code == 429
     assert response.json() == {
-        "detail": "Too many failed logins for this user from your address. "
-        "Try again in 15 minutes."
+        "detail": "Too many failed logins for this user from your address. Try again in 15 minutes."
     }
     assert "token" not in response.json()
 

@@ -7,8 +7,11 @@
   keys clients already hold keep working, and the plaintext table is dropped.
 """
 
+import datetime
+
 from django.contrib.auth.management import create_permissions
 from django.db import migrations, models
+from django.utils import timezone
 
 USER_PERMISSIONS = ["add_user", "change_user", "delete_user", "view_user"]
 
@@ -54,9 +57,9 @@ def carry_over_drf_tokens(apps, schema_editor):
         rows = cursor.fetchall()
     for key, user_id, created in rows:
         digest = hash_token(key)
-        AuthToken.objects.create(
-            digest=digest, token_key=key[: CONSTANTS.TOKEN_KEY_LENGTH], user_id=user_id
-        )
+        AuthToken(digest=digest, token_key=key[: CONSTANTS.TOKEN_KEY_LENGTH], user_id=user_id).save()
+        if timezone.is_naive(created):  # SQLite's cursor: UTC without a zone
+            created = timezone.make_aware(created, datetime.UTC)
         AuthToken.objects.filter(digest=digest).update(created=created)
     schema_editor.execute("DROP TABLE authtoken_token")
     # Their permissions (which administrators had) go with the app.
