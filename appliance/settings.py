@@ -14,6 +14,7 @@ secrets are then derived when unset, and ``manage.py check`` says so.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    # API tokens stored hashed (knox) and login lockout (axes): see the block at the end.
+    "knox",
+    "axes",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -217,10 +220,10 @@ CLUSTER_NODE = envstr("CLUSTER_NODE", "")
 # Days of transition history kept; the node workers prune older rows hourly.
 CLUSTER_TRANSITION_RETENTION_DAYS = envint("CLUSTER_TRANSITION_RETENTION_DAYS", 30, minimum=1)
 
-REST_FRAMEWORK = {
+REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: an anonymous call then gets 401 with "WWW-Authenticate: Token".
-        "rest_framework.authentication.TokenAuthentication",
+        "cluster.api.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["cluster.api.permissions.IsAdministratorOrReadOnly"],
@@ -268,3 +271,41 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {"cluster": {"level": LOG_LEVEL}, "appliance": {"level": LOG_LEVEL}},
 }
+
+# --- Authentication: API tokens, throttling, login lockout -------------------
+# API tokens are stored as SHA-512 digests (django-rest-knox), so neither the
+# admin nor a copy of the database shows a usable key; the key is shown once, by
+# POST /api/v1/auth/token/ or manage.py create_api_token. 0 hours: no expiry.
+_token_ttl_hours = envint("API_TOKEN_TTL_HOURS", 0, minimum=0)
+REST_KNOX = {
+    "AUTH_HEADER_PREFIX": "Token",
+    "TOKEN_TTL": datetime.timedelta(hours=_token_ttl_hours) if _token_ttl_hours else None,
+}
+# POSTs to /api/v1/auth/token/ per minute and client address; more get 429 with
+# Retry-After. Read per request (cluster.api.auth.TokenThrottle), not at import.
+API_TOKEN_THROTTLE_PER_MINUTE = envint("API_TOKEN_THROTTLE_PER_MINUTE", 10, minimum=1)
+# Reverse proxies in front of the web (0: the client is REMOTE_ADDR). With N, the
+# client is the N-th address from the right of X-Forwarded-For; anything further
+# left was written by the client and is not trusted. Throttling and lockout both
+# use it (cluster.lockout.client_address).
+TRUSTED_PROXY_COUNT = envint("TRUSTED_PROXY_COUNT", 0, minimum=0)
+REST_FRAMEWORK["NUM_PROXIES"] = TRUSTED_PROXY_COUNT
+
+# Lockout (django-axes): LOGIN_FAILURE_LIMIT failed logins for one user name from
+# one address lock that pair out for LOGIN_LOCKOUT_MINUTES, on the console's login
+# page, the admin's and the token endpoint alike. A failure during the lockout
+# starts the wait again; a successful login clears the count.
+AXES_ENABLED = envbool("LOGIN_LOCKOUT_ENABLED", True)
+AXES_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = datetime.timedelta(minutes=envint("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "cluster.lockout.client_address"
+AXES_LOCKOUT_CALLABLE = "cluster.lockout.lockout_response"
+AXES_VERBOSE = False
+AUTHENTICATION_BACKENDS = [
+    "cluster.lockout.LockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Last, so that it sees the answer of the login view it may replace with the lockout's.
+MIDDLEWARE = [*MIDDLEWARE, "axes.middleware.AxesMiddleware"]

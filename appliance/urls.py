@@ -8,9 +8,16 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 
+from cluster.admin import own_password_change
 from cluster.api.views import api_docs
 
 urlpatterns = [
+    # Ahead of the admin's own page of that URL: the change goes through the services.
+    path(
+        "admin/password_change/",
+        admin.site.admin_view(own_password_change),
+        name="own-password-change",
+    ),
     path("admin/", admin.site.urls),
     path("api/v1/", include("cluster.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

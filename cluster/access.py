@@ -61,21 +61,34 @@ def can_change(user: UserLike) -> bool:
     return role(user) == Role.ADMINISTRATOR
 
 
-def _join(user: AbstractBaseUser, group_name: str) -> None:
-    group, _ = Group.objects.get_or_create(name=group_name)
-    user.groups.add(group)  # type: ignore[attr-defined]
-    # Both roles use the admin site (support read-only), which needs is_staff.
-    user.is_staff = True  # type: ignore[attr-defined]
-    user.save(update_fields=["is_staff"])
+def forget_role(user: UserLike) -> None:
+    """Drop the role cached on ``user`` (after its groups or flags changed)."""
     if hasattr(user, _CACHE_ATTR):
         delattr(user, _CACHE_ATTR)
 
 
+def set_role(user: AbstractBaseUser, new_role: Role | None) -> None:
+    """Give ``user`` exactly ``new_role`` (None: no role) and admin-site access to match.
+
+    Both roles use the admin site (support read-only), which needs ``is_staff``; a
+    user without a role loses it, unless a superuser. Called by the services, which
+    audit the change, and by tests and the demo to set up users.
+    """
+    groups = user.groups  # type: ignore[attr-defined]
+    groups.remove(*Group.objects.filter(name__in=[ADMINISTRATOR_GROUP, SUPPORT_GROUP]))
+    if new_role is not None:
+        group, _ = Group.objects.get_or_create(name=new_role.value)
+        groups.add(group)
+    user.is_staff = new_role is not None or bool(getattr(user, "is_superuser", False))  # type: ignore[attr-defined]
+    user.save(update_fields=["is_staff"])
+    forget_role(user)
+
+
 def make_administrator(user: AbstractBaseUser) -> None:
     """Give ``user`` the administrator role (and admin-site access)."""
-    _join(user, ADMINISTRATOR_GROUP)
+    set_role(user, Role.ADMINISTRATOR)
 
 
 def make_support(user: AbstractBaseUser) -> None:
     """Give ``user`` the read-only support role (and read-only admin-site access)."""
-    _join(user, SUPPORT_GROUP)
+    set_role(user, Role.SUPPORT)

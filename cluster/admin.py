@@ -6,6 +6,9 @@ the same), ``save_form`` calls the service (which writes the audit entry and
 sends the apply tasks), and deletes call the service too. Support users have
 the view permissions only; ``cluster.access`` is asked as well, so a role
 without the right to change never gets a change button.
+
+Users (administrators manage them, never a superuser), API tokens (each user
+its own, a superuser all) and one's own password go through the services too.
 """
 
 from __future__ import annotations
@@ -15,11 +18,18 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.forms import AdminPasswordChangeForm
+from django.contrib.auth.models import User
+from django.contrib.auth.password_validation import password_validators_help_text_html
+from django.contrib.auth.views import PasswordChangeView
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseBase
+from django.urls import reverse
+from knox.models import AuthToken
 
 from cluster import access, services
+from cluster.choices import Role
 from cluster.forms import NOT_A_MEMBER, PRIORITY_CHOICES
 from cluster.models import AliasAddress, AliasPriority, AuditEntry, IPAlias, Node, Transition
 
@@ -332,3 +342,277 @@ class AuditEntryAdmin(ReadOnlyAdmin):
     list_filter = ["action", "object_type"]
     search_fields = ["actor_name", "object_repr"]
     date_hierarchy = "at"
+
+
+# --------------------------------------------------------------------------
+# Accounts: administrators manage users and their role, never a superuser.
+
+ROLE_CHOICES = [("", "No role"), *Role.choices]
+
+
+class AccountAdminForm(ServiceForm):
+    """A user's names, e-mail, role, active flag and (new) password.
+
+    ``services.validate_account`` judges everything, Django's password
+    validators included; the superuser flag is a field only for a superuser.
+    """
+
+    actor: Any = None  # the user making the change, set per request by get_form
+
+    username = ServiceField(
+        label="User name", help_text="Letters, digits and @/./+/-/_ only; at most 150."
+    )
+    first_name = ServiceField(label="First name", required=False)
+    last_name = ServiceField(label="Last name", required=False)
+    email = ServiceField(label="E-mail address", required=False)
+    role = forms.ChoiceField(
+        choices=ROLE_CHOICES,
+        required=False,
+        help_text="Support reads everything and changes nothing; an administrator "
+        "changes the cluster and manages accounts.",
+    )
+    password = ServiceField(
+        label="New password",
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Leave blank to keep the current password.",
+    )
+    password_again = ServiceField(
+        label="New password again",
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False),
+    )
+
+    class Meta:
+        model = User
+        fields = ["username", "first_name", "last_name", "email", "is_active", "is_superuser"]
+        help_texts = {
+            "is_active": "Untick to disable the account: it can no longer log in, "
+            "and its API tokens stop working.",
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not getattr(self.actor, "is_superuser", False):
+            self.fields.pop("is_superuser", None)
+        if self.instance.pk is None:
+            self.fields["password"].required = True
+            self.fields["password"].label = "Password"
+            self.fields["password"].help_text = password_validators_help_text_html()
+            self.fields["password_again"].label = "Password again"
+        elif not self.is_bound:
+            found = services.account_snapshot(self.instance)["role"]
+            self.initial["role"] = found
+
+    def service_data(self) -> services.AccountData:
+        data = self.cleaned_data
+        values: dict[str, Any] = {
+            key: data.get(key) or ""
+            for key in ("username", "first_name", "last_name", "email", "role", "password")
+        }
+        values["is_active"] = bool(data.get("is_active"))
+        if "is_superuser" in self.fields:
+            values["is_superuser"] = bool(data.get("is_superuser"))
+        return values  # type: ignore[return-value]
+
+    def validate_with_service(self) -> None:
+        password = self.cleaned_data.get("password") or ""
+        if password != (self.cleaned_data.get("password_again") or ""):
+            self.add_error("password_again", "The two passwords differ.")
+        user = self.instance if self.instance.pk is not None else None
+        services.validate_account(self.actor, self.service_data(), user)
+
+
+def _protects_superuser(request: HttpRequest, obj: Any) -> bool:
+    """Only a superuser changes or deletes a superuser's account."""
+    return (
+        obj is not None
+        and getattr(obj, "is_superuser", False)
+        and not getattr(request.user, "is_superuser", False)
+    )
+
+
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class AccountAdmin(RoleAwareAdmin):
+    form = AccountAdminForm
+    list_display = [
+        "username",
+        "role",
+        "is_active",
+        "is_superuser",
+        "email",
+        "last_login",
+        "date_joined",
+    ]
+    list_filter = ["is_active", "is_superuser", "groups"]
+    search_fields = ["username", "first_name", "last_name", "email"]
+    ordering = ["username"]
+    readonly_fields = ["role", "last_login", "date_joined"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
+        return super().get_queryset(request).prefetch_related("groups")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return not _protects_superuser(request, obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return not _protects_superuser(request, obj) and super().has_delete_permission(request, obj)
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        dates = ("Dates", {"fields": ["last_login", "date_joined"]})
+        if obj is not None and not self.has_change_permission(request, obj):
+            names = ["username", "first_name", "last_name", "email"]
+            access_fields = ["role", "is_active", "is_superuser"]
+            return [(None, {"fields": names}), ("Access", {"fields": access_fields}), dates]
+        access_fields = ["role", "is_active"]
+        if getattr(request.user, "is_superuser", False):
+            access_fields.append("is_superuser")
+        sets = [
+            (None, {"fields": ["username", "password", "password_again"]}),
+            ("Personal", {"fields": ["first_name", "last_name", "email"]}),
+            ("Access", {"fields": access_fields}),
+        ]
+        return sets if obj is None else [*sets, dates]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # "role" is a form field where the user may be changed, a display otherwise.
+        if obj is not None and not self.has_change_permission(request, obj):
+            return ["role", "last_login", "date_joined"]
+        return ["last_login", "date_joined"]
+
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        kwargs["form"] = type("AccountAdminForm", (AccountAdminForm,), {"actor": request.user})
+        return super().get_form(request, obj, change, **kwargs)
+
+    @admin.display(description="role")
+    def role(self, user: User) -> str:
+        found = {g.name for g in user.groups.all()}
+        for choice in (Role.ADMINISTRATOR, Role.SUPPORT):
+            if choice.value in found:
+                return str(choice.label)
+        return "Superuser" if user.is_superuser else "—"
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+        deleted, counts, _perms, protected = super().get_deleted_objects(objs, request)
+        # "Delete selected" asks for the permission without an object: refuse the
+        # whole batch when it holds a superuser the actor may not delete.
+        perms_needed = (
+            {"superuser accounts"}
+            if any(_protects_superuser(request, user) for user in objs)
+            else set()
+        )
+        return deleted, counts, perms_needed, protected
+
+    def save_form(self, request: HttpRequest, form: Any, change: bool) -> User:
+        if change:
+            user: User = services.update_account(request.user, form.instance, form.service_data())
+        else:
+            user = services.create_account(request.user, form.service_data())
+        return user
+
+    def delete_model(self, request: HttpRequest, obj: User) -> None:
+        services.delete_account(request.user, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        for user in queryset:
+            services.delete_account(request.user, user)
+
+
+# --------------------------------------------------------------------------
+# API tokens: stored as digests; each user sees and revokes its own, a superuser all.
+
+admin.site.unregister(AuthToken)
+
+
+@admin.register(AuthToken)
+class TokenAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Tokens are made by ``POST /api/v1/auth/token/`` or ``manage.py
+    create_api_token``, which show the key once; here they are listed (by their
+    first characters) and revoked. Access follows the role and the token's owner
+    rather than Django permissions, so support may revoke its own tokens too."""
+
+    list_display = ["key_start", "user", "created", "expiry"]
+    list_display_links = None
+    list_filter = ["user"]
+    ordering = ["-created"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[AuthToken]:
+        tokens = super().get_queryset(request).select_related("user")
+        if getattr(request.user, "is_superuser", False):
+            return tokens
+        return tokens.filter(user_id=request.user.pk)
+
+    def get_list_filter(self, request: HttpRequest) -> Any:
+        return self.list_filter if getattr(request.user, "is_superuser", False) else []
+
+    def _own_or_superuser(self, request: HttpRequest, obj: Any) -> bool:
+        return access.can_view(request.user) and (
+            obj is None
+            or obj.user_id == request.user.pk
+            or getattr(request.user, "is_superuser", False)
+        )
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return access.can_view(request.user)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._own_or_superuser(request, obj)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._own_or_superuser(request, obj)
+
+    @admin.display(description="key starts with")
+    def key_start(self, token: AuthToken) -> str:
+        return str(token.token_key)[: services.TOKEN_SHOWN_CHARS] + "…"
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+        # Named as the list names them, not by knox's digest.
+        tokens = list(objs)
+        if any(not self._own_or_superuser(request, token) for token in tokens):
+            return [], {}, {"other users' tokens"}, []
+        labels = [f"Token {services.token_label(token)}" for token in tokens]
+        return labels, {"tokens": len(labels)}, set(), []
+
+    def delete_model(self, request: HttpRequest, obj: AuthToken) -> None:
+        services.revoke_token(request.user, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[AuthToken]) -> None:
+        for token in queryset.select_related("user"):
+            services.revoke_token(request.user, token)
+
+
+# --------------------------------------------------------------------------
+# One's own password: every role may change it (README, Roles), and it is audited.
+
+
+class OwnPasswordChangeForm(AdminPasswordChangeForm):
+    def save(self, commit: bool = True) -> Any:
+        services.change_own_password(self.user, self.cleaned_data["new_password1"])
+        return self.user
+
+
+def own_password_change(request: HttpRequest) -> HttpResponseBase:
+    """The admin's "Change password" page, saving through the service.
+
+    Mounted at the admin's own URL, ahead of the admin (appliance/urls.py).
+    """
+    request.current_app = admin.site.name
+    view = PasswordChangeView.as_view(
+        form_class=OwnPasswordChangeForm,
+        success_url=reverse("admin:password_change_done"),
+        extra_context=admin.site.each_context(request),
+    )
+    return view(request)

@@ -73,6 +73,8 @@ class AuditAction(models.TextChoices):
     CREATE = "create", "Created"
     UPDATE = "update", "Updated"
     DELETE = "delete", "Deleted"
+    # Too many failed logins for one user name from one address (cluster.lockout).
+    LOCKOUT = "lockout", "Locked out"
 
 
 class Role(models.TextChoices):

@@ -42,12 +42,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, NotRequired, TypedDict
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from cluster import choices, dispatch, validators
+from cluster import access, choices, dispatch, validators
 from cluster.advskew import derive_advskew
 from cluster.choices import AuditAction, Priority
 from cluster.crypto import PasswordDecryptionError
@@ -56,24 +56,35 @@ from cluster.models import AliasAddress, AliasPriority, AuditEntry, IPAlias, Nod
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "AccountData",
     "AliasData",
     "NodeData",
     "PriorityData",
+    "account_snapshot",
     "alias_form_data",
     "alias_matrix",
     "alias_snapshot",
     "alias_views",
     "aliases_with_relations",
+    "change_own_password",
+    "create_account",
     "create_alias",
     "create_node",
+    "delete_account",
     "delete_alias",
     "delete_node",
     "desired_node",
     "flag_message",
+    "grant_token",
     "node_snapshot",
     "parse_flag",
+    "record_lockout",
+    "revoke_token",
+    "token_label",
+    "update_account",
     "update_alias",
     "update_node",
+    "validate_account",
     "validate_alias",
     "validate_node",
 ]
@@ -958,3 +969,334 @@ def prune_transitions(days: int) -> int:
     cutoff = timezone.now() - datetime.timedelta(days=days)
     deleted, _ = Transition.objects.filter(at__lt=cutoff).delete()
     return deleted
+
+
+# --------------------------------------------------------------------------
+# Accounts, API tokens and lockouts (the admin, the token endpoint, cluster.lockout).
+# Audited like every other change; a password never appears in an entry, only the
+# "(changed)" mark, and a token only by its first characters.
+
+ACCOUNT_TYPE = "user"
+TOKEN_TYPE = "token"
+# Enough of a token to tell it from the user's others; far too little to use it.
+TOKEN_SHOWN_CHARS = 8
+ACCOUNT_TEXT = {"username": "User name", "first_name": "First name", "last_name": "Last name"}
+
+
+class AccountData(TypedDict, total=False):
+    username: str
+    first_name: str
+    last_name: str
+    email: str
+    is_active: bool
+    role: str  # "" (no role), "support" or "administrator"
+    is_superuser: bool  # only a superuser may set it
+    password: str  # required on create; "" or missing on update keeps the password
+
+
+@dataclass
+class AccountChange:
+    """Validated account values; ``password`` is None when it stays as it is."""
+
+    username: str
+    first_name: str
+    last_name: str
+    email: str
+    is_active: bool
+    role: choices.Role | None
+    is_superuser: bool
+    password: str | None
+
+
+def _group_role(user: Any) -> choices.Role | None:
+    """The role the user's groups give (what the admin edits); a superuser's too."""
+    names = set(user.groups.values_list("name", flat=True))
+    for found in (choices.Role.ADMINISTRATOR, choices.Role.SUPPORT):
+        if found.value in names:
+            return found
+    return None
+
+
+def account_snapshot(user: Any) -> dict[str, Any]:
+    found = _group_role(user)
+    return {
+        "username": user.username,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "email": user.email,
+        "is_active": user.is_active,
+        "is_superuser": user.is_superuser,
+        "role": found.value if found is not None else "",
+    }
+
+
+def _audit_entry(
+    actor: Actor,
+    action: AuditAction,
+    object_type: str,
+    object_id: str,
+    object_repr: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    actor_name: str | None = None,
+) -> AuditEntry:
+    authenticated = actor is not None and getattr(actor, "is_authenticated", False)
+    return AuditEntry.objects.create(
+        actor=actor if authenticated else None,
+        actor_name=(actor_name or _actor_name(actor))[:150],
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        object_repr=object_repr[:255],
+        before=before,
+        after=after,
+    )
+
+
+def _check_account_rights(actor: Actor, user: Any | None, superuser: bool) -> None:
+    """Administrators manage accounts; only a superuser touches or makes a superuser.
+
+    ``superuser`` is what the change asks for. Raises PermissionDenied (403), not a
+    field error: the admin never offers these changes to whoever may not make them.
+    """
+    if not access.can_change(actor):
+        raise PermissionDenied("Your role cannot manage accounts.")
+    if getattr(actor, "is_superuser", False):
+        return
+    if user is not None and user.is_superuser:
+        raise PermissionDenied("Only a superuser may change a superuser's account.")
+    if superuser:
+        raise PermissionDenied("Only a superuser may make a superuser.")
+
+
+def validate_account(
+    actor: Actor, data: Mapping[str, Any], user: Any | None = None
+) -> AccountChange:
+    """Check ``data`` for a new account (``user`` None) or a change of ``user``.
+
+    Missing keys keep the stored value (on create: blank, active, no role). The
+    password must pass ``AUTH_PASSWORD_VALIDATORS``, with the account's new name
+    and e-mail address in view.
+    """
+    from django.contrib.auth import get_user_model, password_validation
+    from django.core.validators import validate_email
+
+    user_model = get_user_model()
+    stored = account_snapshot(user) if user is not None else {}
+    merged: dict[str, Any] = {
+        "first_name": "",
+        "last_name": "",
+        "email": "",
+        "is_active": True,
+        "role": "",
+        "is_superuser": False,
+        **stored,
+        **{key: value for key, value in data.items() if value is not None},
+    }
+    _check_account_rights(actor, user, bool(merged["is_superuser"]))
+    errors = _Errors()
+    texts: dict[str, str] = {}
+    for key, label in {**ACCOUNT_TEXT, "email": "E-mail address"}.items():
+        value = str(merged.get(key, "")).strip()
+        if len(value) > 150:
+            errors.add(key, f"{label} must be at most 150 characters.")
+        texts[key] = value
+    username = texts["username"]
+    if not username:
+        errors.add("username", "User name is required.")
+    else:
+        errors.check("username", user_model.username_validator, username)
+        others = user_model.objects.filter(username=username)
+        if user is not None:
+            others = others.exclude(pk=user.pk)
+        if others.exists():
+            errors.add("username", f"User name {username} is already taken.")
+    if texts["email"]:
+        errors.check("email", validate_email, texts["email"])
+    role: choices.Role | None = None
+    if merged["role"]:
+        try:
+            role = choices.Role(merged["role"])
+        except ValueError:
+            errors.add("role", "Role must be support, administrator or none.")
+    password = data.get("password") or None
+    if password is None and user is None:
+        errors.add("password", "Password is required.")
+    elif password is not None:
+        candidate = user_model(
+            username=username,
+            email=texts["email"],
+            first_name=texts["first_name"],
+            last_name=texts["last_name"],
+        )
+        errors.check(
+            "password", lambda p: password_validation.validate_password(p, candidate), password
+        )
+    errors.raise_if_any()
+    return AccountChange(
+        username=username,
+        first_name=texts["first_name"],
+        last_name=texts["last_name"],
+        email=texts["email"],
+        is_active=bool(merged["is_active"]),
+        role=role,
+        is_superuser=bool(merged["is_superuser"]),
+        password=password,
+    )
+
+
+def _store_account(user: Any, change: AccountChange) -> None:
+    user.username = change.username
+    user.first_name = change.first_name
+    user.last_name = change.last_name
+    user.email = change.email
+    user.is_active = change.is_active
+    user.is_superuser = change.is_superuser
+    if change.password is not None:
+        user.set_password(change.password)
+    user.save()
+    access.set_role(user, change.role)
+
+
+def create_account(actor: Actor, data: Mapping[str, Any]) -> Any:
+    """Create a user with a password and a role (support, administrator or none)."""
+    from django.contrib.auth import get_user_model
+
+    try:
+        with transaction.atomic():
+            change = validate_account(actor, data)
+            user = get_user_model()()
+            _store_account(user, change)
+            after = _with_password_mark(account_snapshot(user), True)
+            _audit_entry(
+                actor, AuditAction.CREATE, ACCOUNT_TYPE, str(user.pk), user.username, None, after
+            )
+    except IntegrityError as exc:
+        raise _integrity_error() from exc
+    return user
+
+
+def update_account(actor: Actor, user: Any, data: Mapping[str, Any]) -> Any:
+    """Change a user's names, e-mail, role, active flag or password (blank: kept)."""
+    user_model = type(user)
+    try:
+        with transaction.atomic():
+            current = user_model.objects.select_for_update().get(pk=user.pk)
+            before = account_snapshot(current)
+            change = validate_account(actor, data, current)
+            _store_account(current, change)
+            after = _with_password_mark(account_snapshot(current), change.password is not None)
+            if after != before:
+                _audit_entry(
+                    actor,
+                    AuditAction.UPDATE,
+                    ACCOUNT_TYPE,
+                    str(current.pk),
+                    current.username,
+                    before,
+                    after,
+                )
+    except IntegrityError as exc:
+        raise _integrity_error() from exc
+    return current
+
+
+def delete_account(actor: Actor, user: Any) -> None:
+    """Delete a user; its API tokens go with it, its audit entries keep its name."""
+    with transaction.atomic():
+        current = type(user).objects.select_for_update().get(pk=user.pk)
+        _check_account_rights(actor, current, False)
+        before = account_snapshot(current)
+        _audit_entry(
+            actor, AuditAction.DELETE, ACCOUNT_TYPE, str(current.pk), current.username, before, None
+        )
+        current.delete()
+
+
+def change_own_password(user: Any, password: str) -> None:
+    """Any user with a role, support included, may change its own password: it is
+    the user's own credential, not the cluster's configuration (README, Roles).
+    The caller has checked the old password; the validators run here again."""
+    from django.contrib.auth import password_validation
+
+    password_validation.validate_password(password, user)
+    with transaction.atomic():
+        user.set_password(password)
+        user.save(update_fields=["password"])
+        mark = {"password": choices.PASSWORD_CHANGED_MARK}
+        _audit_entry(user, AuditAction.UPDATE, ACCOUNT_TYPE, str(user.pk), user.username, {}, mark)
+
+
+def token_label(token: Any) -> str:
+    return f"{token.token_key[:TOKEN_SHOWN_CHARS]}… of {token.user.get_username()}"
+
+
+def grant_token(actor: Actor, user: Any) -> str:
+    """A new API token for ``user``; returns the key, which is stored only as a
+    digest and so can never be shown again. The user's expired tokens are purged
+    here rather than on every request (cluster.api.auth.TokenAuthentication)."""
+    from knox.models import AuthToken
+
+    with transaction.atomic():
+        AuthToken.objects.filter(user=user, expiry__lt=timezone.now()).delete()
+        token, key = AuthToken.objects.create(user=user)
+        after = {
+            "user": user.get_username(),
+            "expiry": token.expiry.isoformat() if token.expiry else None,
+        }
+        _audit_entry(
+            actor,
+            AuditAction.CREATE,
+            TOKEN_TYPE,
+            token.token_key[:TOKEN_SHOWN_CHARS],
+            token_label(token),
+            None,
+            after,
+        )
+    return str(key)
+
+
+def revoke_token(actor: Actor, token: Any) -> None:
+    """Delete an API token: the user's own, or anyone's for a superuser."""
+    if token.user_id != getattr(actor, "pk", None) and not getattr(actor, "is_superuser", False):
+        raise PermissionDenied("Only a superuser may revoke another user's token.")
+    with transaction.atomic():
+        before = {"user": token.user.get_username(), "created": token.created.isoformat()}
+        _audit_entry(
+            actor,
+            AuditAction.DELETE,
+            TOKEN_TYPE,
+            token.token_key[:TOKEN_SHOWN_CHARS],
+            token_label(token),
+            before,
+            None,
+        )
+        token.delete()
+
+
+def record_lockout(
+    username: str | None, address: str | None, failures: int, via: str, until: datetime.datetime
+) -> AuditEntry:
+    """Audit a lockout: ``failures`` failed logins for ``username`` from ``address``
+    (through the page at ``via``) lock that pair out until ``until``. The "who" is
+    the address: whoever typed the passwords is not known to be the user."""
+    from django.contrib.auth import get_user_model
+
+    name = username or ""
+    user = get_user_model().objects.filter(username=name).first() if name else None
+    after = {
+        "address": address or "",
+        "failures": failures,
+        "via": via,
+        "locked until": until.isoformat(timespec="seconds"),
+    }
+    return _audit_entry(
+        None,
+        AuditAction.LOCKOUT,
+        ACCOUNT_TYPE,
+        str(user.pk) if user is not None else "",
+        name or "(no user name)",
+        None,
+        after,
+        actor_name=address or "unknown address",
+    )

@@ -235,3 +235,35 @@ def test_the_admin_add_form_marks_what_the_service_requires(alice: Client, alias
     blank = alice.post("/admin/cluster/ipalias/add/", form(password="")).content.decode()
     assert "Password is required." in blank
     assert "This field is required." not in blank
+
+
+def test_an_administrator_who_is_not_a_superuser_manages_support_users_not_a_superuser(
+    alice: Client,
+) -> None:
+    root = User.objects.create_superuser("root", "root@example.org", None)
+    index = alice.get("/admin/").content.decode()
+    assert 'href="/admin/auth/user/"' in index
+    assert 'href="/admin/auth/group/"' not in index  # roles are set on the user
+    assert 'href="/admin/knox/authtoken/"' in index
+    password = "plum-orbit-lantern-41"
+    data = {
+        "username": "sue",
+        "role": "support",
+        "is_active": "on",
+        "password": password,
+        "password_again": password,
+    }
+    assert alice.post("/admin/auth/user/add/", data).status_code == 302
+    sue = User.objects.get(username="sue")
+    assert (sue.groups.get().name, sue.is_staff, sue.is_superuser) == ("support", True, False)
+    assert AuditEntry.objects.latest("id").object_repr == "sue"
+    assert alice.post(f"/admin/auth/user/{root.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert alice.post(f"/admin/auth/user/{root.pk}/change/", data).status_code == 403
+    assert User.objects.get(pk=root.pk).username == "root"
+
+
+def test_users_and_tokens_open_for_both_roles(alice: Client, sam: Client) -> None:
+    for client in (alice, sam):
+        assert client.get("/admin/auth/user/").status_code == 200
+        assert client.get("/admin/knox/authtoken/").status_code == 200
+    assert sam.get("/admin/auth/user/add/").status_code == 403

@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from rest_framework.authtoken.models import Token
+from django.core.cache import cache
 from rest_framework.test import APIClient
+
+from cluster import services
 
 
 @pytest.fixture(autouse=True)
@@ -22,10 +24,18 @@ def _no_redis(settings: Any, tmp_path: Path) -> None:
     settings.REDIS_URL = f"redis+socket://{tmp_path}/no-redis.sock"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_throttle() -> None:
+    """The token endpoint's throttle counts in the cache, which outlives a test's
+    transaction: start each test with no request counted (lockouts are rows, and
+    roll back with the test)."""
+    cache.clear()
+
+
 def token_client(user: User) -> APIClient:
+    """A client sending a new token of ``user``, made as `manage.py create_api_token` makes it."""
     client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {services.grant_token(None, user)}")
     return client
 
 

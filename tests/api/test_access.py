@@ -150,3 +150,31 @@ def test_the_docs_send_a_browser_without_a_session_to_the_login_page(
     # Automation with a token is left to the API's own authentication.
     assert token_client(sam).get("/api/docs/").status_code == 200
     assert APIClient().get("/api/docs/", HTTP_AUTHORIZATION="Token nope").status_code == 401
+
+
+def test_an_administrator_who_is_not_a_superuser_reaches_no_other_users_token(
+    admin_api: APIClient, alice: User
+) -> None:
+    from django.test import Client
+
+    from cluster import services
+
+    root = User.objects.create_superuser("root", "root@example.org", None)
+    roots_key = services.grant_token(None, root)
+    # No endpoint lists tokens or users; the token endpoint only makes one, from
+    # the user's own password.
+    paths = admin_api.get("/api/schema/", HTTP_ACCEPT="application/json").json()["paths"]
+    assert [p for p in paths if "token" in p or "user" in p] == ["/api/v1/auth/token/"]
+    assert admin_api.get("/api/v1/auth/token/").status_code == 405
+    # Nor does the admin show root's key (DRF's token pages once did, to alice too).
+    browser = Client()
+    browser.force_login(alice)
+    for url in ["/admin/", "/admin/authtoken/tokenproxy/", "/admin/knox/authtoken/"]:
+        assert roots_key not in browser.get(url).content.decode(), url
+    own_only = browser.get("/admin/knox/authtoken/").content.decode()
+    assert "1 auth token" in own_only  # alice's, which admin_api made
+    assert f"{roots_key[:8]}…" not in own_only
+    # Root's token works for root.
+    root_api = APIClient()
+    root_api.credentials(HTTP_AUTHORIZATION=f"Token {roots_key}")
+    assert root_api.get("/api/v1/nodes/").status_code == 200

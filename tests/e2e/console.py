@@ -113,6 +113,9 @@ class Console:
         return json.loads(text) if text else None
 
     def log_in_api(self) -> None:
+        """Get a token as automation does. Each call makes a new one (only its digest
+        is stored, so an old key cannot be handed out again), and the endpoint is
+        throttled per address: one call per lab."""
         answer = self.call(
             "POST", "/api/v1/auth/token/", {"username": ADMIN, "password": self.password}
         )

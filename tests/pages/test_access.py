@@ -157,3 +157,30 @@ def test_the_console_has_an_icon(alice_client):
     response = Client().get("/favicon.ico")
     assert response.status_code == 302
     assert response["Location"] == "/static/console/favicon.svg"
+
+
+def test_account_changes_by_an_administrator_are_on_the_audit_log_page(alice_client, alice):
+    from cluster import services
+
+    services.create_account(
+        alice, {"username": "sue", "role": "support", "password": "plum-orbit-lantern-41"}
+    )
+    html = alice_client.get("/system/audit/").content.decode()
+    assert "<td>alice</td>" in html
+    assert "sue" in html
+    assert "plum-orbit-lantern-41" not in html
+    assert "(changed)" in html
+
+
+def test_a_locked_out_browser_gets_a_console_page_with_retry_after(alice, settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.AXES_FAILURE_LIMIT = 2
+    client = Client()
+    for _ in range(2):
+        response = client.post("/login/", {"username": "alice", "password": "wrong"})
+    assert response.status_code == 429
+    assert response["Retry-After"] == "900"
+    html = response.content.decode()
+    assert "<title>Locked out · Appliance console</title>" in html
+    assert "/static/console/console.css" in html
+    assert "Try again in 15 minutes." in html

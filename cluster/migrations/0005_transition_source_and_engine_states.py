@@ -20,7 +20,7 @@ def states_in_lower_case(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('cluster', '0003_transition_reasons_of_the_engine'),
+        ('cluster', '0004_accounts_tokens_lockout'),
     ]
 
     operations = [
