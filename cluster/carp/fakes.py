@@ -82,9 +82,12 @@ class FakeLink:
     def close(self) -> None:
         self.closed = True
 
-    def inject(self, payload: bytes, source: IPAddress, ttl: int = 255) -> None:
-        """Queue a packet as if it had arrived on this link."""
-        self.inbox.append(ReceivedPacket(payload, source, ttl, self.interface))
+    def inject(
+        self, payload: bytes, source: IPAddress, ttl: int = 255, at: float | None = None
+    ) -> None:
+        """Queue a packet as if it had arrived on this link (at ``at``, the kernel's
+        receive time on the runner's clock, when given)."""
+        self.inbox.append(ReceivedPacket(payload, source, ttl, self.interface, at))
 
 
 class FakeSegment:

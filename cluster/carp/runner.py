@@ -82,6 +82,15 @@ _COUNTER_MASK = 2**64 - 1
 HostKey = tuple[str, int]  # (interface, vhid): a vhid is unique per interface only
 
 
+# The order `_flush` performs actions in, across every virtual host of one step.
+_PHASES: tuple[tuple[type, ...], ...] = (
+    (SendAdvert,),
+    (RemoveAddresses, AddAddresses),
+    (SendGratuitous,),
+    (Transitioned,),
+)
+
+
 class SystemClock:
     """`ports.Clock` on time.monotonic()."""
 
@@ -287,6 +296,7 @@ class Runner:
         self._demotions: dict[str, DemotionSource] = {}
         self._cause = ""
         self._heap: list[tuple[float, int, HostKey]] = []
+        self._pending: list[tuple[_Host, Action]] = []  # actions not yet performed
         self._seq = 0
         self.drops: Counter[str] = Counter()
         self.port_errors: Counter[str] = Counter()
@@ -307,9 +317,16 @@ class Runner:
         self._stop_requested.set()
         self._notify()
 
-    def reconfigure(self, configs: Iterable[VirtualHostConfig]) -> None:
-        """Hand the loop a whole new configuration; only changed virtual hosts are touched."""
-        self._control.put(("reconfigure", list(configs)))
+    def reconfigure(
+        self, configs: Iterable[VirtualHostConfig], retired: Iterable[HostKey] = ()
+    ) -> None:
+        """Hand the loop a whole new configuration; only changed virtual hosts are touched.
+
+        A virtual host left out that is in ``retired`` is going away on every node (its
+        alias disabled or deleted): it stops without the bow-out advert, so that no
+        backup takes it over before applying the same change. Any other one left
+        out bows out, and the best backup takes over at once. Any thread."""
+        self._control.put(("reconfigure", (list(configs), frozenset(retired))))
         self._notify()
 
     def post_link_state(self, interface: str, up: bool) -> None:
@@ -424,6 +441,7 @@ class Runner:
             self._reconcile(self._initial)
             for config in self._initial:
                 self._add_host(config, self.clock.monotonic())
+            self._flush()
 
     def _reconcile(self, configs: Sequence[VirtualHostConfig]) -> None:
         # NOTES.md: a SIGKILLed run leaves its VIPs; every host starts in BACKUP, so any
@@ -448,19 +466,34 @@ class Runner:
                 self._port_error("reconcile", interface)
 
     def step(self, max_wait: float | None = None) -> None:
-        """One iteration: wait (at most ``max_wait``), then packets, controls, deadlines."""
+        """One iteration: wait (at most ``max_wait``), then packets and deadlines in the
+        order they happened, then controls, then what fell due meanwhile.
+
+        A process that stalled (a busy machine) wakes with adverts queued on its
+        sockets and timers expired. Each packet carries the time the kernel received
+        it, and each deadline that fell due before that time fires first, at its
+        turn: so an advert that arrived before a master-down deadline re-arms the
+        timer instead of the stall making a live master look dead.
+        """
         now = self.clock.monotonic()
         timeout = self._time_to_next(now)
         if max_wait is not None:
             timeout = max_wait if timeout is None else min(timeout, max_wait)
         self._wait(timeout)
         with self._lock:
-            # fsm.py: fire due deadlines before the packets of the same wake-up, so a
-            # late packet cannot undo a timeout that had already expired.
-            self._fire_deadlines(self.clock.monotonic())
-            self._read_packets()
+            packets = self._read_packets()
+            read_at = self.clock.monotonic()
+            # Sorted by receive time; packets read in the same order keep it on a tie.
+            timed = sorted(
+                (min(p.at, read_at) if p.at is not None else read_at, n, p)
+                for n, p in enumerate(packets)
+            )
+            for at, _n, packet in timed:
+                self._fire_deadlines(at, strictly_before=True)
+                self._packet(packet, at)
             self._read_controls()
             self._fire_deadlines(self.clock.monotonic())
+            self._flush()
 
     def _time_to_next(self, now: float) -> float | None:
         while self._heap:
@@ -492,7 +525,7 @@ class Runner:
             with contextlib.suppress(BlockingIOError):
                 os.eventfd_read(self._wake)
 
-    def _read_packets(self) -> None:
+    def _read_packets(self) -> list[ReceivedPacket]:
         # A raw socket hears every CARP packet of its interface and family, whatever its
         # source address: with two sources on one interface (vhosts with their own
         # srcip) every advert arrives once per socket. Only the first link of each
@@ -500,6 +533,7 @@ class Runner:
         readers: dict[tuple[str, int], tuple[str, IPAddress]] = {}
         for key in self._links:
             readers.setdefault((key[0], key[1].version), key)
+        found: list[ReceivedPacket] = []
         for key, link in list(self._links.items()):
             reader = readers[(key[0], key[1].version)] == key
             for _ in range(PACKETS_PER_STEP):  # bounded: a flood must not starve the timers
@@ -511,9 +545,10 @@ class Runner:
                 if packet is None:
                     break
                 if reader:
-                    self._packet(packet)
+                    found.append(packet)
+        return found
 
-    def _packet(self, packet: ReceivedPacket) -> None:
+    def _packet(self, packet: ReceivedPacket, now: float) -> None:
         if packet.source in self._own:
             self.drops["own"] += 1  # multicast loop is off; kept as a guard, not logged
             return
@@ -553,7 +588,6 @@ class Runner:
             )
             return
         host.adverts_received += 1
-        now = self.clock.monotonic()
         self._handle(host, AdvertReceived(advert, packet.source), now)
 
     def _drop(self, reason: str, packet: ReceivedPacket, detail: str) -> None:
@@ -602,7 +636,7 @@ class Runner:
             except queue.Empty:
                 return
             if kind == "reconfigure":
-                self._apply(value)
+                self._apply(*value)
             elif kind == "link":
                 self._link_changed(*value)
             elif kind == "demotion":
@@ -662,8 +696,12 @@ class Runner:
             if host.machine.demotion != demotion.level:
                 self._handle(host, demotion, now)
 
-    def _fire_deadlines(self, now: float) -> None:
-        while self._heap and self._heap[0][0] <= now:
+    def _fire_deadlines(self, now: float, strictly_before: bool = False) -> None:
+        """Fire every deadline due by ``now`` (before it, when ``strictly_before``: a
+        packet received at ``now`` is handled before a deadline at that very time)."""
+        while self._heap and (
+            self._heap[0][0] < now or (self._heap[0][0] == now and not strictly_before)
+        ):
             deadline, _seq, key = heapq.heappop(self._heap)
             host = self._hosts.get(key)
             if host is None or host.scheduled != deadline:
@@ -679,10 +717,25 @@ class Runner:
             # A bug in a machine must not take the other virtual hosts down with it.
             self._port_error(f"fsm:{type(event).__name__}", host.config.interface)
             actions = []
-        for action in actions:
-            self._perform(host, action)
+        self._pending.extend((host, action) for action in actions)
         self._track_master(host, event)
         self._schedule(host)
+
+    def _flush(self) -> None:
+        """Perform the actions the machines returned, in phases across virtual hosts.
+
+        A master killed hard hands hundreds of VIPs to a node at the same deadline.
+        Every advert goes out first (the other backups stand down on them; each is
+        one send), then the addresses (netlink, the slow part), then the gratuitous
+        ARP/NA, then the logs, hooks and publishing: no VIP waits for another's log
+        line. Within a phase, each host's actions keep their order.
+        """
+        while self._pending:
+            batch, self._pending = self._pending, []
+            for phase in _PHASES:
+                for host, action in batch:
+                    if isinstance(action, phase):
+                        self._perform(host, action)
 
     def _track_master(self, host: _Host, event: Event) -> None:
         """Keep the master's address as seen in adverts; tell the publisher when it, the
@@ -821,11 +874,12 @@ class Runner:
             self._handle(host, demotion, now)
         self._handle(host, Start(), now)
 
-    def _remove_host(self, key: HostKey, now: float) -> None:
+    def _remove_host(self, key: HostKey, now: float, bow_out: bool = True) -> None:
         host = self._hosts.get(key)
         if host is None:
             return
-        self._handle(host, Stop(), now)
+        self._handle(host, Stop(bow_out=bow_out), now)
+        self._flush()  # the bow-out advert leaves before the link may close
         # Whatever the machine did, a stopped host leaves no VIP behind (issue 3).
         try:
             self.addresses.remove(host.config.interface, host.config.addresses)
@@ -842,12 +896,15 @@ class Runner:
             with contextlib.suppress(Exception):
                 link.close()
 
-    def _apply(self, configs: Sequence[VirtualHostConfig]) -> None:
-        """Converge to ``configs``: stop removed hosts, start new ones, update changed ones."""
+    def _apply(
+        self, configs: Sequence[VirtualHostConfig], retired: frozenset[HostKey] = frozenset()
+    ) -> None:
+        """Converge to ``configs``: stop removed hosts (silently when ``retired``),
+        start new ones, update changed ones."""
         wanted = {(c.interface, c.vhid): c for c in configs}
         now = self.clock.monotonic()
         for key in [k for k in self._hosts if k not in wanted]:
-            self._remove_host(key, now)
+            self._remove_host(key, now, bow_out=key not in retired)
         fresh = [c for k, c in wanted.items() if k not in self._hosts]
         if fresh:
             self._reconcile(fresh)
@@ -864,6 +921,7 @@ class Runner:
                 # The machine converges a MASTER's addresses (removes, adds, announces).
                 host.config = config
                 self._handle(host, Reconfigure(config), now)
+        self._flush()
         log.info(
             "configuration applied: %d virtual hosts",
             len(self._hosts),

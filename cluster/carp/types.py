@@ -199,6 +199,9 @@ class ReceivedPacket:
     source: IPAddress
     ttl: int
     interface: str
+    # When the kernel received it, on the runner's monotonic clock (SO_TIMESTAMPNS);
+    # None when unknown (the runner then takes the time it read the packet).
+    at: float | None = None
 
 
 # ---- events (fed to VirtualHost.handle) ----

@@ -8,6 +8,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from cluster.carp import wire
 from cluster.carp.config import build_parser, configs_from_args, hooks_from_args
 from cluster.carp.fakes import (
@@ -113,7 +115,7 @@ def test_its_advert_counter_starts_random_and_grows_by_one(clock, segment):
     assert counters == list(range(counters[0], counters[0] + len(counters)))
 
 
-def test_a_graceful_stop_bows_out_and_the_backup_takes_over_at_once(clock, segment):
+def test_a_graceful_stop_bows_out_and_the_backup_takes_over_after_its_skew_delay(clock, segment):
     a = Node(segment, clock, [config(1, advskew=0)])
     b = Node(segment, clock, [config(2, advskew=100)])
     start(a, b)
@@ -123,7 +125,9 @@ def test_a_graceful_stop_bows_out_and_the_backup_takes_over_at_once(clock, segme
     bow_out = wire.parse(a.links[0].sent[-1].payload)
     assert (bow_out.advbase, bow_out.advskew) == (255, 255)
     assert not a.holds()
-    run_for(clock, [b], 0.01)
+    run_for(clock, [b], 0.04)  # advskew 100 waits 100/2048 s = 48.8 ms
+    assert b.state() == State.BACKUP
+    run_for(clock, [b], 0.02)
     assert b.state() == State.MASTER
     assert b.holds()
     assert b.publisher.published[-1].reason == "bow_out"
@@ -453,3 +457,95 @@ def test_two_source_addresses_on_one_interface_handle_each_advert_once(clock, se
     (b_host,) = b.runner.snapshot().hosts
     # b's adverts since it became MASTER (the last one may still be in flight).
     assert b_host.adverts_sent - 1 <= received[42] <= b_host.adverts_sent
+
+
+# ---- events in the order they happened ------------------------------------------------
+PEER = ipaddress.ip_address("192.0.2.10")
+
+
+def test_a_queued_advert_older_than_an_expired_deadline_is_handled_first(clock, segment):
+    # A stalled backup wakes with its master-down deadline passed and the master's
+    # advert queued since before it: the advert wins, the live master is not "down".
+    b = Node(segment, clock, [config(2, advskew=100)])
+    start(b)
+    deadline = clock.now + 3 + 100 / 256
+    clock.advance(3.5)  # the stall: past the deadline
+    b.links[0].inject(wire.encode(42, 1, 0, 0, 7, PASSWORD, [VIP]), PEER, at=deadline - 0.2)
+    b.runner.step(max_wait=0)
+    assert b.state() == State.BACKUP
+    assert b.publisher.published == [b.publisher.published[0]]  # startup only
+
+
+def test_an_advert_received_after_the_deadline_does_not_undo_the_takeover(clock, segment):
+    b = Node(segment, clock, [config(2, advskew=100)])
+    start(b)
+    deadline = clock.now + 3 + 100 / 256
+    clock.advance(3.5)
+    b.links[0].inject(wire.encode(42, 1, 200, 0, 7, PASSWORD, [VIP]), PEER, at=deadline + 0.05)
+    b.runner.step(max_wait=0)
+    # It timed out first, then heard a worse master: it stays MASTER and answers it.
+    assert b.state() == State.MASTER
+    assert [p.reason for p in b.publisher.published][-1] == "master_down"
+
+
+def test_a_takeover_sends_every_advert_before_any_address_is_added(clock, segment):
+    configs = [
+        config(2, vhid=v, advskew=100, addresses=(ipaddress.ip_interface(f"192.0.2.{v}/32"),))
+        for v in range(101, 111)
+    ]
+    b = Node(segment, clock, configs)
+    start(b)
+    order: list[str] = []
+    real_send, real_add = b.links[0].send, b.addresses.add
+    b.links[0].send = lambda vhid, payload: (order.append("advert"), real_send(vhid, payload))
+    b.addresses.add = lambda interface, addresses: (
+        order.append("add"),
+        real_add(interface, addresses),
+    )
+    run_for(clock, [b], 3.5)
+    assert all(b.state(v) == State.MASTER for v in range(101, 111))
+    first_add = order.index("add")
+    assert order[:first_add] == ["advert"] * 10
+
+
+def test_an_advert_is_due_an_interval_after_the_last_was_due_not_after_a_late_wake_up(
+    clock, segment
+):
+    a = Node(segment, clock, [config(1, advskew=0)])
+    start(a)
+    run_for(clock, [a], 3.2)  # MASTER now
+    sent = len(a.links[0].sent)
+    # Wake 30 ms late for each of ten adverts: without drift they still come once a second.
+    for _ in range(10):
+        due = a.runner._time_to_next(clock.now)
+        clock.advance(due + 0.03)
+        a.runner.step(max_wait=0)
+    assert len(a.links[0].sent) == sent + 10
+    assert a.runner._time_to_next(clock.now) == pytest.approx(1 - 0.03, abs=1e-6)
+
+
+def test_a_virtual_host_retired_everywhere_stops_without_a_bow_out(clock, segment):
+    a = Node(segment, clock, [config(1, advskew=0)])
+    b = Node(segment, clock, [config(2, advskew=100)])
+    start(a, b)
+    run_for(clock, [a, b], 4)
+    sent = len(a.links[0].sent)
+    a.runner.reconfigure([], retired=[("eth0", 42)])
+    a.runner.step(max_wait=0)  # a runs nothing now: it is not stepped again
+    run_for(clock, [b], 0.2)
+    assert not a.holds()
+    assert len(a.links[0].sent) == sent  # silent: no bow-out advert
+    assert b.state() == State.BACKUP  # it will stop it too when it applies the change
+
+
+def test_a_virtual_host_removed_from_this_node_only_bows_out(clock, segment):
+    a = Node(segment, clock, [config(1, advskew=0)])
+    b = Node(segment, clock, [config(2, advskew=100)])
+    start(a, b)
+    run_for(clock, [a, b], 4)
+    a.runner.reconfigure([])
+    a.runner.step(max_wait=0)
+    run_for(clock, [b], 0.2)
+    bow_out = wire.parse(a.links[0].sent[-1].payload)
+    assert (bow_out.advbase, bow_out.advskew) == (255, 255)
+    assert b.state() == State.MASTER

@@ -36,7 +36,7 @@ def test_a_failover_moves_the_master_address_and_a_stop_forgets_it(clock, segmen
     start(a, b)
     run_for(clock, [a, b], 4)
     a.runner.shutdown()
-    run_for(clock, [b], 0.01)
+    run_for(clock, [b], 0.06)  # its skew delay: 100/2048 s
     assert (host(b).state, host(b).master) == (State.MASTER, B)
     # a comes back: it preempts b, and b (BACKUP again) names a as master.
     a2 = Node(segment, clock, [config(1, advskew=0)])
