@@ -18,6 +18,7 @@ __all__ = [
     "FakeClock",
     "FakeGratuitous",
     "FakeLink",
+    "FakeLinkStates",
     "FakePublisher",
     "FakeSegment",
     "Published",
@@ -137,6 +138,19 @@ class FakeGratuitous:
 
     def announce(self, interface: str, addresses: Iterable[IPInterface]) -> None:
         self.sent.append((interface, tuple(addresses)))
+
+
+class FakeLinkStates:
+    """A `runner.LinkStateReader` over a dict: the state of each interface at the moment
+    the runner asks (None for one it does not know), and every question in `asked`."""
+
+    def __init__(self, states: dict[str, bool] | None = None) -> None:
+        self.states: dict[str, bool] = dict(states or {})
+        self.asked: list[str] = []
+
+    def __call__(self, interface: str) -> bool | None:
+        self.asked.append(interface)
+        return self.states.get(interface)
 
 
 @dataclass(frozen=True, slots=True)

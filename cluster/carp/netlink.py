@@ -5,10 +5,12 @@
   (EADDRNOTAVAIL, "not there", is success). NOTES.md: adding twice raises
   EEXIST and deleting a missing address raises EADDRNOTAVAIL.
 * `LinkWatcher` reports carrier up/down of the watched interfaces from its own
-  thread. NOTES.md: a pyroute2 socket belongs to the thread that made it (one
-  bound in one thread and read in another silently receives nothing), so the
-  watcher creates and binds its own `IPRoute` inside its thread; a blocking
-  `get()` ends within a millisecond when another thread closes the socket.
+  thread, and `LinkWatcher.state_of` reads one interface's state at once, for a
+  virtual host about to start on it. NOTES.md: a pyroute2 socket belongs to the
+  thread that made it (one bound in one thread and read in another silently
+  receives nothing), so the watcher creates and binds its own `IPRoute` inside
+  its thread; a blocking `get()` ends within a millisecond when another thread
+  closes the socket.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ IFF_RUNNING = 0x40  # operationally up: carrier present (RFC 2863 operstate UP)
 # linux/if_addr.h: use an IPv6 VIP at once, without the ~1 s of duplicate address detection;
 # the address moves between nodes, a DAD probe would only delay the takeover.
 IFA_F_NODAD = 0x02
+
+
+def _usable(msg: Any) -> bool:
+    """Whether an RTM_NEWLINK message shows the interface up with a carrier."""
+    flags = int(msg.get("flags", 0))
+    return bool(flags & IFF_UP) and bool(flags & IFF_RUNNING)
 
 
 class NetlinkAddresses:
@@ -141,6 +149,7 @@ class LinkWatcher:
 
     def __init__(self, interfaces: Iterable[str]) -> None:
         self.interfaces = frozenset(interfaces)
+        self._watch_lock = threading.Lock()
         self._queue: queue.SimpleQueue[LinkChange] = queue.SimpleQueue()
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._thread: threading.Thread | None = None
@@ -155,10 +164,35 @@ class LinkWatcher:
     def watch(self, interfaces: Iterable[str]) -> None:
         """Add interfaces to the watched set (any thread: the set is swapped, not changed).
 
-        An added interface is reported from its next change on; until then the runner
-        takes it as up, as it does every interface at start.
+        An added interface is reported from its next change on; `state_of` tells its
+        state until then.
         """
-        self.interfaces = self.interfaces | frozenset(interfaces)
+        # Two writers (the engine's configuration, the runner's `state_of`): one at a
+        # time, or one's addition could be lost; the watcher's thread only reads.
+        with self._watch_lock:
+            self.interfaces = self.interfaces | frozenset(interfaces)
+
+    def state_of(self, interface: str) -> bool:
+        """Watch ``interface`` and read whether it is up with a carrier now (any thread).
+
+        The runner asks before it starts the first virtual host on an interface: an
+        interface the watcher did not report yet (added by `watch` after start) would
+        otherwise be taken as up, and a node started on a dead link would become MASTER
+        there. Watched first, read second: a change after the read is reported by the
+        watcher's thread, so none falls between the two. An interface that is not
+        there is down, as RTM_DELLINK reports it.
+        """
+        self.watch([interface])
+        # NOTES.md: a pyroute2 socket belongs to the thread that made it, so this one
+        # is made, used and closed in the caller's thread; once per interface.
+        with IPRoute() as ipr:
+            try:
+                msgs = ipr.link("get", ifname=interface)
+            except NetlinkError as exc:
+                if exc.code == errno.ENODEV:
+                    return False
+                raise
+        return any(_usable(msg) for msg in msgs)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="carp-link-watcher", daemon=True)
@@ -190,8 +224,7 @@ class LinkWatcher:
         if msg.get("event") == "RTM_DELLINK":
             self._report(name, False)
             return
-        flags = int(msg.get("flags", 0))
-        self._report(name, bool(flags & IFF_UP) and bool(flags & IFF_RUNNING))
+        self._report(name, _usable(msg))
 
     def _run(self) -> None:
         try:

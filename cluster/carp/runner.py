@@ -107,6 +107,9 @@ class LinkStateSource(Protocol):
 
 
 LinkOpener = Callable[[str, IPAddress], PacketLink]
+# Whether an interface is up with a carrier now (`netlink.LinkWatcher.state_of`); None
+# when it cannot tell. Asked once per interface, before its first virtual host starts.
+LinkStateReader = Callable[[str], bool | None]
 
 
 def advert_source(config: VirtualHostConfig) -> IPAddress:
@@ -274,6 +277,7 @@ class Runner:
         clock: Clock | None = None,
         hooks: Hooks | None = None,
         link_state: LinkStateSource | None = None,
+        link_state_of: LinkStateReader | None = None,
         neutral: bool = False,
         rng: random.Random | None = None,
     ) -> None:
@@ -284,6 +288,7 @@ class Runner:
         self.clock: Clock = clock or SystemClock()
         self.hooks = hooks or Hooks(None, None)
         self.link_state = link_state
+        self.link_state_of = link_state_of
         self.neutral = neutral
         self._rng = rng or random.SystemRandom()
         self._initial = list(configs)
@@ -645,10 +650,11 @@ class Runner:
                 self.log_state()
 
     def _link_changed(self, interface: str, up: bool) -> None:
-        # Links are assumed up at start; the watcher's first report only matters if not.
-        if self._link_up.get(interface, True) == up:
-            return
+        # A link nobody reported nor read yet is taken as up: only a down one matters.
+        known = self._link_up.get(interface, True)
         self._link_up[interface] = up
+        if known == up:
+            return
         log.info(
             "link %s is %s",
             interface,
@@ -855,6 +861,25 @@ class Runner:
             self._own.add(source)
         return key
 
+    def _read_link(self, interface: str) -> bool:
+        """Whether ``interface`` is up, read the first time a virtual host uses it.
+
+        The watcher reports changes, not states: an interface it watches only since a
+        reconfigure (the worker's, which starts with none) is reported from its next
+        change, and a vhost started on a dead link would go BACKUP, then MASTER there.
+        Reading it first starts such a vhost in INIT with its link demotion set; the
+        link's next change (LinkUp) starts it.
+        """
+        if interface not in self._link_up and self.link_state_of is not None:
+            try:
+                up = self.link_state_of(interface)
+            except Exception:
+                self._port_error("link_state", interface)
+                up = None  # cannot tell: as up, as before the read, and the watcher may say
+            if up is not None:
+                self._link_changed(interface, up)
+        return self._link_up.get(interface, True)
+
     def _add_host(self, config: VirtualHostConfig, now: float) -> None:
         key = (config.interface, config.vhid)
         try:
@@ -864,7 +889,7 @@ class Runner:
             return
         host = _Host(
             config=config,
-            machine=VirtualHost(config),
+            machine=VirtualHost(config, link_up=self._read_link(config.interface)),
             link_key=link_key,
             counter=self._rng.getrandbits(64),
         )
@@ -969,6 +994,7 @@ class SystemPorts:
             addresses=self.addresses,
             gratuitous=self.gratuitous,
             link_state=self.watcher,
+            link_state_of=self.watcher.state_of,
             **options,
         )
 
@@ -988,6 +1014,7 @@ class SystemPorts:
 __all__ = [
     "Hooks",
     "HostSnapshot",
+    "LinkStateReader",
     "Runner",
     "RunnerSnapshot",
     "SystemClock",
