@@ -44,7 +44,9 @@ djcheck: venv
 pytest-sqlite: venv debian-deps
 	env -u DATABASE_URL .venv/bin/pytest
 
-# The engine's tests do not touch the database: the PostgreSQL run is the Django suite.
+# The PostgreSQL run is everything that touches the database: the Django suite and the
+# node host's tests (tests/node: read_database, the history, the outage at start).
+# tests/carp is the protocol engine alone (no Django, no database): SQLite run only.
 pytest-pg: venv
 	@scripts/ensure-postgres.sh
 	DATABASE_URL=$(PG_URL) .venv/bin/pytest -m "not netns" --ignore=tests/carp

@@ -66,6 +66,15 @@ class FakeEngines:
         key = statekeys.heartbeat_key(node)
         self.client.set(key, beat.encode(), ex=statekeys.HEARTBEAT_TTL)
 
+    def beat_raw(self, node: str, raw: str) -> None:
+        """A heartbeat key holding ``raw`` as it is: what no engine would write."""
+        self.client.set(statekeys.heartbeat_key(node), raw, ex=statekeys.HEARTBEAT_TTL)
+
+    def overwrite(self, node: str, vhid: int, interface: str = "eth0", **fields: str) -> None:
+        """Replace fields of ``node``'s hash of ``vhid`` with raw values (after
+        ``report``), as a broken or foreign writer might leave them."""
+        self.client.hset(statekeys.vhost_key(node, interface, vhid), mapping=fields)
+
     def publish(self, kind: str, **fields: Any) -> int:
         raw = json.dumps({"kind": kind, **fields})
         receivers: int = self.client.publish(statekeys.EVENTS_CHANNEL, raw)

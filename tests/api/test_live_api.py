@@ -12,7 +12,7 @@ from django.utils import timezone
 from rest_framework import serializers
 from rest_framework.test import APIClient
 
-from cluster import live
+from cluster import live, services, statekeys
 from cluster.api.serializers import StatusSerializer
 from cluster.carp.types import DemotionSource
 from cluster.models import IPAlias, Node, Transition
@@ -219,3 +219,63 @@ def test_the_status_states_are_the_documented_ones() -> None:
     assert live.STATES == (
         "MASTER", "BACKUP", "INIT", "not reporting", "not running", "unknown", "unreadable",
     )  # fmt: skip
+
+
+def test_the_status_shows_each_nodes_demotion_source_by_source(
+    support_api: APIClient, engines: FakeEngines, alias: IPAlias
+) -> None:
+    engines.report("node1", {42: "BACKUP"})
+    engines.report("node2", {42: "MASTER"})
+    engines.beat(
+        "node1",
+        demotion=[
+            DemotionSource("link:eth1", 240, "link eth1 down"),
+            DemotionSource("maintenance", 240, "maintenance"),
+        ],
+    )
+    nodes = {n["name"]: n for n in support_api.get("/api/v1/status/").json()["nodes"]}
+    assert nodes["node1"]["demotion"] == {
+        "total": 480,
+        "sources": [
+            {"source": "link:eth1", "level": 240, "reason": "link eth1 down"},
+            {"source": "maintenance", "level": 240, "reason": "maintenance"},
+        ],
+    }
+    assert nodes["node1"]["summary"].endswith(" · demoted by 480: link eth1 down, maintenance")
+    assert nodes["node2"]["demotion"] == {"total": 0, "sources": []}
+    assert "demoted" not in nodes["node2"]["summary"]
+
+
+def test_maintenance_reads_demoted_by_240_in_the_status(
+    support_api: APIClient, engines: FakeEngines, alias: IPAlias
+) -> None:
+    engines.report("node1", {42: "BACKUP"})
+    engines.beat("node1", demotion=[DemotionSource("maintenance", 240, "maintenance")])
+    (node1,) = [
+        n for n in support_api.get("/api/v1/status/").json()["nodes"] if n["name"] == "node1"
+    ]
+    assert node1["summary"] == (
+        "reporting · configuration from the database · demoted by 240: maintenance"
+    )
+    assert node1["demotion"]["total"] == 240
+
+
+def test_an_alias_a_node_cannot_run_is_an_alert_naming_node_alias_and_cause(
+    support_api: APIClient, engines: FakeEngines, alias: IPAlias
+) -> None:
+    engines.report("node1", {})
+    engines.report("node2", {42: "MASTER"})
+    cause = services.UNDECRYPTABLE_CAUSE
+    engines.beat("node1", problems=[statekeys.ConfigProblem(42, "eth0", cause)])
+    body = support_api.get("/api/v1/status/").json()
+    assert [a for a in body["alerts"] if a["kind"] == "alias_left_out"] == [
+        {
+            "kind": "alias_left_out",
+            "message": f"Node node1 cannot run VHID 42 on eth0: {cause}.",
+            "node": "node1",
+            "vhid": 42,
+            "interface": "eth0",
+        }
+    ]
+    cells = {c["node"]: c["state"] for c in body["aliases"][0]["cells"]}
+    assert (cells["node1"], cells["node2"]) == ("not running", "MASTER")

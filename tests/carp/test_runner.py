@@ -19,7 +19,7 @@ from cluster.carp.fakes import (
     FakePublisher,
 )
 from cluster.carp.runner import Hooks, Runner
-from cluster.carp.types import IPAddress, State, VirtualHostConfig
+from cluster.carp.types import DemotionSource, IPAddress, Reason, State, VirtualHostConfig
 
 VIP = ipaddress.ip_interface("192.0.2.100/32")
 VIP2 = ipaddress.ip_interface("192.0.2.101/32")
@@ -549,3 +549,151 @@ def test_a_virtual_host_removed_from_this_node_only_bows_out(clock, segment):
     bow_out = wire.parse(a.links[0].sent[-1].payload)
     assert (bow_out.advbase, bow_out.advskew) == (255, 255)
     assert b.state() == State.MASTER
+
+
+# ---- demotion: a sum of named sources (DESIGN.md) -------------------------------------
+class Observer:
+    """A listener on the fake segment: the adverts a node really put on the wire."""
+
+    def __init__(self, segment) -> None:
+        self.link = FakeLink("eth0", ipaddress.ip_address("192.0.2.99"), segment)
+
+    def last(self, vhid: int):
+        """The newest advert of ``vhid`` heard since the last call, parsed."""
+        heard = [wire.parse(p.payload) for p in self.link.inbox]
+        self.link.inbox.clear()
+        mine = [advert for advert in heard if advert.vhid == vhid]
+        assert mine, f"no advert of vhid {vhid} was heard on the segment"
+        return mine[-1]
+
+
+def wire_and_snapshot(node: Node, observer: Observer, vhid: int = 42):
+    """(advskew, demote) of the newest advert on the segment, of the host's snapshot,
+    and the node's demotion (sources, total) from its RunnerSnapshot."""
+    advert = observer.last(vhid)
+    snap = node.runner.snapshot()
+    host = next(h for h in snap.hosts if h.vhid == vhid)
+    return (
+        (advert.advskew, advert.demote),
+        (host.advertised_advskew, host.demote),
+        (snap.demotion, snap.demotion_total),
+    )
+
+
+def test_two_demotion_sources_add_up_and_clearing_one_leaves_the_other(clock, segment):
+    a = Node(segment, clock, [config(1, advskew=20)])
+    observer = Observer(segment)
+    start(a)
+    run_for(clock, [a], 4)
+    assert a.state() == State.MASTER
+    maintenance = DemotionSource("maintenance", 100, "maintenance")
+    operator = DemotionSource("operator", 200, "drained by alice")
+
+    a.runner.set_demotion("maintenance", 100, "maintenance")
+    run_for(clock, [a], 0.01)  # a MASTER advertises a new demotion at once
+    assert wire_and_snapshot(a, observer) == ((120, 100), (120, 100), ((maintenance,), 100))
+
+    a.runner.set_demotion("operator", 200, "drained by alice")
+    run_for(clock, [a], 0.01)
+    # 20 + 300 capped at 240 (FreeBSD); the demote byte 300 capped at 255 (OpenBSD).
+    assert wire_and_snapshot(a, observer) == (
+        (240, 255),
+        (240, 255),
+        ((maintenance, operator), 300),
+    )
+
+    a.runner.set_demotion("maintenance", 0)
+    run_for(clock, [a], 0.01)
+    assert wire_and_snapshot(a, observer) == ((220, 200), (220, 200), ((operator,), 200))
+
+    a.runner.set_demotion("operator", 0)
+    run_for(clock, [a], 0.01)
+    assert wire_and_snapshot(a, observer) == ((20, 0), (20, 0), ((), 0))
+
+
+def test_setting_a_source_again_replaces_its_level_and_never_adds_to_itself(clock, segment):
+    a = Node(segment, clock, [config(1)])
+    observer = Observer(segment)
+    start(a)
+    run_for(clock, [a], 4)
+    a.runner.set_demotion("health:smtp-25", 50, "smtp-25 failing")
+    a.runner.set_demotion("health:smtp-25", 30, "smtp-25 slow")
+    run_for(clock, [a], 0.01)
+    assert wire_and_snapshot(a, observer) == (
+        (30, 30),
+        (30, 30),
+        ((DemotionSource("health:smtp-25", 30, "smtp-25 slow"),), 30),
+    )
+
+
+def eth1_vhost(vhid: int = 43, advskew: int = 0, src: str = "198.51.100.11") -> VirtualHostConfig:
+    return VirtualHostConfig(
+        vhid=vhid,
+        interface="eth1",
+        password=PASSWORD,
+        addresses=(VIP2,),
+        advskew=advskew,
+        src_ip=ipaddress.ip_address(src),
+    )
+
+
+def test_a_link_down_and_maintenance_add_up(clock, segment):
+    a = Node(segment, clock, [config(1, advskew=10), eth1_vhost()])
+    observer = Observer(segment)
+    start(a)
+    run_for(clock, [a], 4)
+    link = DemotionSource("link:eth1", 240, "link eth1 down")
+    maintenance = DemotionSource("maintenance", 240, "maintenance")
+
+    a.runner.post_link_state("eth1", False)  # the runner sets link:eth1 itself
+    run_for(clock, [a], 0.01)
+    assert wire_and_snapshot(a, observer) == ((240, 240), (240, 240), ((link,), 240))
+
+    a.runner.set_demotion("maintenance", 240, "maintenance")
+    run_for(clock, [a], 0.01)
+    assert wire_and_snapshot(a, observer) == ((240, 255), (240, 255), ((link, maintenance), 480))
+
+    a.runner.post_link_state("eth1", True)  # the link's source goes, maintenance stays
+    run_for(clock, [a], 0.01)
+    assert wire_and_snapshot(a, observer) == ((240, 240), (240, 240), ((maintenance,), 240))
+
+    a.runner.set_demotion("maintenance", 0)
+    run_for(clock, [a], 0.01)
+    assert wire_and_snapshot(a, observer) == ((10, 0), (10, 0), ((), 0))
+
+
+def test_a_master_demoted_by_maintenance_records_reason_and_source(clock, segment):
+    a = Node(segment, clock, [config(1, advskew=0)])
+    b = Node(segment, clock, [config(2, advskew=100)])
+    start(a, b)
+    run_for(clock, [a, b], 4)
+    a.runner.set_demotion("health:smtp-25", 10, "smtp-25 failing")  # not enough to hand over
+    a.runner.set_demotion("maintenance", 240, "maintenance")
+    run_for(clock, [a, b], 0.1)
+    assert (a.state(), b.state()) == (State.BACKUP, State.MASTER)
+    step_down = a.publisher.published[-1]
+    assert (step_down.old, step_down.state) == (State.MASTER, State.BACKUP)
+    assert (step_down.reason, step_down.source) == (Reason.MAINTENANCE, "maintenance")
+    (host,) = a.runner.snapshot().hosts
+    assert (host.last_reason, host.last_source) == (Reason.MAINTENANCE, "maintenance")
+
+
+def test_a_master_demoted_by_a_link_down_elsewhere_records_link_down_and_the_link(clock, segment):
+    # a holds vhid 43 on eth1; its eth0 goes down: the eth1 master hands over (FreeBSD
+    # demotes every vhost of the node) and says which link caused it.
+    a = Node(segment, clock, [config(1), eth1_vhost(advskew=0)])
+    b = Node(segment, clock, [eth1_vhost(advskew=100, src="198.51.100.12")])
+    start(a, b)
+    run_for(clock, [a, b], 4)
+    assert (a.state(43), b.state(43)) == (State.MASTER, State.BACKUP)
+    a.runner.post_link_state("eth0", False)
+    run_for(clock, [a, b], 0.1)
+    assert (a.state(43), b.state(43)) == (State.BACKUP, State.MASTER)
+    step_down = next(p for p in reversed(a.publisher.published) if p.vhid == 43)
+    assert (step_down.old, step_down.state) == (State.MASTER, State.BACKUP)
+    assert (step_down.reason, step_down.source) == (Reason.LINK_DOWN, "link:eth0")
+    host = next(h for h in a.runner.snapshot().hosts if h.vhid == 43)
+    assert (host.last_reason, host.last_source) == (Reason.LINK_DOWN, "link:eth0")
+    # The vhost on eth0 itself went to INIT for its own link, not for a demotion.
+    own = next(p for p in reversed(a.publisher.published) if p.vhid == 42)
+    assert (own.state, own.reason, own.source) == (State.INIT, Reason.LINK_DOWN, "")

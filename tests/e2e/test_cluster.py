@@ -225,6 +225,8 @@ def test_with_redis_down_the_vip_moves_and_the_status_catches_up_afterwards(cons
 
 
 def test_a_worker_started_while_the_database_is_down_serves_its_local_configuration(console):
+    # The lab's database is SQLite; tests/node/test_engine.py has the same start
+    # without namespaces, run on SQLite and PostgreSQL alike.
     lab = console.lab
     create_held(console, 15, "node2", "node3")
     database = lab.var_dir / "appliance.sqlite3"

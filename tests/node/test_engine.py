@@ -6,14 +6,17 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
+import logging
 import os
 import stat
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.db import OperationalError
 from django.utils import timezone
 
 from cluster import services, statekeys
@@ -568,6 +571,8 @@ def test_with_the_database_down_it_starts_from_the_local_file_then_converges(mak
     source.error = None
     wait_until(lambda: engine.config_source == "database", 5, what="the database to win")
     wait_until(lambda: set(hosts(engine)) == {43}, 5, what="the database's configuration")
+    # The copy is saved after the runner was handed the configuration: wait for it too.
+    wait_until(lambda: engine.saved_version == "new", 5, what="the local copy to be saved")
     assert engine.store.load().version == "new"
 
 
@@ -593,7 +598,12 @@ def test_a_graceful_stop_removes_the_vips_and_closes_the_ports(make_engine):
 
 
 # ---- configuration from the database ---------------------------------------------------
-@pytest.mark.django_db
+# The node host's database code (read_database, the recorder) calls
+# close_old_connections(), as a worker thread must. Inside a test's transaction that
+# closes the connection: harmless on SQLite's in-memory test database, fatal on
+# PostgreSQL. A worker never reads inside a transaction, so these tests do not
+# either (transaction=True): they run as the node does, on both databases.
+@pytest.mark.django_db(transaction=True)
 def test_read_database_builds_the_nodes_virtual_hosts_and_a_version():
     node1, _node2, _node3 = make_nodes(3)
     alias = make_alias(42)
@@ -613,7 +623,7 @@ def test_read_database_builds_the_nodes_virtual_hosts_and_a_version():
     assert apply.read_database("nobody").vhosts == ()
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_an_alias_deleted_and_created_again_with_another_password_is_a_new_version():
     # Same vhid, addresses and priorities, version 1 both times: only the password
     # differs, and it stays out of the digest. A node that missed the delete (its
@@ -630,7 +640,7 @@ def test_an_alias_deleted_and_created_again_with_another_password_is_a_new_versi
 
 
 # ---- history ---------------------------------------------------------------------------
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_transitions_are_written_kept_while_the_database_fails_and_bounded(monkeypatch):
     make_nodes(1)
     recorder = history.TransitionRecorder("node1", retention_days=30, buffer_size=3)
@@ -662,7 +672,7 @@ def test_transitions_are_written_kept_while_the_database_fails_and_bounded(monke
     assert row.node.name == "node1"
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_old_transitions_are_pruned_by_the_recorder_and_the_command():
     (node,) = make_nodes(1)
     now = timezone.now()
@@ -696,3 +706,192 @@ def test_the_recorder_prunes_on_its_own_while_no_transition_comes():
         wait_until(lambda: not Transition.objects.exists(), timeout=5, what="pruned again")
     finally:
         recorder.stop()
+
+
+# ---- what the node reports: demotion sources and aliases left out ------------------------
+def heartbeat(url: str) -> statekeys.Heartbeat | None:
+    """node1's heartbeat as the web reads it (the contract's own parser)."""
+    r = client(url)
+    try:
+        raw = r.get(statekeys.heartbeat_key("node1"))
+    finally:
+        r.close()
+    return statekeys.Heartbeat.decode(raw) if raw else None
+
+
+def test_the_heartbeat_in_redis_carries_every_demotion_source(make_engine, redis_url):
+    source = ConfigSource(node_config(vhost(42), vhost(43, advskew=20), version="v1"))
+    engine = make_engine(source)
+    engine.start()
+    source.config = node_config(vhost(42), vhost(43, advskew=20), version="v2", maintenance=True)
+    engine.converge()
+    engine.runner.post_link_state("eth0", False)  # the runner's own source, link:eth0
+    sources = (
+        DemotionSource("link:eth0", 240, "link eth0 down"),
+        DemotionSource("maintenance", 240, "maintenance"),
+    )
+    wait_until(
+        lambda: (beat := heartbeat(redis_url)) is not None and beat.demotion == sources,
+        5,
+        what="both sources in the heartbeat",
+    )
+    beat = heartbeat(redis_url)
+    assert beat is not None
+    assert beat.demotion_total == 480
+    # Leaving maintenance clears that source alone.
+    source.config = node_config(vhost(42), vhost(43, advskew=20), version="v3")
+    engine.converge()
+    wait_until(
+        lambda: (beat := heartbeat(redis_url)) is not None and beat.demotion == sources[:1],
+        5,
+        what="maintenance to leave the heartbeat, the link's source to stay",
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_demoted_masters_transition_keeps_its_source_in_the_history():
+    make_nodes(1)
+    recorder = history.TransitionRecorder("node1", retention_days=30)
+    recorder.add("eth0", 42, "MASTER", "BACKUP", "maintenance", time.time(), "maintenance")
+    recorder.add("eth1", 43, "MASTER", "BACKUP", "link_down", time.time(), "link:eth0")
+    assert recorder.flush() is True
+    assert list(Transition.objects.order_by("vhid").values_list("vhid", "reason", "source")) == [
+        (42, "maintenance", "maintenance"),
+        (43, "link_down", "link:eth0"),
+    ]
+
+
+def encrypted_under_another_key(password: bytes) -> str:
+    """A token as a database written under another CLUSTER_SECRET_KEY holds it."""
+    from cluster import crypto
+
+    return crypto._fernet_for("another key of at least 32 characters!").encrypt(password).decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_alias_it_cannot_decrypt_is_left_out_reported_and_the_others_held(
+    make_engine, redis_url, settings, alice, sam
+):
+    from django.utils.html import escape
+
+    from cluster.models import IPAlias
+    from tests.api.conftest import token_client
+    from tests.pages.helpers import client_for
+
+    make_nodes(2)
+    make_alias(42)
+    make_alias(43)
+    IPAlias.objects.filter(vhid=42).update(password_encrypted=encrypted_under_another_key(b"x"))
+    engine = make_engine(apply.read_database)  # the real read, from the real database
+    engine.start()
+    # No peer: node1 holds vhid 43 after one master-down interval (3 s, CARP.md).
+    wait_until(
+        lambda: 43 in hosts(engine) and hosts(engine)[43].state is State.MASTER,
+        6,
+        what="vhid 43 to be held",
+    )
+    assert set(hosts(engine)) == {43}
+    assert engine.ports.addresses.list("eth0") == {ipaddress.ip_interface("192.0.2.43/24")}
+    problem = statekeys.ConfigProblem(42, "eth0", services.UNDECRYPTABLE_CAUSE)
+    wait_until(
+        lambda: (beat := heartbeat(redis_url)) is not None and beat.problems == (problem,),
+        5,
+        what="the heartbeat to list vhid 42 and why",
+    )
+    assert engine.store.load().problems == (problem,)  # a start from the copy says it too
+    # The console reads the engine's own heartbeat.
+    settings.REDIS_URL = redis_url
+    message = f"Node node1 cannot run VHID 42 on eth0: {services.UNDECRYPTABLE_CAUSE}."
+    body = token_client(sam).get("/api/v1/status/").json()
+    assert [a for a in body["alerts"] if a["kind"] == "alias_left_out"] == [
+        {"kind": "alias_left_out", "message": message, "node": "node1", "vhid": 42,
+         "interface": "eth0"},
+    ]  # fmt: skip
+    html = client_for(alice).get("/system/cluster/").content.decode()
+    assert f'data-alert="alias_left_out">{escape(message)}</li>' in html
+
+
+# ---- the database away at start, on SQLite and PostgreSQL alike --------------------------
+class DatabaseOutage:
+    """`apply.read_database` with the database really unreachable while ``down``.
+
+    The reading thread's connection is pointed at a port nobody listens on
+    (PostgreSQL) or at a directory (SQLite cannot open one), so the read fails
+    inside the driver as in an outage; once ``down`` is cleared it reads the real
+    test database again. Only the calling thread's connection changes (Django keeps
+    one per thread), so the test's own queries are not affected.
+    """
+
+    def __init__(self, nowhere: Path) -> None:
+        from django.db import connections
+
+        self.down = True
+        self.errors: list[Exception] = []
+        self._real = connections["default"].settings_dict
+        if self._real["ENGINE"].endswith("sqlite3"):
+            nowhere.mkdir()
+            self._away = {**self._real, "NAME": str(nowhere)}
+        else:
+            self._away = {**self._real, "HOST": "127.0.0.1", "PORT": "1"}
+
+    def __call__(self, node: str) -> apply.NodeConfig:
+        from django.db import connections
+
+        connection = connections["default"]
+        wanted = self._away if self.down else self._real
+        if connection.settings_dict is not wanted:
+            # Settings first: SQLite's close() keeps an in-memory database open.
+            connection.settings_dict = wanted
+            connection.close()
+        try:
+            return apply.read_database(node)
+        except Exception as exc:
+            self.errors.append(exc)
+            raise
+
+    @property
+    def failures(self) -> int:
+        return len(self.errors)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_started_while_the_database_is_down_serves_its_local_copy_then_converges(
+    make_engine, redis_url, tmp_path, caplog
+):
+    # What tests/e2e's test of the same name does with namespaces and SQLite only.
+    make_nodes(2)
+    make_alias(42)
+    first = make_engine(apply.read_database)
+    first.start()
+    wait_until(lambda: set(hosts(first)) == {42}, 5, what="vhid 42 from the database")
+    assert first.config_source == "database"
+    wait_until(lambda: first.saved_version is not None, 5, what="the local copy")
+    assert first.stop(timeout=5)
+    make_alias(43)  # saved while the node is down: its copy does not know it
+    outage = DatabaseOutage(tmp_path / "database-away")
+    caplog.set_level(logging.INFO, logger="cluster.node")
+    engine = make_engine(outage, startup_timeout=0.2)
+    engine.start()
+    assert outage.failures >= 1
+    # The driver's own error, as Django raises it for a database that does not answer.
+    assert {type(e) for e in outage.errors} == {OperationalError}
+    assert engine.config_source == "local"
+    assert "from the local" in caplog.text
+    wait_until(lambda: set(hosts(engine)) == {42}, 5, what="the local copy to run")
+    wait_until(
+        lambda: (beat := heartbeat(redis_url)) is not None and beat.config_source == "local",
+        5,
+        what="the heartbeat to say config_source local",
+    )
+    failures = outage.failures
+    wait_until(lambda: outage.failures > failures, 5, what="the database to be retried")
+    outage.down = False
+    wait_until(lambda: engine.config_source == "database", 5, what="the database to win")
+    wait_until(lambda: set(hosts(engine)) == {42, 43}, 5, what="what was saved meanwhile")
+    wait_until(
+        lambda: (beat := heartbeat(redis_url)) is not None and beat.config_source == "database",
+        5,
+        what="the heartbeat to say config_source database",
+    )
+    wait_until(lambda: engine.saved_version == engine.applied.version, 5, what="the new copy")
+    assert [v.vhid for v in engine.store.load().vhosts] == [42, 43]

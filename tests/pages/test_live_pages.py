@@ -4,6 +4,7 @@ the event stream's view, and demo mode's Fail / Restore buttons."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any, cast
 
@@ -11,8 +12,10 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
 from django.test import AsyncClient, Client
+from django.utils.html import escape
 
 from cluster import statekeys
+from cluster.carp.types import DemotionSource
 from cluster.models import IPAlias, Node
 from tests.livestate import FakeEngines
 from tests.pages.helpers import ALIAS_URL, NODES_URL
@@ -261,3 +264,126 @@ def test_the_stream_opens_with_the_status_and_unbuffered_headers(
     data = json.loads(text.split("event: status\ndata: ", 1)[1].split("\n", 1)[0])
     assert data["aliases"][0]["masters"] == ["node2"]
     assert data["trigger"] == []
+
+
+# Demotion, unreadable live state, aliases a node leaves out.
+
+
+def node_summary(html: str, node: str) -> str:
+    """The heartbeat summary of ``node`` (the matrix's header, the nodes page's column)."""
+    match = re.search(rf'data-node-summary="{node}"[^>]*>([^<]*)<', html)
+    assert match, f"no summary for {node}"
+    return match.group(1)
+
+
+def cell_text(html: str, node: str, vhid: int = 1) -> str:
+    """What a matrix cell says in words (its state, or why there is none)."""
+    match = re.search(
+        rf'<td class="cell" data-node="{node}" data-vhid="{vhid}" [^>]*>.*?'
+        r'<span class="state"[^>]*>([^<]*)</span>',
+        html,
+    )
+    assert match, f"no cell for {node}"
+    return match.group(1)
+
+
+def test_a_demoted_node_says_by_how_much_and_why_on_the_cluster_and_nodes_pages(
+    alice_client: Client, engines: FakeEngines, alias: IPAlias
+) -> None:
+    for node in ("node1", "node2", "node3"):
+        engines.report(node, {1: "BACKUP" if node == "node1" else "MASTER"})
+    engines.beat("node1", demotion=[DemotionSource("maintenance", 240, "maintenance")])
+    expected = "reporting · configuration from the database · demoted by 240: maintenance"
+    cluster = alice_client.get(CLUSTER_URL).content.decode()
+    assert node_summary(cluster, "node1") == expected
+    assert node_summary(cluster, "node2") == "reporting · configuration from the database"
+    nodes_page = alice_client.get(NODES_URL).content.decode()
+    assert node_summary(nodes_page, "node1") == expected
+
+
+def test_every_source_of_a_demotion_is_named(
+    alice_client: Client, engines: FakeEngines, alias: IPAlias
+) -> None:
+    engines.report("node1", {1: "BACKUP"})
+    engines.beat(
+        "node1",
+        demotion=[
+            DemotionSource("link:eth0", 240, "link eth0 down"),
+            DemotionSource("maintenance", 240, "maintenance"),
+        ],
+    )
+    html = alice_client.get(NODES_URL).content.decode()
+    assert node_summary(html, "node1").endswith(" · demoted by 480: link eth0 down, maintenance")
+
+
+UNREADABLE = [
+    pytest.param("vhost", {"updated_at": "soon"}, id="updated_at-not-a-number"),
+    pytest.param("vhost", {"updated_at": "1e300"}, id="updated_at-past-year-9999"),
+    pytest.param("vhost", {"last_at": "yesterday"}, id="last_at-not-a-number"),
+    pytest.param("vhost", {"last_at": "9" * 400}, id="last_at-huge"),
+    pytest.param("vhost", {"state": "PRIMARY"}, id="unknown-state"),
+    pytest.param("heartbeat", '{"node": "node2", "at": "nan"}', id="heartbeat-at-nan"),
+    pytest.param("heartbeat", '{"node": "node2", "at": NaN}', id="heartbeat-at-NaN-literal"),
+    pytest.param("heartbeat", "node2 is alive {", id="heartbeat-not-json"),
+]
+
+
+@pytest.mark.parametrize(("where", "value"), UNREADABLE)
+def test_unreadable_state_is_a_cell_that_says_so_on_every_page_and_is_logged_once(
+    alice_client: Client,
+    alice: User,
+    engines: FakeEngines,
+    alias: IPAlias,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    where: str,
+    value: Any,
+) -> None:
+    from cluster import live
+    from tests.api.conftest import token_client
+
+    monkeypatch.setattr(live, "_LOGGED_UNREADABLE", set())  # module state: once per process
+    engines.report("node1", {1: "MASTER"})
+    engines.report("node2", {1: "BACKUP"})
+    engines.report("node3", {1: "BACKUP"})
+    if where == "vhost":
+        engines.overwrite("node2", 1, **value)
+    else:
+        engines.beat_raw("node2", value)
+    caplog.set_level(logging.WARNING, logger="cluster.live")
+    pages = {url: alice_client.get(url) for url in (CLUSTER_URL, NODES_URL, ALIAS_URL)}
+    api = token_client(alice).get("/api/v1/status/")
+    again = alice_client.get(CLUSTER_URL)
+    for response in (*pages.values(), api, again):
+        assert response.status_code == 200
+    html = pages[CLUSTER_URL].content.decode()
+    assert cell(html, "node2") == "unreadable"
+    assert cell_text(html, "node2") == "unreadable state from node2"
+    assert (cell(html, "node1"), cell(html, "node3")) == ("MASTER", "BACKUP")  # the rest shows
+    (row,) = api.json()["aliases"]
+    node2 = next(c for c in row["cells"] if c["node"] == "node2")
+    assert (node2["state"], node2["detail"]) == ("unreadable", "unreadable state from node2")
+    assert row["masters"] == ["node1"]
+    listing = pages[ALIAS_URL].content.decode()
+    assert f'data-alias-summary="{alias.pk}" data-mismatch="false">MASTER on node1<' in listing
+    if where == "heartbeat":
+        summary = node_summary(pages[NODES_URL].content.decode(), "node2")
+        assert summary.startswith("unreadable state from node2 (")
+        (node_status,) = [n for n in api.json()["nodes"] if n["name"] == "node2"]
+        assert node_status["unreadable"]
+    said = [r for r in caplog.records if "unreadable live state from node2" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]
+
+
+def test_an_alias_a_node_cannot_run_is_an_alert_naming_node_alias_and_cause(
+    alice_client: Client, engines: FakeEngines, alias: IPAlias
+) -> None:
+    from cluster import services
+
+    engines.report("node1", {})
+    engines.beat(
+        "node1", problems=[statekeys.ConfigProblem(1, "eth0", services.UNDECRYPTABLE_CAUSE)]
+    )
+    html = alice_client.get(CLUSTER_URL).content.decode()
+    message = f"Node node1 cannot run VHID 1 on eth0: {services.UNDECRYPTABLE_CAUSE}."
+    assert f'data-alert="alias_left_out">{escape(message)}</li>' in html
