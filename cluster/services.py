@@ -473,6 +473,8 @@ def _clean_addresses(
     if not isinstance(value, list | tuple):
         errors.add("addresses", "Addresses must be a list of addresses with prefix.")
         return []
+    if not errors.check("addresses", validators.validate_address_count, value):
+        return []
     parsed: list[validators.IPInterface] = []
     seen: set[str] = set()
     for item in value:
