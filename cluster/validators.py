@@ -149,7 +149,7 @@ def _reject_special(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, text: str
         )
     if ip in THIS_NETWORK_V4:
         raise ValidationError(
-            f"{text} is in 0.0.0.0/8 (\"this network\"), which is never a host's address.",
+            f'{text} is in 0.0.0.0/8 ("this network"), which is never a host\'s address.',
             code="this_network",
         )
     if ip in LINK_LOCAL_V4 or ip in LINK_LOCAL_V6:
