@@ -19,3 +19,6 @@ urlpatterns = [
     path("favicon.ico", RedirectView.as_view(url=static("console/favicon.svg"))),
     path("", include("cluster.urls")),
 ]
+
+# Django's 403 page, logged in one line rather than with a traceback.
+handler403 = "cluster.api.exceptions.permission_denied"
