@@ -17,7 +17,8 @@ from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import reverse
 from django.utils.log import log_response
 from django.views import defaults
 from rest_framework import exceptions
@@ -79,6 +80,15 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         # DRF's Request wraps Django's, which carries the authenticated user too.
         log_refusal(context["request"]._request, response, exc.detail)
     return response
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """The site's ``handler404``: under the API's root a URL that matches no
+    route (``/api/v1/aliases/1.5/``) gets the API's JSON answer, as one that
+    names no object does; elsewhere, the console's 404 page."""
+    if request.path.startswith(reverse("api:api-root")):
+        return JsonResponse({"detail": str(exceptions.NotFound.default_detail)}, status=404)
+    return defaults.page_not_found(request, exception)
 
 
 def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
