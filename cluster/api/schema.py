@@ -7,7 +7,8 @@ drf-spectacular documents the success code of each operation only. This
   request body or a query parameter;
 - 401 (no or bad credentials) where the view authenticates;
 - 403 (the role may not) where the view checks a permission;
-- 404 where a path names an object, or ``?page=`` may be past the end.
+- 404 where a path names an object, or ``?page=`` may be past the end;
+- 429 where the view throttles.
 
 The bodies are DRF's, as ``cluster.api.exceptions`` shapes them.
 """
@@ -41,6 +42,7 @@ ERRORS = {
     "401": ("ErrorDetail", "No credentials, or wrong ones."),
     "403": ("ErrorDetail", "The user's role may not do this."),
     "404": ("ErrorDetail", "No such object, or no such page."),
+    "429": ("ErrorDetail", "Too many requests; retry after Retry-After seconds."),
 }
 
 
@@ -56,6 +58,7 @@ class AutoSchema(SpectacularAutoSchema):
             "401": bool(self.view.get_authenticators()),
             "403": bool(self.view.get_permissions()),
             "404": any(p.get("in") == "path" for p in parameters) or "page" in query,
+            "429": bool(self.view.get_throttles()),
         }
         responses = operation["responses"]
         for code, applies in codes.items():

@@ -156,3 +156,14 @@ def test_a_console_url_that_matches_no_route_keeps_its_page(admin_api: APIClient
     response = admin_api.get("/system/no-such-page/")
     assert response.status_code == 404
     assert response["Content-Type"].startswith("text/html")
+
+
+def test_a_throttled_view_documents_429(monkeypatch: pytest.MonkeyPatch) -> None:
+    from drf_spectacular.generators import SchemaGenerator
+    from rest_framework.authtoken.views import ObtainAuthToken
+    from rest_framework.throttling import AnonRateThrottle
+
+    monkeypatch.setattr(ObtainAuthToken, "throttle_classes", (AnonRateThrottle,))
+    paths = SchemaGenerator().get_schema(request=None, public=True)["paths"]
+    assert "429" in paths["/api/v1/auth/token/"]["post"]["responses"]
+    assert "429" not in paths["/api/v1/aliases/"]["get"]["responses"]
