@@ -16,6 +16,7 @@ import traceback
 from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
@@ -33,6 +34,7 @@ REFUSALS = (
     exceptions.NotAuthenticated,
     exceptions.AuthenticationFailed,
     exceptions.PermissionDenied,
+    DjangoPermissionDenied,
 )
 
 
@@ -78,13 +80,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     response = drf_exception_handler(exc, context)
     if response is not None and isinstance(exc, REFUSALS):
         # DRF's Request wraps Django's, which carries the authenticated user too.
-        log_refusal(context["request"]._request, response, exc.detail)
+        log_refusal(context["request"]._request, response, getattr(exc, "detail", exc))
     return response
 
 
 def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     """The site's ``handler404``: under the API's root a URL that matches no
-    route (``/api/v1/aliases/1.5/``) gets the API's JSON answer, as one that
+    route (``/api/v1/aliases/-2.5e-10/``) gets the API's JSON answer, as one that
     names no object does; elsewhere, the console's 404 page."""
     if request.path.startswith(reverse("api:api-root")):
         return JsonResponse({"detail": str(exceptions.NotFound.default_detail)}, status=404)

@@ -60,6 +60,8 @@ class FlagFilter(django_filters.Filter):  # type: ignore[misc]
 
 
 class WholeNumberField(forms.IntegerField):
+    """Django's whole number field, refusing a blank one (``refuse_blank``)."""
+
     def to_python(self, value: Any) -> int | None:
         refuse_blank(value, self.error_messages["invalid"])
         number: int | None = super().to_python(value)
