@@ -26,3 +26,8 @@ urlpatterns = [
     path("favicon.ico", RedirectView.as_view(url=static("console/favicon.svg"))),
     path("", include("cluster.urls")),
 ]
+
+# Django's 403 page, logged in one line rather than with a traceback; and under
+# the API a URL that matches no route is answered in the API's JSON.
+handler403 = "cluster.api.exceptions.permission_denied"
+handler404 = "cluster.api.exceptions.page_not_found"

@@ -26,6 +26,10 @@ NODE_NAME_MAX_LENGTH: Final = 32
 # Linux IFNAMSIZ is 16 including the terminating NUL.
 INTERFACE_MAX_LENGTH: Final = 15
 DESCRIPTION_MAX_LENGTH: Final = 200
+# Each takeover sends a gratuitous ARP or unsolicited NA per address, and the
+# IP ALIAS page lists every address in the alias's row: a few per virtual host
+# is what the appliance needs (IPv4 and IPv6 of a service or two).
+ADDRESSES_PER_ALIAS_MAX: Final = 16
 # Apply tasks for a node whose worker is gone must not pile up in its queue.
 APPLY_TASK_EXPIRES_SECONDS: Final = 300
 

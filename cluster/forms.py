@@ -14,6 +14,7 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.core.validators import ProhibitNullCharactersValidator
 
 from cluster import choices
 from cluster.models import Node
@@ -43,6 +44,16 @@ def error_items(error: ValidationError) -> Iterable[tuple[str, list[str]]]:
     ]
 
 
+def without_nul_check(field: forms.CharField) -> forms.CharField:
+    """``field`` without Django's own "Null characters are not allowed.": the
+    service refuses a NUL in the fields where it matters (description,
+    password) in the words the API and the admin use too."""
+    field.validators = [
+        v for v in field.validators if not isinstance(v, ProhibitNullCharactersValidator)
+    ]
+    return field
+
+
 def text_field(help_text: str, label: str | None = None, number: bool = False) -> forms.CharField:
     """A field that passes its text on as typed; the service judges it."""
     widget = forms.NumberInput() if number else forms.TextInput()
@@ -70,14 +81,16 @@ class AliasForm(forms.Form):
         number=True,
     )
     advbase.initial = choices.ADVBASE_DEFAULT
-    password = forms.CharField(
-        required=False,
-        strip=False,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text=(
-            f"Shared secret of the virtual host, at most {choices.PASSWORD_MAX_BYTES} bytes. "
-            "It is never shown again."
-        ),
+    password = without_nul_check(
+        forms.CharField(
+            required=False,
+            strip=False,
+            widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+            help_text=(
+                f"Shared secret of the virtual host, at most {choices.PASSWORD_MAX_BYTES} bytes. "
+                "It is never shown again."
+            ),
+        )
     )
     addresses = forms.CharField(
         required=False,
@@ -92,7 +105,7 @@ class AliasForm(forms.Form):
         initial=True,
         help_text="The node with the best priority takes the addresses back when it returns.",
     )
-    description = forms.CharField(required=False)
+    description = without_nul_check(forms.CharField(required=False))
     # Not an input: it carries the service's priority messages to the page,
     # shown under the per-node selects that make up the priorities.
     priorities = forms.Field(required=False, disabled=True, label="Node priorities")

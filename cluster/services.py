@@ -576,6 +576,8 @@ def _clean_addresses(
     if not isinstance(value, list | tuple):
         errors.add("addresses", "Addresses must be a list of addresses with prefix.")
         return []
+    if not errors.check("addresses", validators.validate_address_count, value):
+        return []
     parsed: list[validators.IPInterface] = []
     seen: set[str] = set()
     for item in value:
@@ -619,7 +621,10 @@ def _clean_priorities(value: Any, errors: _Errors) -> list[tuple[Node, str]]:
             errors.add("priorities", 'Each priority must name a "node" and a "priority".')
             continue
         rows.append((str(item["node"]), str(item["priority"])))
-    nodes = Node.objects.in_bulk([name for name, _ in rows], field_name="name")
+    # No node's name has a NUL (validate_node_name), so such a name stays out of
+    # the query, where PostgreSQL refused it with a DataError (a 500).
+    names = [name for name, _ in rows if "\x00" not in name]
+    nodes = Node.objects.in_bulk(names, field_name="name")
     result: list[tuple[Node, str]] = []
     seen: set[str] = set()
     tiers = ", ".join(str(t) for t in Priority.values)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Sized
 
 from django.core.exceptions import ValidationError
 from django.utils.deconstruct import deconstructible
@@ -91,6 +92,20 @@ def validate_description(value: str) -> None:
             f"Description must be at most {limit} characters (got {len(value)}).",
             code="max_length",
         )
+    if "\x00" in value:
+        # PostgreSQL refuses NUL in text, and the page and the admin could never
+        # show or send it back.
+        raise ValidationError("Description must not contain a NUL character.", code="nul")
+
+
+def validate_address_count(addresses: Sized) -> None:
+    """An alias's list of addresses is at most ``ADDRESSES_PER_ALIAS_MAX`` long;
+    checked before any address is parsed, so a huge list costs nothing."""
+    limit, count = choices.ADDRESSES_PER_ALIAS_MAX, len(addresses)
+    if count > limit:
+        raise ValidationError(
+            f"An alias has at most {limit} addresses (got {count}).", code="too_many"
+        )
 
 
 def _reject_zone(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, text: str, role: str) -> None:
@@ -103,9 +118,46 @@ def _reject_zone(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, text: str, r
         )
 
 
+LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+# RFC 1112 4 (class E): hosts neither send from nor accept these addresses.
+RESERVED_V4 = ipaddress.IPv4Network("240.0.0.0/4")
+# RFC 1122 3.2.1.3: "this host on this network", only ever a source while booting.
+THIS_NETWORK_V4 = ipaddress.IPv4Network("0.0.0.0/8")
+LINK_LOCAL_V4 = ipaddress.IPv4Network("169.254.0.0/16")
+LINK_LOCAL_V6 = ipaddress.IPv6Network("fe80::/10")
+
+
 def _reject_special(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, text: str) -> None:
+    """Refuse what can never be a VIP nor a node's own address, one message per case.
+
+    Link-local addresses (169.254.0.0/16 and fe80::/10) are refused in both
+    families: an address is stored without its interface, so a link-local one
+    would be ambiguous across interfaces and unique only by chance across
+    nodes; the kernel manages them itself (fe80:: is on every IPv6 interface
+    already), and clients of the gateway reach it on routable addresses.
+    """
     if ip.is_unspecified or ip.is_loopback or ip.is_multicast:
         raise ValidationError(f"{text} is not a unicast host address.", code="not_unicast")
+    if ip == LIMITED_BROADCAST:
+        raise ValidationError(
+            f"{text} is the limited broadcast address (255.255.255.255).", code="broadcast"
+        )
+    if ip in RESERVED_V4:
+        raise ValidationError(
+            f"{text} is in 240.0.0.0/4, which is reserved and never a host's address.",
+            code="reserved",
+        )
+    if ip in THIS_NETWORK_V4:
+        raise ValidationError(
+            f'{text} is in 0.0.0.0/8 ("this network"), which is never a host\'s address.',
+            code="this_network",
+        )
+    if ip in LINK_LOCAL_V4 or ip in LINK_LOCAL_V6:
+        network = LINK_LOCAL_V4 if ip.version == 4 else LINK_LOCAL_V6
+        raise ValidationError(
+            f"{text} is a link-local address ({network}); use a routable address.",
+            code="link_local",
+        )
     mapped = getattr(ip, "ipv4_mapped", None)
     if mapped is not None:
         # ::ffff:a.b.c.d is an IPv4 address in disguise: it would slip past the

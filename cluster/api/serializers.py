@@ -19,7 +19,7 @@ from rest_framework import serializers
 from rest_framework.fields import empty
 from rest_framework.settings import api_settings
 
-from cluster import live, services
+from cluster import choices, live, services
 from cluster.choices import Priority
 from cluster.models import IPAlias, Node, Transition
 
@@ -30,7 +30,9 @@ class PriorityField(serializers.CharField):
 
 
 class PrioritySerializer(serializers.Serializer[dict[str, Any]]):
-    node = serializers.CharField(help_text="The node's name.")
+    node = serializers.CharField(
+        max_length=choices.NODE_NAME_MAX_LENGTH, help_text="The node's name."
+    )
     priority = PriorityField(help_text="primary, secondary or backup")
     advskew = serializers.IntegerField(
         read_only=True, help_text="Derived from the tier and the node's ordinal."
@@ -63,10 +65,16 @@ class ServiceInput:
 class AliasSerializer(ServiceInput, serializers.Serializer[IPAlias]):
     id = serializers.IntegerField(read_only=True)
     url = serializers.HyperlinkedIdentityField(view_name="api:ipalias-detail")
-    vhid = serializers.IntegerField(help_text="1..255, unique per interface.")
-    interface = serializers.CharField()
+    vhid = serializers.IntegerField(
+        min_value=choices.VHID_MIN,
+        max_value=choices.VHID_MAX,
+        help_text="1..255, unique per interface.",
+    )
+    interface = serializers.CharField(max_length=choices.INTERFACE_MAX_LENGTH)
     advbase = serializers.IntegerField(
         required=False,
+        min_value=choices.ADVBASE_MIN,
+        max_value=choices.ADVBASE_MAX,
         help_text="1..255 seconds. Default 1 on create; absent on update keeps it.",
     )
     password = serializers.CharField(
@@ -74,11 +82,16 @@ class AliasSerializer(ServiceInput, serializers.Serializer[IPAlias]):
         required=False,
         allow_blank=True,
         trim_whitespace=False,
+        # maxLength counts characters; the rule counts UTF-8 bytes, which are never fewer.
+        max_length=choices.PASSWORD_MAX_BYTES,
         style={"input_type": "password"},
         help_text="At most 19 bytes. Required on create; blank or absent on update keeps it.",
     )
     addresses = serializers.ListField(
-        child=serializers.CharField(), help_text='Addresses with prefix, e.g. "192.0.2.100/24".'
+        child=serializers.CharField(),
+        min_length=1,
+        max_length=choices.ADDRESSES_PER_ALIAS_MAX,
+        help_text='1 to 16 addresses with prefix, e.g. "192.0.2.100/24".',
     )
     priorities = PrioritySerializer(many=True)
     enabled = serializers.BooleanField(
@@ -90,6 +103,7 @@ class AliasSerializer(ServiceInput, serializers.Serializer[IPAlias]):
     description = serializers.CharField(
         required=False,
         allow_blank=True,
+        max_length=choices.DESCRIPTION_MAX_LENGTH,
         help_text="Default empty on create; absent on update (PUT too) keeps it.",
     )
     version = serializers.IntegerField(read_only=True)
@@ -135,10 +149,17 @@ class AliasSerializer(ServiceInput, serializers.Serializer[IPAlias]):
 class NodeSerializer(ServiceInput, serializers.Serializer[Node]):
     id = serializers.IntegerField(read_only=True)
     url = serializers.HyperlinkedIdentityField(view_name="api:node-detail")
-    name = serializers.CharField(help_text="Lowercase letters, digits and hyphens.")
+    name = serializers.CharField(
+        max_length=choices.NODE_NAME_MAX_LENGTH,
+        help_text="Lowercase letters, digits and hyphens.",
+    )
     address = serializers.CharField(help_text="The node's own unicast address.")
-    interface = serializers.CharField()
-    ordinal = serializers.IntegerField(help_text="1..9, unique; sets the node's advskews.")
+    interface = serializers.CharField(max_length=choices.INTERFACE_MAX_LENGTH)
+    ordinal = serializers.IntegerField(
+        min_value=choices.ORDINAL_MIN,
+        max_value=choices.ORDINAL_MAX,
+        help_text="1..9, unique; sets the node's advskews.",
+    )
     maintenance = serializers.BooleanField(
         required=False, help_text="Default false on create; absent on update (PUT too) keeps it."
     )
