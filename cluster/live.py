@@ -349,7 +349,9 @@ def expected_owner(
     return min(up)[1] if up else None
 
 
-def _summary(alias: IPAlias, masters: Sequence[str], live: bool) -> str:
+def _summary(
+    alias: IPAlias, masters: Sequence[str], live: bool, unreadable: Sequence[str] = ()
+) -> str:
     """The IP ALIAS page's "Live state" text."""
     if not live:
         return "live state unavailable"
@@ -357,6 +359,9 @@ def _summary(alias: IPAlias, masters: Sequence[str], live: bool) -> str:
         return f"MASTER on {', '.join(masters)} (split brain)"
     if masters:
         return f"MASTER on {masters[0]}"
+    if unreadable and alias.enabled:
+        # One of them may hold it: saying "no MASTER" would be a guess.
+        return f"unknown ({_unreadable_words(', '.join(unreadable))})"
     return "no MASTER" if alias.enabled else "disabled"
 
 
@@ -368,7 +373,8 @@ def _alias_alerts(
         message = f"Split brain: {label} is MASTER on {' and '.join(masters)}."
         return [Alert(SPLIT_BRAIN, message, vhid=alias.vhid, interface=alias.interface)]
     reporting_member = any(c.tier is not None and nodes[c.node].reporting for c in cells)
-    if alias.enabled and reporting_member and not masters:
+    unreadable = any(c.state == UNREADABLE for c in cells)
+    if alias.enabled and reporting_member and not masters and not unreadable:
         message = f"No master: no node holds {label}."
         return [Alert(NO_MASTER, message, vhid=alias.vhid, interface=alias.interface)]
     return []
@@ -460,6 +466,9 @@ def compute_status(
         ]
         masters = _current_masters(cells, nodes)
         owner = expected_owner(alias, cells, nodes, live)
+        unreadable = [c.node for c in cells if c.state == UNREADABLE]
+        # Nothing to compare while a node that may hold the VIP cannot be read.
+        known = bool(masters) or not unreadable
         rows.append(
             AliasStatus(
                 id=alias.pk,
@@ -471,8 +480,8 @@ def compute_status(
                 cells=cells,
                 expected_owner=owner,
                 masters=masters,
-                mismatch=live and masters != ([owner] if owner else []),
-                summary=_summary(alias, masters, live),
+                mismatch=live and known and masters != ([owner] if owner else []),
+                summary=_summary(alias, masters, live, unreadable),
             )
         )
         if live:

@@ -373,12 +373,6 @@ def test_a_node_says_where_its_configuration_came_from_and_its_digest(
     assert node1.summary == f"reporting · {words}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cluster/live.py _alias_alerts (line 370-373) counts a member whose state is"
-    " unreadable as reporting and raises 'No master: no node holds ...' although the"
-    " node that may hold it cannot be read; _summary (line 360) says 'no MASTER' too",
-)
 @pytest.mark.parametrize("where", ["heartbeat", "vhost"])
 def test_an_unreadable_master_is_not_reported_as_no_master(engines, alias, where):
     engines.report("node1", {1: "MASTER"})

@@ -176,7 +176,7 @@ def test_lockout_can_be_turned_off(alice: User, settings: Any) -> None:
 def test_the_lockout_settings_come_from_the_environment(env: dict[str, str], message: str) -> None:
     from tests.test_settings import start
 
-    result = start(**env)
+    result = start(DEBUG="1", **env)
     assert result.returncode != 0
     assert message in result.stderr
 
@@ -195,6 +195,7 @@ def test_the_environment_sets_the_limit_and_the_wait() -> None:
         cwd=ROOT,
         env={
             "PATH": "/usr/bin:/bin",
+            "DEBUG": "1",
             "LOGIN_FAILURE_LIMIT": "7",
             "LOGIN_LOCKOUT_MINUTES": "2",
             "API_TOKEN_THROTTLE_PER_MINUTE": "30",

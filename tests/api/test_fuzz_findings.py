@@ -43,8 +43,8 @@ def test_a_time_with_an_offset_past_postgresqls_is_compared_in_utc(
         node=nodes[0],
         vhid=1,
         interface="eth0",
-        from_state="backup",
-        to_state="master",
+        from_state="BACKUP",
+        to_state="MASTER",
         reason="master_down",
         at=at,
     )

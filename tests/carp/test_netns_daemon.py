@@ -37,7 +37,7 @@ def test_ucarps_other_stop_signals_bow_out_and_leave_no_vip_and_sigusr1_logs_the
     cluster.send_signal(daemon, signal.SIGUSR1)
     wait_until(lambda: "adverts sent" in cluster.log(daemon), 2, what="the state dump")
     assert daemon.poll() is None
-    assert "vhid 42 on eth0: master" in cluster.log(daemon), last_lines(cluster.log(daemon))
+    assert "vhid 42 on eth0: MASTER" in cluster.log(daemon), last_lines(cluster.log(daemon))
     assert cluster.holders(VIP) == [1]
     stopped = time.time()
     assert cluster.stop(daemon, stop_signal) == 0, last_lines(cluster.log(daemon))

@@ -488,7 +488,7 @@ def test_an_advert_received_after_the_deadline_does_not_undo_the_takeover(clock,
     assert [p.reason for p in b.publisher.published][-1] == "master_down"
 
 
-def test_a_takeover_sends_every_advert_before_any_address_is_added(clock, segment):
+def test_a_takeover_sends_every_advert_before_any_address_is_added(clock, segment, monkeypatch):
     configs = [
         config(2, vhid=v, advskew=100, addresses=(ipaddress.ip_interface(f"192.0.2.{v}/32"),))
         for v in range(101, 111)
@@ -497,11 +497,17 @@ def test_a_takeover_sends_every_advert_before_any_address_is_added(clock, segmen
     start(b)
     order: list[str] = []
     real_send, real_add = b.links[0].send, b.addresses.add
-    b.links[0].send = lambda vhid, payload: (order.append("advert"), real_send(vhid, payload))
-    b.addresses.add = lambda interface, addresses: (
-        order.append("add"),
-        real_add(interface, addresses),
-    )
+
+    def send(vhid: int, payload: bytes) -> None:
+        order.append("advert")
+        real_send(vhid, payload)
+
+    def add(interface: str, addresses) -> None:
+        order.append("add")
+        real_add(interface, addresses)
+
+    monkeypatch.setattr(b.links[0], "send", send)
+    monkeypatch.setattr(b.addresses, "add", add)
     run_for(clock, [b], 3.5)
     assert all(b.state(v) == State.MASTER for v in range(101, 111))
     first_add = order.index("add")
@@ -518,6 +524,7 @@ def test_an_advert_is_due_an_interval_after_the_last_was_due_not_after_a_late_wa
     # Wake 30 ms late for each of ten adverts: without drift they still come once a second.
     for _ in range(10):
         due = a.runner._time_to_next(clock.now)
+        assert due is not None
         clock.advance(due + 0.03)
         a.runner.step(max_wait=0)
     assert len(a.links[0].sent) == sent + 10

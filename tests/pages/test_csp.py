@@ -85,7 +85,7 @@ def test_every_response_carries_a_policy_that_allows_nothing_inline(client: Clie
 def history(alias: IPAlias, nodes: list[Node]) -> None:
     """node2 took VHID 1 over: the cluster page's timeline then has a MASTER span."""
     Transition.objects.create(
-        node=nodes[1], vhid=1, interface="eth0", from_state="backup", to_state="master",
+        node=nodes[1], vhid=1, interface="eth0", from_state="BACKUP", to_state="MASTER",
         reason="master_down",
     )  # fmt: skip
 
