@@ -271,6 +271,10 @@ class DesiredNode:
     maintenance: bool
     vhosts: tuple[DesiredVirtualHost, ...] = ()
     left_out: tuple[LeftOutAlias, ...] = ()
+    # (interface, vhid) of the enabled aliases this node is not a member of: a
+    # virtual host it stops running that is not among them is going away on every
+    # node (disabled or deleted), so it stops without a bow-out.
+    elsewhere: frozenset[tuple[str, int]] = frozenset()
 
 
 UNDECRYPTABLE_CAUSE = (
@@ -320,8 +324,18 @@ def desired_node(node_name: str) -> DesiredNode:
                 password=password,
             )
         )
+    elsewhere = (
+        IPAlias.objects.filter(enabled=True)
+        .exclude(priorities__node__name=node_name)
+        .values_list("interface", "vhid")
+    )
     return DesiredNode(
-        node_name, node["address"], node["maintenance"], tuple(vhosts), tuple(left_out)
+        node_name,
+        node["address"],
+        node["maintenance"],
+        tuple(vhosts),
+        tuple(left_out),
+        frozenset(elsewhere),
     )
 
 

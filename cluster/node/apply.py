@@ -44,6 +44,8 @@ class NodeConfig:
     maintenance: bool
     version: str
     problems: tuple[ConfigProblem, ...] = ()
+    # The virtual hosts that other nodes run (services.DesiredNode.elsewhere).
+    elsewhere: frozenset[tuple[str, int]] = frozenset()
 
     @property
     def interfaces(self) -> frozenset[str]:
@@ -113,6 +115,7 @@ def node_config(desired: services.DesiredNode) -> NodeConfig:
         desired.maintenance,
         config_version(desired),
         tuple(problems),
+        desired.elsewhere,
     )
 
 

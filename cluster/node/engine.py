@@ -238,7 +238,7 @@ class Engine:
                 self._restart_missing(wanted)
                 return False
             self.ports.watch(wanted.interfaces)
-            self.runner.reconfigure(wanted.vhosts)
+            self.runner.reconfigure(wanted.vhosts, retired=self._retired(wanted, source))
             if wanted.maintenance != self.maintenance:
                 level = MAINTENANCE_DEMOTION if wanted.maintenance else 0
                 self.runner.set_demotion(SOURCE_MAINTENANCE, level, "maintenance")
@@ -254,6 +254,18 @@ class Engine:
             extra={"event": "config", "version": wanted.version, "source": source},
         )
         return True
+
+    def _retired(self, wanted: NodeConfig, source: str) -> frozenset[tuple[str, int]]:
+        """The virtual hosts this node stops that no other node runs either: their
+        alias was disabled or deleted, so they stop without a bow-out (no backup
+        takes them over in the moment before it applies the same change). One that
+        moved to other nodes bows out, so that they take over at once. Only the
+        database knows which is which: from the local copy, everything bows out."""
+        if self.applied is None or source != "database":
+            return frozenset()
+        before = {(v.interface, v.vhid) for v in self.applied.vhosts}
+        now = {(v.interface, v.vhid) for v in wanted.vhosts}
+        return frozenset(before - now - wanted.elsewhere)
 
     def _restart_missing(self, wanted: NodeConfig) -> None:
         """Hand the runner the applied configuration again when one of its virtual

@@ -466,9 +466,9 @@ def test_converge_skips_a_configuration_it_already_applied(make_engine, monkeypa
     calls = []
     real = engine.runner.reconfigure
 
-    def spy(configs):
+    def spy(configs, retired=()):
         calls.append(configs)
-        real(configs)
+        real(configs, retired)
 
     monkeypatch.setattr(engine.runner, "reconfigure", spy)
     engine.start()
@@ -895,3 +895,35 @@ def test_a_worker_started_while_the_database_is_down_serves_its_local_copy_then_
     )
     wait_until(lambda: engine.saved_version == engine.applied.version, 5, what="the new copy")
     assert [v.vhid for v in engine.store.load().vhosts] == [42, 43]
+
+
+# ---- a virtual host that goes away everywhere stops without a bow-out -------------------
+@pytest.mark.django_db(transaction=True)
+def test_an_alias_disabled_everywhere_is_retired_and_one_moved_away_is_not(
+    make_engine, monkeypatch
+):
+    # converge() alone, as the apply task calls it: no engine threads to write the
+    # database beside the test (SQLite locks the table).
+    make_nodes(3)
+    alias42 = make_alias(42)  # node1 and node2 (tests.factories)
+    alias43 = make_alias(43)
+    engine = make_engine(apply.read_database)
+    calls: list[frozenset[tuple[str, int]]] = []
+
+    def spy(configs, retired=()):
+        calls.append(frozenset(retired))
+
+    monkeypatch.setattr(engine.runner, "reconfigure", spy)
+    engine.converge()
+    assert calls == [frozenset()]
+    # Disabled: no node runs vhid 42 any more, so node1 stops it silently.
+    services.update_alias(None, alias42, {"enabled": False}, partial=True)
+    engine.converge()
+    assert calls[-1] == {("eth0", 42)}
+    # node1 leaves vhid 43, which node2 and node3 keep: node1 bows out.
+    primary = {"node": "node2", "priority": "primary"}
+    secondary = {"node": "node3", "priority": "secondary"}
+    services.update_alias(None, alias43, {"priorities": [primary, secondary]}, partial=True)
+    engine.converge()
+    assert len(calls) == 3
+    assert calls[-1] == frozenset()
