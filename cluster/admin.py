@@ -29,8 +29,8 @@ from django.urls import reverse
 from knox.models import AuthToken
 
 from cluster import access, services
-from cluster.choices import Role
-from cluster.forms import NOT_A_MEMBER, PRIORITY_CHOICES
+from cluster.choices import PASSWORD_MAX_BYTES, Role
+from cluster.forms import NOT_A_MEMBER, PRIORITY_CHOICES, without_nul_check
 from cluster.models import AliasAddress, AliasPriority, AuditEntry, IPAlias, Node, Transition
 
 PRIORITY_PREFIX = "priority__"
@@ -49,6 +49,8 @@ class ServiceField(forms.CharField):
     def __init__(self, *, number: bool = False, **kwargs: Any) -> None:
         kwargs.setdefault("widget", forms.NumberInput() if number else forms.TextInput())
         super().__init__(**kwargs)
+        # A NUL too is the service's to refuse, in the page's and the API's words.
+        without_nul_check(self)
 
     def to_python(self, value: Any) -> str | None:
         text = super().to_python(value)
@@ -86,7 +88,7 @@ class AliasAdminForm(ServiceForm):
         required=False,
         strip=False,
         widget=forms.PasswordInput(render_value=False),
-        help_text="At most 19 bytes. Leave blank to keep the current password.",
+        help_text=f"At most {PASSWORD_MAX_BYTES} bytes. Leave blank to keep the current password.",
     )
     addresses = ServiceField(
         widget=forms.Textarea(attrs={"rows": 3}),
@@ -103,7 +105,7 @@ class AliasAdminForm(ServiceForm):
             # On add the password is required (the service says so when blank).
             password = self.fields["password"]
             password.required = True
-            password.help_text = "At most 19 bytes. It is never shown again."
+            password.help_text = f"At most {PASSWORD_MAX_BYTES} bytes. It is never shown again."
         if self.instance.pk is not None and not self.is_bound:
             data = services.alias_form_data(self.instance)
             self.initial["addresses"] = "\n".join(data["addresses"])

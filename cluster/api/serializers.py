@@ -85,7 +85,8 @@ class AliasSerializer(ServiceInput, serializers.Serializer[IPAlias]):
         # maxLength counts characters; the rule counts UTF-8 bytes, which are never fewer.
         max_length=choices.PASSWORD_MAX_BYTES,
         style={"input_type": "password"},
-        help_text="At most 19 bytes. Required on create; blank or absent on update keeps it.",
+        help_text=f"At most {choices.PASSWORD_MAX_BYTES} bytes. Required on create; blank or"
+        " absent on update keeps it.",
     )
     addresses = serializers.ListField(
         child=serializers.CharField(),
