@@ -245,6 +245,8 @@ class DesiredVirtualHost:
     preempt: bool
     addresses: tuple[str, ...]
     password: str = field(repr=False)
+    # The other members' own addresses: the only sources its adverts may come from.
+    peers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -298,6 +300,12 @@ def desired_node(node_name: str) -> DesiredNode:
         .order_by("alias__interface", "alias__vhid")
     )
     views = alias_views([row.alias for row in rows])
+    members: dict[int, list[str]] = {}
+    for alias_id, member, address in AliasPriority.objects.filter(
+        alias_id__in=views
+    ).values_list("alias_id", "node__name", "node__address"):
+        if member != node_name:
+            members.setdefault(alias_id, []).append(address)
     vhosts: list[DesiredVirtualHost] = []
     left_out: list[LeftOutAlias] = []
     for row in rows:
@@ -322,6 +330,7 @@ def desired_node(node_name: str) -> DesiredNode:
                 preempt=alias.preempt,
                 addresses=tuple(views[alias.pk].addresses),
                 password=password,
+                peers=tuple(sorted(members.get(alias.pk, []))),
             )
         )
     elsewhere = (

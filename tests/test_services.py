@@ -276,6 +276,7 @@ def test_a_node_is_told_its_enabled_virtual_hosts_with_their_secrets() -> None:
                 preempt=True,
                 addresses=("192.0.2.42/24", "2001:db8::42/64"),
                 password=ALIAS_SECRET,
+                peers=(Node.objects.get(name="node1").address,),
             ),
         ),
     )

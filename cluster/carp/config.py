@@ -150,6 +150,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--facility",
         help="accepted for ucarp compatibility: the log goes to stderr (journald/syslog)",
     )
+    run.add_argument(
+        "--peer-only",
+        dest="peers",
+        metavar="ADDR",
+        action="append",
+        default=[],
+        help="accept adverts only from this peer address (repeatable); replayed"
+        " adverts (a counter already seen from that peer) are dropped too",
+    )
+    run.add_argument(
+        "--strict-counters",
+        action="store_true",
+        default=None,
+        help="with --peer-only: the peers count up (this daemon, FreeBSD): refuse any"
+        " counter not above the last one accepted (not for ucarp, whose counters are"
+        " random)",
+    )
     run.add_argument("--config", help="TOML or JSON file with many virtual hosts")
     run.add_argument("--log-format", choices=("text", "json"), default="text")
     run.add_argument(
@@ -248,7 +265,7 @@ def _password(entry: dict[str, Any], where: str) -> bytes:
 # The keys of a [[vhost]] table; the top level may hold them too, as defaults.
 VHOST_KEYS = frozenset(
     {"vhid", "interface", "srcip", "password", "passfile", "addresses", "advbase", "advskew",
-     "preempt"}
+     "preempt", "peers", "strict_counters"}
 )  # fmt: skip
 TOP_LEVEL_KEYS = VHOST_KEYS | {"upscript", "downscript", "vhost", "vhosts"}
 
@@ -294,6 +311,10 @@ def _vhost(entry: dict[str, Any], defaults: dict[str, Any], where: str) -> Virtu
         if address.ip in srcips:
             # Stopping (even in BACKUP) removes the VIPs: it would take the node's address.
             raise ConfigError(f"{where}: {address.ip} is this node's own address (--srcip)")
+    peers = frozenset(parse_ip(str(p)) for p in _as_list(merged.get("peers")))
+    strict = _bool(merged, "strict_counters", False, where)
+    if strict and not peers:
+        raise ConfigError(f"{where}: strict_counters (--strict-counters) needs peers")
     return VirtualHostConfig(
         vhid=_int(merged, "vhid", 0, where),
         interface=str(merged["interface"]),
@@ -303,6 +324,8 @@ def _vhost(entry: dict[str, Any], defaults: dict[str, Any], where: str) -> Virtu
         advskew=_int(merged, "advskew", 0, where),
         preempt=_bool(merged, "preempt", True, where),
         src_ip=choose_source(srcips, addresses),
+        peers=peers,
+        strict_counters=strict,
     )
 
 
@@ -324,6 +347,8 @@ def vhost_to_data(config: VirtualHostConfig) -> dict[str, Any]:
         "advbase": config.advbase,
         "advskew": config.advskew,
         "preempt": config.preempt,
+        "peers": sorted(str(p) for p in config.peers),
+        "strict_counters": config.strict_counters,
     }
 
 
@@ -342,6 +367,8 @@ def _cli_defaults(args: argparse.Namespace) -> dict[str, Any]:
         "preempt": args.preempt,
         "password": args.password,
         "passfile": args.passfile,
+        "peers": args.peers or None,
+        "strict_counters": args.strict_counters,
     }
 
 

@@ -23,12 +23,12 @@ may be called from any thread; everything else belongs to the loop's thread.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import heapq
 import logging
 import os
 import queue
-import random
 import select
 import subprocess
 import tempfile
@@ -36,7 +36,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cluster.carp import wire
@@ -261,6 +261,48 @@ class _Host:
     master: IPAddress | None = None
     # (master, advertised advskew, demote) as last told to the publisher's `changed`.
     reported: tuple[IPAddress | None, int, int] | None = None
+    # The counters accepted per sender, for the replay check (config.peers only).
+    counters: dict[IPAddress, CounterWindow] = field(default_factory=dict)
+
+
+REPLAY_WINDOW = 256  # recent counters remembered per sender when counters are not strict
+
+
+class CounterWindow:
+    """The adverts' counters accepted from one sender (CARP.md: the HMAC covers the
+    counter, but nothing checks it). Strict: a counter must be above the last one
+    accepted (senders that count up from a clock-derived start: our own nodes, so
+    a restarted one is newer at once). Otherwise the recent counters are refused
+    again, and any other is taken (ucarp sends random ones)."""
+
+    def __init__(self) -> None:
+        self.last: int | None = None
+        self.recent: collections.deque[int] = collections.deque(maxlen=REPLAY_WINDOW)
+        self._seen: set[int] = set()
+
+    def accept(self, counter: int, strict: bool) -> bool:
+        if strict:
+            if self.last is not None and counter <= self.last:
+                return False
+        elif counter in self._seen:
+            return False
+        self.last = counter
+        if len(self.recent) == self.recent.maxlen:
+            self._seen.discard(self.recent[0])
+        self.recent.append(counter)
+        self._seen.add(counter)
+        return True
+
+
+def counter_start(now: float) -> int:
+    """Where a virtual host's advert counter starts: the wall clock in 1/2^24 s.
+
+    FreeBSD starts at a random value; a start derived from the clock is as
+    unpredictable to nobody that matters and lets a peer that checks counters
+    (`CounterWindow`, strict) accept a restarted node at its first advert: the
+    new start is above every counter the previous run could have reached (2^24
+    adverts per second of uptime)."""
+    return int(now * 2**24) & _COUNTER_MASK
 
 
 class Runner:
@@ -279,7 +321,6 @@ class Runner:
         link_state: LinkStateSource | None = None,
         link_state_of: LinkStateReader | None = None,
         neutral: bool = False,
-        rng: random.Random | None = None,
     ) -> None:
         self._open_link = open_link
         self.addresses = addresses
@@ -290,7 +331,6 @@ class Runner:
         self.link_state = link_state
         self.link_state_of = link_state_of
         self.neutral = neutral
-        self._rng = rng or random.SystemRandom()
         self._initial = list(configs)
         self._hosts: dict[HostKey, _Host] = {}
         self._links: dict[tuple[str, IPAddress], PacketLink] = {}
@@ -585,6 +625,16 @@ class Runner:
                     },
                 )
             return
+        peers = host.config.peers
+        if peers and packet.source not in peers:
+            # The HMAC does not cover the source, advbase, advskew or demote: an advert
+            # replayed or rewritten from another address would pass it (CARP.md).
+            self._drop(
+                wire.DecodeFailure.NOT_MEMBER,
+                packet,
+                f"vhid {advert.vhid}: {packet.source} is not a member",
+            )
+            return
         if not wire.verify_hmac(advert, host.config.password, host.config.addresses):
             self._drop(
                 wire.DecodeFailure.BAD_HMAC,
@@ -592,6 +642,15 @@ class Runner:
                 f"vhid {advert.vhid}: password or addresses differ",
             )
             return
+        if peers:
+            window = host.counters.setdefault(packet.source, CounterWindow())
+            if not window.accept(advert.counter, host.config.strict_counters):
+                self._drop(
+                    wire.DecodeFailure.REPLAY,
+                    packet,
+                    f"vhid {advert.vhid}: counter {advert.counter:#x} already seen",
+                )
+                return
         host.adverts_received += 1
         self._handle(host, AdvertReceived(advert, packet.source), now)
 
@@ -891,7 +950,7 @@ class Runner:
             config=config,
             machine=VirtualHost(config, link_up=self._read_link(config.interface)),
             link_key=link_key,
-            counter=self._rng.getrandbits(64),
+            counter=counter_start(time.time()),
         )
         self._hosts[key] = host
         demotion = self._demotion()

@@ -129,6 +129,14 @@ class VirtualHostConfig:
     advskew: int = 0
     preempt: bool = True
     src_ip: IPAddress | None = None
+    # Adverts are accepted only from these sources (the other members' own
+    # addresses); empty: from anyone, as ucarp and the BSDs do. With `peers`, an
+    # advert whose counter was already accepted from its sender is a replay:
+    # `strict_counters` (peers that count up from a clock-derived start, as our own
+    # nodes do) refuses any counter not above the last one accepted; otherwise only
+    # the sender's recent counters are refused (ucarp sends random ones).
+    peers: frozenset[IPAddress] = frozenset()
+    strict_counters: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.vhid <= 255:

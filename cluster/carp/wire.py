@@ -86,6 +86,8 @@ class DecodeFailure(enum.StrEnum):
     # Checked by the caller with the IP layer and the configured vhosts:
     BAD_TTL = "bad_ttl"
     WRONG_VHID = "wrong_vhid"
+    NOT_MEMBER = "not_member"  # a source outside the virtual host's peers
+    REPLAY = "replay"  # a counter already accepted from that sender
 
 
 class DecodeError(ValueError):

@@ -86,6 +86,10 @@ def _plain(vhost: services.DesiredVirtualHost, address: str) -> dict[str, Any]:
         "advbase": vhost.advbase,
         "advskew": vhost.advskew,
         "preempt": vhost.preempt,
+        # Hardening: adverts only from the other members, and no counter twice; our
+        # nodes count up from a clock-derived start, so the check can be strict.
+        "peers": list(vhost.peers),
+        "strict_counters": bool(vhost.peers),
     }
 
 

@@ -38,7 +38,7 @@ def in_backup(cluster: Cluster, proc: Proc) -> Proc:
     one the test describes.
     """
     wait_until(
-        lambda: re.search(r"init.{1,40}backup", cluster.log(proc)), 10, what="the daemon in BACKUP"
+        lambda: re.search(r"INIT.{1,40}BACKUP", cluster.log(proc)), 10, what="the daemon in BACKUP"
     )
     return proc
 
