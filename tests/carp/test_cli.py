@@ -301,3 +301,22 @@ def test_a_srcip_that_is_not_an_address_of_the_node_is_reported_before_starting(
         "vhid 1: --srcip 192.0.2.99 is not an address of this node, so no advert could be sent"
         " from it"
     )
+
+
+def test_peer_only_takes_adverts_from_the_named_peers_only():
+    (config,) = configs(
+        "-i", "eth0", "-s", "192.0.2.11", "-v", "42", "-p", "s3cret", "-a", "192.0.2.100",
+        "--peer-only", "192.0.2.12", "--peer-only", "192.0.2.13", "--strict-counters",
+    )  # fmt: skip
+    assert config.peers == {ipaddress.ip_address("192.0.2.12"), ipaddress.ip_address("192.0.2.13")}
+    assert config.strict_counters is True
+    (plain,) = configs("-i", "eth0", "-s", "192.0.2.11", "-v", "42", "-p", "x", "-a", "192.0.2.100")
+    assert (plain.peers, plain.strict_counters) == (frozenset(), False)
+
+
+def test_strict_counters_without_peers_is_refused():
+    with pytest.raises(ConfigError, match=r"strict_counters \(--strict-counters\) needs peers"):
+        configs(
+            "-i", "eth0", "-s", "192.0.2.11", "-v", "42", "-p", "x", "-a", "192.0.2.100",
+            "--strict-counters",
+        )  # fmt: skip

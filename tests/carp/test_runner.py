@@ -18,7 +18,7 @@ from cluster.carp.fakes import (
     FakeLink,
     FakePublisher,
 )
-from cluster.carp.runner import Hooks, Runner
+from cluster.carp.runner import Hooks, Runner, counter_start
 from cluster.carp.types import DemotionSource, IPAddress, Reason, State, VirtualHostConfig
 
 VIP = ipaddress.ip_interface("192.0.2.100/32")
@@ -704,3 +704,78 @@ def test_a_master_demoted_by_a_link_down_elsewhere_records_link_down_and_the_lin
     # The vhost on eth0 itself went to INIT for its own link, not for a demotion.
     own = next(p for p in reversed(a.publisher.published) if p.vhid == 42)
     assert (own.state, own.reason, own.source) == (State.INIT, Reason.LINK_DOWN, "")
+
+
+# ---- adverts only from members, and no counter twice (hardening) -------------------------
+MEMBER = ipaddress.ip_address("192.0.2.12")
+STRANGER = ipaddress.ip_address("192.0.2.66")
+
+
+def guarded(strict: bool = True) -> VirtualHostConfig:
+    return config(1, advskew=100, peers=frozenset({MEMBER}), strict_counters=strict)
+
+
+def advert_from_member(counter: int, advskew: int = 0) -> bytes:
+    return wire.encode(42, 1, advskew, 0, counter, PASSWORD, [VIP])
+
+
+def test_an_advert_from_a_source_that_is_not_a_member_is_dropped_and_counted(clock, segment):
+    a = Node(segment, clock, [guarded()])
+    start(a)
+    # A replay of the member's own advert from another address: it passes the HMAC.
+    a.links[0].inject(advert_from_member(7), STRANGER)
+    a.runner.step(max_wait=0)
+    assert a.runner.drops["not_member"] == 1
+    assert a.runner.snapshot().hosts[0].adverts_received == 0
+
+
+def test_a_counter_already_accepted_from_a_member_is_a_replay(clock, segment):
+    a = Node(segment, clock, [guarded()])
+    start(a)
+    for counter in (100, 101, 101, 50):
+        a.links[0].inject(advert_from_member(counter), MEMBER)
+    a.runner.step(max_wait=0)
+    assert a.runner.drops["replay"] == 2
+    assert a.runner.snapshot().hosts[0].adverts_received == 2
+
+
+def test_a_replayed_bow_out_cannot_take_the_vip_from_a_live_master(clock, segment):
+    # A sniffed advert rewritten into a bow-out keeps its counter (the HMAC covers it).
+    a = Node(segment, clock, [guarded()])
+    start(a)
+    a.links[0].inject(advert_from_member(100), MEMBER)
+    a.links[0].inject(wire.encode(42, 255, 255, 0, 100, PASSWORD, [VIP]), MEMBER)
+    run_for(clock, [a], 1)
+    assert a.state() == State.BACKUP
+    assert a.runner.drops["replay"] == 1
+
+
+def test_a_member_that_restarts_is_accepted_at_its_first_advert(clock, segment):
+    a = Node(segment, clock, [guarded()])
+    start(a)
+    a.links[0].inject(advert_from_member(counter_start(1_700_000_000.0)), MEMBER)
+    # The member restarts ten seconds later: its counter starts from the clock again.
+    a.links[0].inject(advert_from_member(counter_start(1_700_000_010.0)), MEMBER)
+    a.runner.step(max_wait=0)
+    assert a.runner.drops["replay"] == 0
+    assert a.runner.snapshot().hosts[0].adverts_received == 2
+
+
+def test_without_strict_counters_random_ones_pass_and_a_repeat_does_not(clock, segment):
+    # ucarp sends a random counter in every advert until it hears a peer.
+    a = Node(segment, clock, [guarded(strict=False)])
+    start(a)
+    for counter in (9_000, 12, 77_777, 12):
+        a.links[0].inject(advert_from_member(counter), MEMBER)
+    a.runner.step(max_wait=0)
+    assert a.runner.drops["replay"] == 1
+    assert a.runner.snapshot().hosts[0].adverts_received == 3
+
+
+def test_without_peers_every_source_and_counter_is_taken_as_ucarp_and_the_bsds_do(clock, segment):
+    a = Node(segment, clock, [config(1, advskew=100)])
+    start(a)
+    for counter in (5, 5):
+        a.links[0].inject(advert_from_member(counter), STRANGER)
+    a.runner.step(max_wait=0)
+    assert a.runner.snapshot().hosts[0].adverts_received == 2
