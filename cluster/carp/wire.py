@@ -132,6 +132,10 @@ def hmac_message(vhid: int, addresses: Iterable[AddressLike], counter: int) -> b
     FreeBSD 10+ hashes every address like this; ucarp hashes its one IPv4 address.
     """
     ips = [host_ip(a) for a in addresses]
+    for ip in ips:
+        if not isinstance(ip, ipaddress.IPv4Address | ipaddress.IPv6Address):
+            # A string would be left out of the hash silently: a wrong HMAC, not an error.
+            raise TypeError(f"not an IP address object: {ip!r}")
     v4 = sorted(a for a in ips if isinstance(a, ipaddress.IPv4Address))
     v6 = sorted(a for a in ips if isinstance(a, ipaddress.IPv6Address))
     return b"".join(

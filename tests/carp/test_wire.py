@@ -310,3 +310,8 @@ def test_the_hmac_covers_vhid_counter_and_digest(fields, password, addresses, of
     with pytest.raises(wire.DecodeError) as info:
         wire.decode(_with_checksum(data), password, addresses)
     assert info.value.reason is wire.DecodeFailure.BAD_HMAC
+
+
+def test_an_address_given_as_text_is_refused_not_left_out_of_the_hmac():
+    with pytest.raises(TypeError, match="not an IP address object"):
+        wire.encode(42, 1, 0, 0, 7, b"s3cret", ["192.0.2.100"])  # type: ignore[list-item]
