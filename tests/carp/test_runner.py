@@ -711,7 +711,7 @@ MEMBER = ipaddress.ip_address("192.0.2.12")
 STRANGER = ipaddress.ip_address("192.0.2.66")
 
 
-def guarded(strict: bool = True) -> VirtualHostConfig:
+def guarded(strict: bool = True):
     return config(1, advskew=100, peers=frozenset({MEMBER}), strict_counters=strict)
 
 
