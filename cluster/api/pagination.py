@@ -36,6 +36,14 @@ class StandardPagination(PageNumberPagination):
             raise ValidationError({self.page_size_query_param: [self.page_size_message]})
         return size
 
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> Any:
+        # DRF reads an empty ``?page=`` as the first page; it is not a page number.
+        if request.query_params.get(self.page_query_param) == "":
+            raise ValidationError({self.page_query_param: [self.page_message]})
+        return super().paginate_queryset(queryset, request, view)
+
+    page_message = "Page must be a whole number from 1."
+
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
         parameters: list[dict[str, Any]] = super().get_schema_operation_parameters(view)
         for parameter in parameters:

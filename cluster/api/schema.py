@@ -19,6 +19,7 @@ from typing import Any
 
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.plumbing import ResolvedComponent
+from rest_framework.permissions import AllowAny
 
 DETAIL = {
     "type": "object",
@@ -56,7 +57,7 @@ class AutoSchema(SpectacularAutoSchema):
         codes = {
             "400": "requestBody" in operation or bool(query),
             "401": bool(self.view.get_authenticators()),
-            "403": bool(self.view.get_permissions()),
+            "403": self._needs_permission(),
             "404": any(p.get("in") == "path" for p in parameters) or "page" in query,
             "429": bool(self.view.get_throttles()),
         }
@@ -66,10 +67,13 @@ class AutoSchema(SpectacularAutoSchema):
                 responses[code] = self._error_response(code)
         return operation
 
+    def _needs_permission(self) -> bool:
+        return any(not isinstance(p, AllowAny) for p in self.view.get_permissions())
+
     def get_auth(self) -> list[dict[str, Any]]:
         auths: list[dict[str, Any]] = super().get_auth()
-        if auths and not self.view.get_permissions():
-            # A view open to all (the token endpoint) takes credentials but needs none.
+        if not self._needs_permission():
+            # A view open to all (the token endpoint) needs no credentials.
             auths.append({})
         return auths
 

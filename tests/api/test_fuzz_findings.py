@@ -69,3 +69,9 @@ def test_a_priority_naming_a_node_with_a_nul_is_refused(
     assert response.status_code == 400
     assert response.json() == {"priorities": ["There is no node named 'node\x002'."]}
     assert not IPAlias.objects.exists()
+
+
+def test_an_empty_page_number_is_a_400_naming_it(admin_api) -> None:
+    response = admin_api.get("/api/v1/aliases/?page=")
+    assert response.status_code == 400
+    assert response.json() == {"page": ["Page must be a whole number from 1."]}
