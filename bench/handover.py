@@ -32,8 +32,10 @@ with two or more holders, the time until the best live node holds the VIP
 alone (from the signal, the demotion or the start; for a start, also from the
 best node's own "starting" log line), state transitions (VIP added or
 removed on a node), preemptions (a node adds the VIP while another live node
-holds it) and the gratuitous ARPs on the bridge, as median and p95 over the
-trials. Targets: at most 20 ms with two or more holders per handover, the best
+holds it: one is the handover itself after a demotion or a half-start) and the
+gratuitous ARPs on the bridge (also per takeover: the frames a node sent over
+its takeovers, the worst node), as median and p95 over the trials. Targets:
+at most 20 ms with two or more holders per handover, the best
 live node alone within its master-down interval plus one advert interval
 (3 x advbase + advskew/256 + advbase + advskew/256; for a crash, from the dead
 master's last advert), at most 2 gratuitous ARPs per takeover, and a graceful
