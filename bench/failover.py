@@ -21,89 +21,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ipaddress
 import json
 import os
-import select
 import shutil
 import signal
-import socket
-import statistics
-import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.carp.netns import Capture, Cluster, in_netns, node_ip, sh, wait_until
+from netwatch import AddressMonitor, median, p95
+
+from tests.carp.netns import Capture, Cluster, node_ip, sh, wait_until
 
 VIP = "192.0.2.100"
 PRIMARY, BACKUP = 1, 2
 ADVBASE = 1
 SKEWS = {PRIMARY: 0, BACKUP: 100}
 MASTER_DOWN = 3 * ADVBASE + SKEWS[BACKUP] / 256  # the Backup's, CARP.md
-RTMGRP_IPV4_IFADDR = 0x10
-RTM_NEWADDR = 20
-IFA_ADDRESS, IFA_LOCAL = 1, 2
-
-
-class AddressMonitor:
-    """Times when addresses appear in one namespace (an rtnetlink socket made there)."""
-
-    def __init__(self, namespace: str) -> None:
-        def open_socket() -> socket.socket:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-            sock.bind((0, RTMGRP_IPV4_IFADDR))
-            return sock
-
-        self.sock = in_netns(namespace, open_socket)
-        self.events: list[tuple[float, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            ready, _, _ = select.select([self.sock], [], [], 0.1)
-            if not ready:
-                continue
-            data = self.sock.recv(65536)
-            stamp = time.time()
-            offset = 0
-            while offset + 16 <= len(data):
-                length, kind = struct.unpack_from("=IH", data, offset)
-                if length < 16:
-                    break
-                if kind == RTM_NEWADDR:
-                    self._parse(stamp, data[offset + 16 : offset + length])
-                offset += (length + 3) & ~3
-
-    def _parse(self, stamp: float, body: bytes) -> None:
-        offset = 8  # struct ifaddrmsg
-        while offset + 4 <= len(body):
-            length, kind = struct.unpack_from("=HH", body, offset)
-            if length < 4:
-                return
-            if kind in (IFA_ADDRESS, IFA_LOCAL) and length == 8:
-                self.events.append(
-                    (stamp, str(ipaddress.IPv4Address(body[offset + 4 : offset + 8])))
-                )
-                return
-            offset += (length + 3) & ~3
-
-    def first(self, address: str, since: float) -> float | None:
-        times = [t for t, a in list(self.events) if a == address and t >= since]
-        return min(times) if times else None
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self.sock.close()
 
 
 @dataclass
@@ -116,17 +55,6 @@ class Trial:
     garp_at: float | None
     bound: float | None  # master-down interval after the last advert, from the signal
     within: bool | None  # crash: handover <= bound + 50 ms
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def p95(values: list[float]) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
 class Scenario:
