@@ -67,7 +67,10 @@ def test_support_can_view_but_not_change(sam: Client, alias: IPAlias) -> None:
     assert page.status_code == 200
     html = page.content.decode()
     assert "192.0.2.42/24" in html
-    assert "node1 Primary (0), node2 Secondary (26)" in html
+    assert (
+        "node1 Primary (0: adverts every 1 s, master down after 3 s), "
+        "node2 Secondary (26: adverts every 1.102 s, master down after 3.102 s)"
+    ) in html
     assert 'name="_save"' not in html
     assert sam.get("/admin/cluster/ipalias/add/").status_code == 403
     assert sam.post("/admin/cluster/ipalias/add/", form()).status_code == 403
@@ -185,7 +188,7 @@ def test_nobody_edits_the_audit_log(alice: Client, alias: IPAlias) -> None:
         # Django's own words ("This field is required.", "Ensure this value is
         # greater than or equal to 0.") must not replace the service's.
         ({"interface": ""}, ["Interface is required."]),
-        ({"advbase": "-1"}, ["Advbase must be between 1 and 255."]),
+        ({"advbase": "-1"}, ["Advbase must be between 0 and 255."]),
         ({"vhid": "abc"}, ["VHID must be a whole number."]),
         ({"addresses": ""}, ["At least one address is required."]),
         # Every problem at once, as on the page and in the API.
