@@ -10,6 +10,7 @@ from django.test import Client
 
 from cluster.models import AuditEntry, IPAlias, Node
 from tests.factories import ALIAS_SECRET, make_alias, make_nodes, make_user
+from tests.test_subsecond import FIFTH_ON_NODE1_AND_NODE2
 
 pytestmark = pytest.mark.django_db
 
@@ -270,3 +271,33 @@ def test_users_and_tokens_open_for_both_roles(alice: Client, sam: Client) -> Non
         assert client.get("/admin/auth/user/").status_code == 200
         assert client.get("/admin/knox/authtoken/").status_code == 200
     assert sam.get("/admin/auth/user/add/").status_code == 403
+
+
+def test_the_admin_adds_a_sub_second_alias_and_shows_each_nodes_timing(
+    alice: Client, alias: IPAlias
+) -> None:
+    response = alice.post("/admin/cluster/ipalias/add/", form(advbase=0))
+    assert response.status_code == 302, response.content.decode()
+    created = IPAlias.objects.get(vhid=43)
+    expected = (
+        "node1 Backup (134: adverts every 523.4 ms, master down after 1.57 s), "
+        "node2 Primary (4: adverts every 15.6 ms, master down after 46.9 ms)"
+    )
+    assert expected in alice.get("/admin/cluster/ipalias/").content.decode()
+    change = alice.get(f"/admin/cluster/ipalias/{created.pk}/change/").content.decode()
+    assert expected in change
+    assert "0 is sub-second (OpenBSD)" in change
+    rows = alice.get("/admin/cluster/aliaspriority/").content.decode()
+    assert "adverts every 15.6 ms, master down after 46.9 ms" in rows
+
+
+def test_the_admin_refuses_a_fifth_sub_second_alias_on_a_node(
+    alice: Client, alias: IPAlias
+) -> None:
+    for number in range(1, 5):
+        make_alias(number, advbase=0)
+    response = alice.post("/admin/cluster/ipalias/add/", form(advbase=0))
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert errors["advbase"] == [FIFTH_ON_NODE1_AND_NODE2]
+    assert IPAlias.objects.count() == 5
