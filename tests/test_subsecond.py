@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 
 from cluster import services
 from cluster.models import AuditEntry, IPAlias
+from cluster.node.apply import node_config
 from tests.factories import make_alias, make_nodes
 
 pytestmark = pytest.mark.django_db
@@ -41,6 +42,17 @@ def test_the_node_host_is_told_the_sub_second_advskews() -> None:
         "node2": (0, 30),
         "node3": (0, 160),
     }
+
+
+def test_the_engine_takes_every_sub_second_virtual_host_it_is_given() -> None:
+    make_nodes(3)
+    make_alias(42, advbase=0, priorities=THREE_TIERS)
+    for name in ("node1", "node2", "node3"):
+        config = node_config(services.desired_node(name))
+        assert config.problems == ()
+        (vhost,) = config.vhosts
+        assert vhost.advbase == 0
+        assert vhost.advskew > 0
 
 
 def test_switching_an_alias_to_advbase_0_shifts_its_advskews_in_the_audit() -> None:
