@@ -30,7 +30,7 @@ from knox.models import AuthToken
 
 from cluster import access, services
 from cluster.choices import PASSWORD_MAX_BYTES, Role
-from cluster.forms import NOT_A_MEMBER, PRIORITY_CHOICES, without_nul_check
+from cluster.forms import ADVBASE_HELP, NOT_A_MEMBER, PRIORITY_CHOICES, without_nul_check
 from cluster.models import AliasAddress, AliasPriority, AuditEntry, IPAlias, Node, Transition
 
 PRIORITY_PREFIX = "priority__"
@@ -82,7 +82,7 @@ class ServiceForm(forms.ModelForm):  # type: ignore[type-arg]
 class AliasAdminForm(ServiceForm):
     vhid = ServiceField(label="VHID", number=True, help_text="1 to 255, unique on its interface.")
     interface = ServiceField()
-    advbase = ServiceField(number=True, help_text="Seconds between advertisements, 1 to 255.")
+    advbase = ServiceField(number=True, help_text=ADVBASE_HELP)
     description = ServiceField(required=False)
     password = ServiceField(
         required=False,
@@ -240,6 +240,9 @@ class IPAliasAdmin(RoleAwareAdmin):
                 )
             ]
         nodes = [PRIORITY_PREFIX + n.name for n in Node.objects.order_by("ordinal")]
+        if obj is not None:
+            # The saved priorities with each node's advert interval and master-down time.
+            nodes.append("priority_list")
         return [
             (None, {"fields": ["vhid", "interface", "advbase", "password", "description"]}),
             ("Addresses", {"fields": ["addresses"]}),
@@ -247,8 +250,9 @@ class IPAliasAdmin(RoleAwareAdmin):
                 "Priorities",
                 {
                     "fields": nodes,
-                    "description": "Exactly one Primary. The advskew is derived from the tier "
-                    "and the node's ordinal.",
+                    "description": "Exactly one Primary. The advskew is derived from the tier, "
+                    "the node's ordinal and the advbase (0 adds 4); the list of IP aliases "
+                    "shows each node's advert interval and master-down time.",
                 },
             ),
             ("Options", {"fields": ["enabled", "preempt"]}),
@@ -273,10 +277,10 @@ class IPAliasAdmin(RoleAwareAdmin):
     def address_list(self, alias: IPAlias) -> str:
         return ", ".join(a.address for a in alias.addresses.all())
 
-    @admin.display(description="priorities (advskew)")
+    @admin.display(description="priorities (advskew: timing)")
     def priority_list(self, alias: IPAlias) -> str:
         return ", ".join(
-            f"{p.node.name} {p.get_priority_display()} ({p.advskew})"
+            f"{p.node.name} {p.get_priority_display()} ({p.advskew}: {p.timing})"
             for p in sorted(alias.priorities.all(), key=lambda p: p.node.ordinal)
         )
 
@@ -324,9 +328,13 @@ class AliasAddressAdmin(ReadOnlyAdmin):
 
 @admin.register(AliasPriority)
 class AliasPriorityAdmin(ReadOnlyAdmin):
-    list_display = ["alias", "node", "priority", "advskew"]
+    list_display = ["alias", "node", "priority", "advskew", "timing"]
     list_filter = ["priority", "node"]
     list_select_related = ["alias", "node"]
+
+    @admin.display(description="advert interval and master-down time")
+    def timing(self, priority: AliasPriority) -> str:
+        return str(priority.timing)
 
 
 @admin.register(Transition)

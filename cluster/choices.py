@@ -14,9 +14,17 @@ from cluster.carp.types import MAX_PASSWORD_BYTES, Reason, State
 
 VHID_MIN: Final = 1
 VHID_MAX: Final = 255
-ADVBASE_MIN: Final = 1
+# 0 is OpenBSD's sub-second timing: the interval is advskew/256 s alone
+# (cluster.advskew shifts the derived skews so that it is never 0).
+ADVBASE_MIN: Final = 0
 ADVBASE_MAX: Final = 255
 ADVBASE_DEFAULT: Final = 1
+# How many enabled advbase-0 aliases one node may take part in. Every member
+# wakes for each advert (about 530 us of CPU in Python): the Primary's 15.6 ms
+# adverts are 64 a second, and four such aliases cost some 14 % of a core per
+# node, which a 2-core node under mail load can spare with margin. More, and a
+# busy engine risks answering late enough for a backup to take over (flapping).
+SUBSECOND_ALIASES_PER_NODE_MAX: Final = 4
 # BSD's carp(4) and ucarp both keep at most this many bytes of the passphrase.
 PASSWORD_MAX_BYTES: Final = MAX_PASSWORD_BYTES
 ORDINAL_MIN: Final = 1

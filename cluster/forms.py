@@ -17,11 +17,22 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import ProhibitNullCharactersValidator
 
 from cluster import choices
+from cluster.advskew import Timing, derive_advskew
 from cluster.models import Node
 from cluster.services import AliasData, NodeData, PriorityData
 
 NOT_A_MEMBER = ""
 PRIORITY_CHOICES = [(NOT_A_MEMBER, "— not a member —"), *choices.Priority.choices]
+# The page's and the admin's words for advbase, with the trade-off of 0.
+ADVBASE_HELP = (
+    f"Seconds between advertisements, {choices.ADVBASE_MIN} to {choices.ADVBASE_MAX}. "
+    "A backup takes over after about three of them. 0 is sub-second (OpenBSD): each node "
+    "advertises every advskew/256 s (the Primary every 15.6 ms) and failover takes about "
+    "0.2 s, but every sub-second master sends tens of adverts a second and every member "
+    "wakes for each (about 0.5 ms of CPU each in Python), so a node may take part in at most "
+    f"{choices.SUBSECOND_ALIASES_PER_NODE_MAX} enabled such aliases; leave a 2-core node "
+    "under load some margin."
+)
 
 
 def add_service_errors(form: forms.Form, error: ValidationError) -> None:
@@ -74,12 +85,7 @@ class AliasForm(forms.Form):
         number=True,
     )
     interface = text_field("The network interface that carries the addresses, e.g. eth0.")
-    advbase = text_field(
-        f"Seconds between advertisements, {choices.ADVBASE_MIN} to {choices.ADVBASE_MAX}. "
-        "A backup takes over after about three of them.",
-        label="Advbase",
-        number=True,
-    )
+    advbase = text_field(ADVBASE_HELP, label="Advbase", number=True)
     advbase.initial = choices.ADVBASE_DEFAULT
     password = without_nul_check(
         forms.CharField(
@@ -110,6 +116,8 @@ class AliasForm(forms.Form):
     # shown under the per-node selects that make up the priorities.
     priorities = forms.Field(required=False, disabled=True, label="Node priorities")
 
+    # The stability rule of advbase 0, for the page's note (cluster.choices).
+    SUBSECOND_LIMIT = choices.SUBSECOND_ALIASES_PER_NODE_MAX
     # Marked with * on the page; the service is what checks them.
     REQUIRED: tuple[str, ...] = ("vhid", "interface", "password", "addresses", "priorities")
     MAIN_FIELDS = (
@@ -158,6 +166,24 @@ class AliasForm(forms.Form):
 
     def priority_fields(self) -> list[forms.BoundField]:
         return [self[self.priority_field_name(node)] for node in self.nodes]
+
+    def priority_rows(self) -> list[tuple[forms.BoundField, Timing | None]]:
+        """Each node's select with the timing its tier gives under the advbase shown
+        (as posted, or as stored); None where either is not (yet) a valid value."""
+        try:
+            advbase: int | None = int(str(self["advbase"].value()).strip())
+        except ValueError:
+            advbase = None
+        if advbase is not None and not choices.ADVBASE_MIN <= advbase <= choices.ADVBASE_MAX:
+            advbase = None
+        rows: list[tuple[forms.BoundField, Timing | None]] = []
+        for node, field in zip(self.nodes, self.priority_fields(), strict=True):
+            tier = field.value()
+            timing = None
+            if advbase is not None and tier in choices.Priority.values:
+                timing = Timing(advbase, derive_advskew(tier, node.ordinal, advbase))
+            rows.append((field, timing))
+        return rows
 
     def service_data(self) -> AliasData:
         """The ``AliasData`` for ``services.create_alias`` / ``update_alias``."""

@@ -16,7 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from cluster import choices, crypto, validators
-from cluster.advskew import derive_advskew
+from cluster.advskew import Timing, derive_advskew
 
 
 class Node(models.Model):
@@ -156,6 +156,8 @@ class AliasPriority(models.Model):
     appears at most once per alias and exactly one row per alias is Primary
     (the database enforces "at most one"; the service enforces "exactly").
     The advskew on the wire is derived, never stored: see ``cluster.advskew``.
+    It depends on the alias's advbase too (advbase 0 shifts it), so reading it
+    loads the alias unless the row came through it (``alias.priorities.all()``).
     """
 
     alias = models.ForeignKey(IPAlias, on_delete=models.CASCADE, related_name="priorities")
@@ -180,7 +182,12 @@ class AliasPriority(models.Model):
 
     @property
     def advskew(self) -> int:
-        return derive_advskew(self.priority, self.node.ordinal)
+        return derive_advskew(self.priority, self.node.ordinal, self.alias.advbase)
+
+    @property
+    def timing(self) -> Timing:
+        """This node's advert interval and master-down time for the alias."""
+        return Timing(self.alias.advbase, self.advskew)
 
 
 class Transition(models.Model):

@@ -13,7 +13,8 @@ Input shapes (plain dicts, so a form's ``cleaned_data``, a serializer's
     AliasData = {
         "vhid": 42,                      # 1..255, unique per interface
         "interface": "eth0",
-        "advbase": 1,                    # 1..255, default 1
+        "advbase": 1,                    # 0..255, default 1; 0 = sub-second,
+                                         # on at most 4 enabled aliases per node
         "password": "s3cret",            # <= 19 bytes; required on create,
                                          # "" or missing on update = keep
         # advbase, enabled, preempt, description: missing on create = the
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, NotRequired, TypedDict
@@ -48,7 +50,7 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from cluster import access, choices, dispatch, validators
-from cluster.advskew import derive_advskew
+from cluster.advskew import Timing, derive_advskew
 from cluster.choices import AuditAction, Priority
 from cluster.crypto import PasswordDecryptionError
 from cluster.models import AliasAddress, AliasPriority, AuditEntry, IPAlias, Node, Transition
@@ -80,6 +82,7 @@ __all__ = [
     "parse_flag",
     "record_lockout",
     "revoke_token",
+    "subsecond_limit_message",
     "token_label",
     "update_account",
     "update_alias",
@@ -173,6 +176,12 @@ class PriorityView(NamedTuple):
     ordinal: int
     priority: str
     advskew: int
+    # The alias's: with the advskew it gives the node's advert and master-down times.
+    advbase: int
+
+    @property
+    def timing(self) -> Timing:
+        return Timing(self.advbase, self.advskew)
 
 
 @dataclass
@@ -191,6 +200,7 @@ def alias_views(aliases: Sequence[IPAlias]) -> dict[int, AliasView]:
     list's time. Priorities come in node ordinal order, addresses as written.
     """
     views: dict[int, AliasView] = {alias.pk: AliasView() for alias in aliases}
+    advbases = {alias.pk: alias.advbase for alias in aliases}
     addresses = AliasAddress.objects.filter(alias_id__in=views).order_by("id")
     for alias_id, ip, prefixlen in addresses.values_list("alias_id", "ip", "prefixlen"):
         views[alias_id].addresses.append(f"{ip}/{prefixlen}")
@@ -198,8 +208,9 @@ def alias_views(aliases: Sequence[IPAlias]) -> dict[int, AliasView]:
     for alias_id, name, ordinal, tier in priorities.values_list(
         "alias_id", "node__name", "node__ordinal", "priority"
     ):
+        advbase = advbases[alias_id]
         views[alias_id].priorities.append(
-            PriorityView(name, ordinal, tier, derive_advskew(tier, ordinal))
+            PriorityView(name, ordinal, tier, derive_advskew(tier, ordinal, advbase), advbase)
         )
     return views
 
@@ -296,14 +307,14 @@ def desired_node(node_name: str) -> DesiredNode:
         return DesiredNode(node_name, None, False)
     rows = (
         AliasPriority.objects.filter(node__name=node_name, alias__enabled=True)
-        .select_related("alias")
+        .select_related("alias", "node")
         .order_by("alias__interface", "alias__vhid")
     )
     views = alias_views([row.alias for row in rows])
     members: dict[int, list[str]] = {}
-    for alias_id, member, address in AliasPriority.objects.filter(
-        alias_id__in=views
-    ).values_list("alias_id", "node__name", "node__address"):
+    for alias_id, member, address in AliasPriority.objects.filter(alias_id__in=views).values_list(
+        "alias_id", "node__name", "node__address"
+    ):
         if member != node_name:
             members.setdefault(alias_id, []).append(address)
     vhosts: list[DesiredVirtualHost] = []
@@ -561,6 +572,8 @@ def validate_alias(
 
     addresses = _clean_addresses(merged.get("addresses"), alias, errors)
     priorities = _clean_priorities(merged.get("priorities"), errors)
+    if advbase == 0 and enabled:
+        _check_subsecond_load(priorities, alias, errors)
     errors.raise_if_any()
     # All are set whenever no error was recorded.
     assert vhid is not None
@@ -577,6 +590,37 @@ def validate_alias(
         addresses=addresses,
         priorities=priorities,
     )
+
+
+def subsecond_limit_message(loads: Sequence[tuple[str, int]]) -> str:
+    """The stability rule's message, naming each node at the limit and its count."""
+    limit = choices.SUBSECOND_ALIASES_PER_NODE_MAX
+    full = "; ".join(f"{name} already takes part in {count}" for name, count in loads)
+    return (
+        f"Advbase 0 (sub-second adverts) is allowed on at most {limit} enabled aliases "
+        f"per node, so that its engine keeps up with their adverts: {full}."
+    )
+
+
+def _check_subsecond_load(
+    priorities: Sequence[tuple[Node, str]], alias: IPAlias | None, errors: _Errors
+) -> None:
+    """An enabled advbase-0 alias may not bring a node past
+    ``SUBSECOND_ALIASES_PER_NODE_MAX`` of them (see ``cluster.choices``): each
+    member wakes for every one of their tens of adverts a second."""
+    nodes = {node.pk: node for node, _ in priorities}
+    others = AliasPriority.objects.filter(node_id__in=nodes, alias__advbase=0, alias__enabled=True)
+    if alias is not None:
+        others = others.exclude(alias=alias)
+    counts = Counter(others.values_list("node_id", flat=True))
+    limit = choices.SUBSECOND_ALIASES_PER_NODE_MAX
+    loads = [
+        (node.name, counts[pk])
+        for pk, node in sorted(nodes.items(), key=lambda item: item[1].ordinal)
+        if counts[pk] >= limit
+    ]
+    if loads:
+        errors.add("advbase", subsecond_limit_message(loads))
 
 
 def _clean_password(value: Any, creating: bool, errors: _Errors) -> str | None:

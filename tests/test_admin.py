@@ -10,6 +10,7 @@ from django.test import Client
 
 from cluster.models import AuditEntry, IPAlias, Node
 from tests.factories import ALIAS_SECRET, make_alias, make_nodes, make_user
+from tests.test_subsecond import FIFTH_ON_NODE1_AND_NODE2
 
 pytestmark = pytest.mark.django_db
 
@@ -67,7 +68,10 @@ def test_support_can_view_but_not_change(sam: Client, alias: IPAlias) -> None:
     assert page.status_code == 200
     html = page.content.decode()
     assert "192.0.2.42/24" in html
-    assert "node1 Primary (0), node2 Secondary (26)" in html
+    assert (
+        "node1 Primary (0: adverts every 1 s, master down after 3 s), "
+        "node2 Secondary (26: adverts every 1.102 s, master down after 3.102 s)"
+    ) in html
     assert 'name="_save"' not in html
     assert sam.get("/admin/cluster/ipalias/add/").status_code == 403
     assert sam.post("/admin/cluster/ipalias/add/", form()).status_code == 403
@@ -185,7 +189,7 @@ def test_nobody_edits_the_audit_log(alice: Client, alias: IPAlias) -> None:
         # Django's own words ("This field is required.", "Ensure this value is
         # greater than or equal to 0.") must not replace the service's.
         ({"interface": ""}, ["Interface is required."]),
-        ({"advbase": "-1"}, ["Advbase must be between 1 and 255."]),
+        ({"advbase": "-1"}, ["Advbase must be between 0 and 255."]),
         ({"vhid": "abc"}, ["VHID must be a whole number."]),
         ({"addresses": ""}, ["At least one address is required."]),
         # Every problem at once, as on the page and in the API.
@@ -267,3 +271,33 @@ def test_users_and_tokens_open_for_both_roles(alice: Client, sam: Client) -> Non
         assert client.get("/admin/auth/user/").status_code == 200
         assert client.get("/admin/knox/authtoken/").status_code == 200
     assert sam.get("/admin/auth/user/add/").status_code == 403
+
+
+def test_the_admin_adds_a_sub_second_alias_and_shows_each_nodes_timing(
+    alice: Client, alias: IPAlias
+) -> None:
+    response = alice.post("/admin/cluster/ipalias/add/", form(advbase=0))
+    assert response.status_code == 302, response.content.decode()
+    created = IPAlias.objects.get(vhid=43)
+    expected = (
+        "node1 Backup (134: adverts every 523.4 ms, master down after 1.57 s), "
+        "node2 Primary (4: adverts every 15.6 ms, master down after 46.9 ms)"
+    )
+    assert expected in alice.get("/admin/cluster/ipalias/").content.decode()
+    change = alice.get(f"/admin/cluster/ipalias/{created.pk}/change/").content.decode()
+    assert expected in change
+    assert "0 is sub-second (OpenBSD)" in change
+    rows = alice.get("/admin/cluster/aliaspriority/").content.decode()
+    assert "adverts every 15.6 ms, master down after 46.9 ms" in rows
+
+
+def test_the_admin_refuses_a_fifth_sub_second_alias_on_a_node(
+    alice: Client, alias: IPAlias
+) -> None:
+    for number in range(1, 5):
+        make_alias(number, advbase=0)
+    response = alice.post("/admin/cluster/ipalias/add/", form(advbase=0))
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert errors["advbase"] == [FIFTH_ON_NODE1_AND_NODE2]
+    assert IPAlias.objects.count() == 5

@@ -35,7 +35,18 @@ class PrioritySerializer(serializers.Serializer[dict[str, Any]]):
     )
     priority = PriorityField(help_text="primary, secondary or backup")
     advskew = serializers.IntegerField(
-        read_only=True, help_text="Derived from the tier and the node's ordinal."
+        read_only=True,
+        help_text="Derived from the tier, the node's ordinal and the alias's advbase"
+        " (advbase 0 adds 4).",
+    )
+    advert_interval_ms = serializers.FloatField(
+        read_only=True,
+        help_text="How often this node advertises as master: advbase + advskew/256 s.",
+    )
+    master_down_ms = serializers.FloatField(
+        read_only=True,
+        help_text="How long this node waits as a backup before taking over: "
+        "3 x advbase + advskew/256 s, or 3 x (advbase + advskew/256) s when advbase is 0.",
     )
 
 
@@ -75,7 +86,11 @@ class AliasSerializer(ServiceInput, serializers.Serializer[IPAlias]):
         required=False,
         min_value=choices.ADVBASE_MIN,
         max_value=choices.ADVBASE_MAX,
-        help_text="1..255 seconds. Default 1 on create; absent on update keeps it.",
+        help_text="0..255 seconds. Default 1 on create; absent on update keeps it. 0 is"
+        " sub-second (OpenBSD): each node advertises every advskew/256 s (the Primary every"
+        " 15.6 ms), failover within about 0.2 s, for tens of adverts a second of CPU on"
+        " every member; a node may take part in at most"
+        f" {choices.SUBSECOND_ALIASES_PER_NODE_MAX} enabled such aliases.",
     )
     password = serializers.CharField(
         write_only=True,
@@ -128,7 +143,13 @@ class AliasSerializer(ServiceInput, serializers.Serializer[IPAlias]):
             "advbase": instance.advbase,
             "addresses": view.addresses,
             "priorities": [
-                {"node": p.node, "priority": p.priority, "advskew": p.advskew}
+                {
+                    "node": p.node,
+                    "priority": p.priority,
+                    "advskew": p.advskew,
+                    "advert_interval_ms": p.timing.advert_interval_ms,
+                    "master_down_ms": p.timing.master_down_ms,
+                }
                 for p in view.priorities
             ],
             "enabled": instance.enabled,

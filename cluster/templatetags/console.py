@@ -52,18 +52,21 @@ def audit_value(value: Any) -> str:
 @register.filter
 @functools.cache
 def tier_badge(cell: PriorityView | None) -> SafeString:
-    """A node's tier for one alias with its derived advskew, or a dash.
+    """A node's tier for one alias with its derived advskew, or a dash; the
+    titles give its advert interval and master-down time.
 
     A cached filter rather than an included template: the IP ALIAS page shows
-    up to 255 x 9 of these, but there are only 28 different ones, and an
-    include per cell doubled the page's render time.
+    up to 255 x 9 of these, but there are only a few dozen different ones per
+    advbase in use, and an include per cell doubled the page's render time.
     """
     if cell is None:
         return mark_safe('<span class="tier tier-none" title="not a member">—</span>')
     return format_html(
-        '<span class="tier tier-{}">{}</span><span class="skew" title="advskew on the wire">'
-        "skew {}</span>",
+        '<span class="tier tier-{}" title="{}">{}</span><span class="skew" '
+        'title="advskew on the wire; {}">skew {}</span>',
         cell.priority,
+        cell.timing,
         Priority(cell.priority).label,
+        cell.timing,
         cell.advskew,
     )

@@ -36,8 +36,20 @@ def test_a_valid_alias_is_created(admin_api: APIClient, nodes: list[Node]) -> No
     assert body["vhid"] == 42
     assert body["addresses"] == ["192.0.2.42/24"]
     assert body["priorities"] == [
-        {"node": "node1", "priority": "primary", "advskew": 0},
-        {"node": "node2", "priority": "secondary", "advskew": 26},
+        {
+            "node": "node1",
+            "priority": "primary",
+            "advskew": 0,
+            "advert_interval_ms": 1000.0,
+            "master_down_ms": 3000.0,
+        },
+        {
+            "node": "node2",
+            "priority": "secondary",
+            "advskew": 26,
+            "advert_interval_ms": 1101.5625,
+            "master_down_ms": 3101.5625,
+        },
     ]
 
 
@@ -46,8 +58,8 @@ def test_a_valid_alias_is_created(admin_api: APIClient, nodes: list[Node]) -> No
     [
         ({"vhid": 0}, "vhid", "VHID must be between 1 and 255."),
         ({"vhid": 256}, "vhid", "VHID must be between 1 and 255."),
-        ({"advbase": 0}, "advbase", "Advbase must be between 1 and 255."),
-        ({"advbase": 256}, "advbase", "Advbase must be between 1 and 255."),
+        ({"advbase": -1}, "advbase", "Advbase must be between 0 and 255."),
+        ({"advbase": 256}, "advbase", "Advbase must be between 0 and 255."),
         ({"interface": "eth 0"}, "interface", "Interface must be a Linux interface name: "
          "1 to 15 letters, digits, '.', '-' or '_'."),
         ({"password": ""}, "password", "Password is required."),

@@ -67,7 +67,7 @@ def test_the_schema_carries_the_ranges(schema: dict[str, Any]) -> None:
     components = schema["components"]["schemas"]
     alias = components["AliasRequest"]["properties"]
     assert (alias["vhid"]["minimum"], alias["vhid"]["maximum"]) == (1, 255)
-    assert (alias["advbase"]["minimum"], alias["advbase"]["maximum"]) == (1, 255)
+    assert (alias["advbase"]["minimum"], alias["advbase"]["maximum"]) == (0, 255)
     assert alias["password"]["maxLength"] == 19
     assert alias["interface"]["maxLength"] == 15
     assert alias["description"]["maxLength"] == 200

@@ -143,8 +143,8 @@ def test_unchecked_boxes_turn_enabled_and_preempt_off(alice_client, nodes):
         ({"vhid": "256"}, "vhid", "VHID must be between 1 and 255."),
         ({"vhid": "seven"}, "vhid", "VHID must be a whole number."),
         ({"vhid": ""}, "vhid", "VHID is required."),
-        ({"advbase": "0"}, "advbase", "Advbase must be between 1 and 255."),
-        ({"advbase": "256"}, "advbase", "Advbase must be between 1 and 255."),
+        ({"advbase": "-1"}, "advbase", "Advbase must be between 0 and 255."),
+        ({"advbase": "256"}, "advbase", "Advbase must be between 0 and 255."),
         ({"interface": "eth 0"}, "interface", None),
         ({"password": ""}, "password", "Password is required."),
         ({"password": "x" * 20}, "password", "Password must be at most 19 bytes (got 20)."),
@@ -255,7 +255,7 @@ def test_a_tier_that_does_not_exist_is_refused(alice_client, nodes):
 def test_all_problems_are_reported_at_once(alice_client, nodes):
     response = alice_client.post(
         ADD_URL,
-        alias_post(nodes, vhid="0", advbase="0", password="", addresses="bad/1", tiers=()),
+        alias_post(nodes, vhid="0", advbase="-1", password="", addresses="bad/1", tiers=()),
     )
     errors = response.context["form"].errors
     assert set(errors) >= {"vhid", "advbase", "password", "addresses", "priorities"}
