@@ -153,7 +153,9 @@ class Console:
         waits in the queue (the next test's timing would pay for it)."""
         from celery import Celery
 
-        app = Celery(broker=self.lab.redis_url)
+        # Not the process's current app: the appliance's app must stay current for
+        # the tests that follow (a shared task and current_app resolve through it).
+        app = Celery(broker=self.lab.redis_url, set_as_current=False)
         wanted = {f"{node}@" for node in self.lab.node_names if Lab.running(self.lab.workers, node)}
         try:
 
