@@ -12,27 +12,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from cluster.lab.lab import process_start_time
-from cluster.lab.lan import list_namespaces
-from tests.e2e.console import Console, running_cluster
+from tests.e2e.console import Console, checked_cluster
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
-    seen: dict[int, int] = {}
-    prefix = ""
-    try:
-        with running_cluster(tmp_path_factory.mktemp("e2e")) as console:
-            prefix = console.lab.prefix
-            try:
-                yield console
-            finally:
-                seen = console.lab.pids()
-    finally:
-        left = [n for n in list_namespaces() if prefix and n.startswith(prefix)]
-        alive = [pid for pid, started in seen.items() if process_start_time(pid) == started]
-        assert not left, f"the lab left namespaces behind: {left}"
-        assert not alive, f"the lab left processes behind: {alive}"
+    with checked_cluster(tmp_path_factory.mktemp("e2e")) as console:
+        yield console
 
 
 @pytest.fixture

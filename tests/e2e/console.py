@@ -32,8 +32,8 @@ from typing import Any
 
 from cluster import statekeys
 from cluster.carp.timers import master_down_interval
-from cluster.lab.lab import Lab
-from cluster.lab.lan import wait_until
+from cluster.lab.lab import Lab, process_start_time
+from cluster.lab.lan import list_namespaces, wait_until
 
 ADMIN = "admin"  # demo_setup's administrator
 EVENTS_PATH = "/system/cluster/events/"
@@ -329,3 +329,23 @@ class EventStream:
             self.connection.sock and self.connection.sock.shutdown(socket.SHUT_RDWR)
         self.connection.close()
         self.thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def checked_cluster(workdir: Path, nodes: int = 3) -> Iterator[Console]:
+    """A running demo cluster; on the way out, whatever happened, the check that
+    no namespace of the lab and no process it started is left."""
+    seen: dict[int, int] = {}
+    prefix = ""
+    try:
+        with running_cluster(workdir, nodes=nodes) as console:
+            prefix = console.lab.prefix
+            try:
+                yield console
+            finally:
+                seen = console.lab.pids()
+    finally:
+        left = [n for n in list_namespaces() if prefix and n.startswith(prefix)]
+        alive = [pid for pid, started in seen.items() if process_start_time(pid) == started]
+        assert not left, f"the lab left namespaces behind: {left}"
+        assert not alive, f"the lab left processes behind: {alive}"

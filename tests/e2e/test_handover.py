@@ -22,10 +22,9 @@ from typing import Any
 
 import pytest
 
-from cluster.lab.lab import process_start_time
-from cluster.lab.lan import list_namespaces, wait_until
+from cluster.lab.lan import wait_until
 from tests.addrwatch import AddressWatch
-from tests.e2e.console import Console, alias_body, cell, running_cluster, vip
+from tests.e2e.console import Console, alias_body, cell, checked_cluster, vip
 
 pytestmark = pytest.mark.netns
 
@@ -37,20 +36,8 @@ SETTLE = 2.0  # seconds the outcome must hold: a late contender would show by th
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     """Five nodes instead of conftest's three, torn down and checked the same way."""
-    seen: dict[int, int] = {}
-    prefix = ""
-    try:
-        with running_cluster(tmp_path_factory.mktemp("handover"), nodes=len(NODES)) as console:
-            prefix = console.lab.prefix
-            try:
-                yield console
-            finally:
-                seen = console.lab.pids()
-    finally:
-        left = [n for n in list_namespaces() if prefix and n.startswith(prefix)]
-        alive = [pid for pid, started in seen.items() if process_start_time(pid) == started]
-        assert not left, f"the lab left namespaces behind: {left}"
-        assert not alive, f"the lab left processes behind: {alive}"
+    with checked_cluster(tmp_path_factory.mktemp("handover"), nodes=len(NODES)) as console:
+        yield console
 
 
 def watch(console: Console) -> AddressWatch:
