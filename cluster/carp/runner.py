@@ -526,7 +526,10 @@ class Runner:
             timeout = max_wait if timeout is None else min(timeout, max_wait)
         self._wait(timeout)
         with self._lock:
-            packets = self._read_packets()
+            # Every packet the kernel received before this moment is read below (unless
+            # the flood bound cuts the read short): the deadlines up to it may fire.
+            horizon = self.clock.monotonic()
+            packets, drained = self._read_packets()
             read_at = self.clock.monotonic()
             # Sorted by receive time; packets read in the same order keep it on a tie.
             timed = sorted(
@@ -537,7 +540,13 @@ class Runner:
                 self._fire_deadlines(at, strictly_before=True)
                 self._packet(packet, at)
             self._read_controls()
-            self._fire_deadlines(self.clock.monotonic())
+            # Not up to now: a deadline that fell due while this step was reading and
+            # working may have an advert waiting for it on the socket, received before
+            # it (a node busy taking over 255 VIPs would otherwise time out a live
+            # master, again and again). It fires at the next step, after the read.
+            if not drained and timed:
+                horizon = min(horizon, timed[-1][0])
+            self._fire_deadlines(horizon)
             self._flush()
 
     def _time_to_next(self, now: float) -> float | None:
@@ -570,7 +579,8 @@ class Runner:
             with contextlib.suppress(BlockingIOError):
                 os.eventfd_read(self._wake)
 
-    def _read_packets(self) -> list[ReceivedPacket]:
+    def _read_packets(self) -> tuple[list[ReceivedPacket], bool]:
+        """The packets waiting on every link, and whether every link was read empty."""
         # A raw socket hears every CARP packet of its interface and family, whatever its
         # source address: with two sources on one interface (vhosts with their own
         # srcip) every advert arrives once per socket. Only the first link of each
@@ -579,6 +589,7 @@ class Runner:
         for key in self._links:
             readers.setdefault((key[0], key[1].version), key)
         found: list[ReceivedPacket] = []
+        drained = True
         for key, link in list(self._links.items()):
             reader = readers[(key[0], key[1].version)] == key
             for _ in range(PACKETS_PER_STEP):  # bounded: a flood must not starve the timers
@@ -591,7 +602,9 @@ class Runner:
                     break
                 if reader:
                     found.append(packet)
-        return found
+            else:
+                drained = False
+        return found, drained
 
     def _packet(self, packet: ReceivedPacket, now: float) -> None:
         if packet.source in self._own:

@@ -779,3 +779,34 @@ def test_without_peers_every_source_and_counter_is_taken_as_ucarp_and_the_bsds_d
         a.links[0].inject(advert_from_member(counter), STRANGER)
     a.runner.step(max_wait=0)
     assert a.runner.snapshot().hosts[0].adverts_received == 2
+
+
+def test_a_deadline_that_falls_due_while_a_step_works_waits_for_the_next_read(
+    clock, segment, monkeypatch
+):
+    # A node busy with hundreds of VIPs: its step takes long, and an advert received
+    # meanwhile, before a master-down deadline, is still on the socket when the step
+    # ends. The deadline must not fire before that advert is read.
+    b = Node(segment, clock, [config(2, advskew=100)])
+    start(b)
+    deadline = clock.now + 3 + 100 / 256
+    clock.advance(3.3)  # just before the deadline
+    link = b.links[0]
+    real_receive = link.receive
+    arrived = [False]
+
+    def slow_receive():
+        packet = real_receive()
+        if packet is None and not arrived[0]:
+            arrived[0] = True
+            clock.advance(0.5)  # the read and the work take half a second...
+            # ...and the master's advert arrives 50 ms before the deadline, unread yet.
+            link.inject(wire.encode(42, 1, 0, 0, 7, PASSWORD, [VIP]), PEER, at=deadline - 0.05)
+        return packet
+
+    monkeypatch.setattr(link, "receive", slow_receive)
+    b.runner.step(max_wait=0)
+    assert b.state() == State.BACKUP  # not fired past what was read
+    b.runner.step(max_wait=0)
+    assert b.state() == State.BACKUP  # the advert re-armed the timer
+    assert b.runner.snapshot().hosts[0].adverts_received == 1
