@@ -85,6 +85,10 @@ class Trial:
     from_kill: dict[int, float] = field(default_factory=dict)  # vhid: takeover - kill, s
     missing: int = 0  # VIPs the backup never took
     capture_drops: int = 0
+    # node1 started again: seconds until it held all 255 and node2 none (None: not in
+    # --return-timeout s), and node2's state changes logged meanwhile.
+    return_settle: float | None = None
+    return_transitions: int = 0
 
 
 class Bench:
@@ -134,6 +138,12 @@ class Bench:
                 "--config", str(self.workdir / f"node{n}.toml")]  # fmt: skip
         self.procs[n] = self.cluster.spawn(n, argv, name="carp")
 
+    def remove_vips(self, n: int) -> None:
+        """Remove node ``n``'s VIPs in one ``ip -batch`` (those missing are skipped)."""
+        batch = "".join(f"addr del {vip(v)}/32 dev eth0\n" for v in VHIDS)
+        subprocess.run(["ip", "-n", self.cluster.ns(n), "-force", "-batch", "-"],
+                       input=batch, text=True, capture_output=True, timeout=30)  # fmt: skip
+
     def held(self, n: int) -> int:
         mine = self.cluster.addresses(n)
         return sum(vip(v) in mine for v in VHIDS)
@@ -182,9 +192,7 @@ class Bench:
         proc = self.procs.pop(MASTER)
         killed = time.time()
         self.cluster.send_signal(proc, signal.SIGKILL)
-        batch = "".join(f"addr del {vip(v)}/32 dev eth0\n" for v in VHIDS)
-        subprocess.run(["ip", "-n", self.cluster.ns(MASTER), "-force", "-batch", "-"],
-                       input=batch, text=True, capture_output=True, timeout=30)  # fmt: skip
+        self.remove_vips(MASTER)
         bound_of: dict[int, float] = {}
         last: dict[int, float] = {}
         for advert in self.capture.adverts_from(node_ip(MASTER), killed - 10):
@@ -222,7 +230,30 @@ class Bench:
         result.capture_drops = capture_drops(self.capture.sock)
         return result
 
-    def run(self, trials: int, deadline: float) -> None:
+    def transitions(self, n: int) -> int:
+        """State changes node ``n``'s daemon has logged so far (JSON log, event "transition")."""
+        return self.cluster.log(self.procs[n]).count('"event": "transition"')
+
+    def comeback(self, result: Trial, timeout: float) -> None:
+        """Start node1 again (it preempts); time until it holds all 255 and node2 none.
+
+        If that does not happen within ``timeout`` s, node2's daemon is stopped (SIGTERM)
+        and started again, so that the next trial starts from the settled state."""
+        before = self.transitions(BACKUP)
+        started = time.time()
+        self.start(MASTER)
+        settled = self.settle(timeout)
+        result.return_transitions = self.transitions(BACKUP) - before
+        if settled:
+            result.return_settle = time.time() - started - 1.0  # settle() waits 1 s to confirm
+        else:
+            print(f"  node1 back: not settled in {timeout:.0f} s, node2 logged "
+                  f"{result.return_transitions} state changes; node2 restarted")  # fmt: skip
+            self.cluster.stop(self.procs.pop(BACKUP), signal.SIGTERM, timeout=20)
+            self.remove_vips(BACKUP)  # in case it had to be SIGKILLed
+            self.start(BACKUP)
+
+    def run(self, trials: int, deadline: float, return_timeout: float) -> None:
         self.start(MASTER)
         self.start(BACKUP)
         for number in range(1, trials + 1):
@@ -235,7 +266,13 @@ class Bench:
             result = self.trial(number)
             self.trials.append(result)
             print(format_trial(result), flush=True)
-            self.start(MASTER)  # returns and preempts
+            self.comeback(result, return_timeout)
+            print(f"  node1 back: settled after {ms(result.return_settle)} ms, node2 "
+                  f"state changes {result.return_transitions}", flush=True)  # fmt: skip
+
+
+def ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.0f}"
 
 
 def format_trial(t: Trial) -> str:
@@ -261,6 +298,7 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=20, help="CPU/jitter window, s")
     parser.add_argument("--skew", type=int, default=100, help="the backup's advskew (or 13)")
     parser.add_argument("--code", type=Path, default=REPO, help="checkout to run the daemon from")
+    parser.add_argument("--return-timeout", type=float, default=30, help="s for node1's return")
     parser.add_argument("--deadline", type=float, default=900, help="seconds; later trials skip")
     parser.add_argument("--json", help="also write every trial and the summary here")
     parser.add_argument("--workdir", type=Path, help="keep the configs and daemon logs here")
@@ -285,7 +323,7 @@ def main() -> int:
         Bench(args.workdir or Path(tmp), code, args.skew, args.window) as bench,
     ):
         try:
-            bench.run(args.trials, began + args.deadline)
+            bench.run(args.trials, began + args.deadline, args.return_timeout)
         except Exception as exc:  # report what was measured; the namespaces still go
             print(f"stopped early: {exc!r}", file=sys.stderr)
             status = 1
@@ -320,6 +358,8 @@ def main() -> int:
             f"{row['p99']:8.2f} {row['max']:8.2f}  {target}"
         )
     missing = sum(t.missing for t in trials)
+    returns = [f"{ms(t.return_settle)} ms/{t.return_transitions}" for t in trials]
+    print(f"\nnode1 back (settled after / node2 state changes meanwhile): {', '.join(returns)}")
     print(f"\nwithin bound + 50 ms: {within}/{total} (target all); never taken over: {missing}")
     ok_cpu = bool(idle_backup + as_master) and max(idle_backup + as_master) < CPU_TARGET
     ok_jitter = bool(jitter) and p99(jitter) < JITTER_TARGET * 1000
