@@ -23,7 +23,10 @@ Each trial:
   within bound + 50 ms;
 * master: ``--window`` s of node2's CPU as MASTER of 255 (node1 dead), and its
   own advert jitter;
-* node1's daemon is started again, preempts, and the next trial begins.
+* node1's daemon is started again and preempts: the time until node1 holds all
+  255 and node2 none, and node2's state changes meanwhile, are reported; if it
+  does not settle within ``--return-timeout`` s (default 30), node2's daemon is
+  restarted so that the next trial starts settled.
 
 Targets: all 255 within bound + 50 ms; the backup's CPU under 2 % of one core,
 idle-BACKUP and MASTER of 255; the master's advert jitter p99 under 5 ms.
