@@ -9,6 +9,8 @@ each, read by one thread so that every event is stamped on the same clock
 from __future__ import annotations
 
 import ipaddress
+import itertools
+import os
 import select
 import socket
 import statistics
@@ -118,3 +120,41 @@ def p95(values: list[float]) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def p99(values: list[float]) -> float:
+    """The nearest-rank 99th percentile."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+SO_RCVBUFFORCE = 33
+SOL_PACKET, PACKET_STATISTICS = 263, 6
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of process ``pid`` (all its threads) so far, in seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime: fields 14, 15
+
+
+def enlarge_capture(sock: socket.socket, size: int = 16 << 20) -> None:
+    """A larger receive queue for a bridge capture: 255 adverts in one burst overflow the
+    default (about 212 kB of frames); SO_RCVBUFFORCE, as root, passes the rmem_max cap."""
+    sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+
+
+def capture_drops(sock: socket.socket) -> int:
+    """Frames the kernel dropped on a packet socket since the last call (the counter resets)."""
+    packets_drops = sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+    return int(struct.unpack("II", packets_drops)[1])
+
+
+def advert_deviation(times: list[float], interval: float) -> list[float]:
+    """|gap - interval| for each gap between consecutive advert times of one vhid, in seconds."""
+    ordered = sorted(times)
+    return [abs(b - a - interval) for a, b in itertools.pairwise(ordered)]

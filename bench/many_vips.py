@@ -1,0 +1,390 @@
+"""Many-VIP benchmark: two nodes, one daemon each serving 255 vhids, crash failover (root).
+
+Two nodes in network namespaces (tests/carp/netns.py); each runs ONE
+standalone daemon (``python -m cluster.carp run --config``) with 255 virtual
+hosts, vhids 1..255, one address each: vhid v holds 198.51.100.v for v up to
+254 and vhid 255 holds 192.0.2.200 (the lab's nodes are 192.0.2.(10+i), its
+client 192.0.2.2, its VIPs 192.0.2.101-102; the tests use 192.0.2.100).
+advbase 1, node1 (master) advskew 0, node2 (backup) advskew 100 (``--skew
+13`` for the project's derived Secondary), preemption on.
+
+Each trial:
+
+* idle: both daemons settled (node1 holds all 255, node2 none); for
+  ``--window`` s (default 20) the CPU of both daemons (utime + stime from
+  /proc/<pid>/stat, all threads) and node1's adverts on the bridge: the advert
+  jitter is, per vhid, |gap between consecutive adverts - advert interval|;
+* crash: SIGKILL node1's daemon and remove its 255 VIPs at once (a dead box
+  stops answering; a SIGKILLed daemon leaves them, NOTES.md). For each VIP the
+  takeover is when the backup's rtnetlink add arrives (bench/netwatch.py), and
+  its bound is the backup's master-down interval (3 x advbase + advskew/256)
+  counted from the last advert of THAT vhid node1 put on the bridge before the
+  kill. Reported: takeover - bound per VIP (median, max) and how many are
+  within bound + 50 ms;
+* master: ``--window`` s of node2's CPU as MASTER of 255 (node1 dead), and its
+  own advert jitter;
+* node1's daemon is started again and preempts: the time until node1 holds all
+  255 and node2 none, and node2's state changes meanwhile, are reported; if it
+  does not settle within ``--return-timeout`` s (default 30), node2's daemon is
+  restarted so that the next trial starts settled.
+
+Targets: all 255 within bound + 50 ms; the backup's CPU under 2 % of one core,
+idle-BACKUP and MASTER of 255; the master's advert jitter p99 under 5 ms.
+``--code DIR`` runs the daemons from another checkout (e.g. ``--code
+/work/wt/before``), in the same conditions. Not a test: run by hand as root,
+``python bench/many_vips.py [--trials 3] [--window 20] [--code DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from netwatch import (
+    AddressMonitor,
+    advert_deviation,
+    capture_drops,
+    cpu_seconds,
+    enlarge_capture,
+    median,
+    p95,
+    p99,
+)
+
+from cluster.lab.procs import Proc
+from tests.carp.netns import PYTHON, REPO, Capture, Cluster, node_ip
+
+MASTER, BACKUP = 1, 2
+VHIDS = range(1, 256)
+ADVBASE = 1
+WITHIN = 0.050  # target: takeover within the bound + 50 ms
+CPU_TARGET = 2.0  # % of one core
+JITTER_TARGET = 0.005  # s, p99
+
+
+def vip(vhid: int) -> str:
+    return f"198.51.100.{vhid}" if vhid <= 254 else "192.0.2.200"
+
+
+@dataclass
+class Trial:
+    number: int
+    idle_cpu: dict[int, float] = field(default_factory=dict)  # node: % of one core
+    master_cpu: float | None = None  # node2 as MASTER of 255
+    jitter: list[float] = field(default_factory=list)  # node1's advert deviations, s
+    backup_jitter: list[float] = field(default_factory=list)  # node2 as MASTER
+    excess: dict[int, float] = field(default_factory=dict)  # vhid: takeover - bound, s
+    from_kill: dict[int, float] = field(default_factory=dict)  # vhid: takeover - kill, s
+    missing: int = 0  # VIPs the backup never took
+    capture_drops: int = 0
+    # node1 started again: seconds until it held all 255 and node2 none (None: not in
+    # --return-timeout s), and node2's state changes logged meanwhile.
+    return_settle: float | None = None
+    return_transitions: int = 0
+
+
+class Bench:
+    def __init__(self, workdir: Path, code: Path, skew: int, window: float) -> None:
+        self.workdir = workdir
+        self.code = code
+        self.skews = {MASTER: 0, BACKUP: skew}
+        self.window = window
+        self.cluster = Cluster(workdir, nodes=2)
+        self.procs: dict[int, Proc] = {}
+        self.monitor: AddressMonitor | None = None
+        self.capture: Capture | None = None
+        self.trials: list[Trial] = []
+
+    def __enter__(self) -> Bench:
+        self.cluster.__enter__()
+        try:
+            for n in (MASTER, BACKUP):
+                self._write_config(n)
+            self.monitor = AddressMonitor(self.cluster.ns(MASTER), self.cluster.ns(BACKUP))
+            self.capture = self.cluster.capture()
+            enlarge_capture(self.capture.sock)
+            capture_drops(self.capture.sock)  # reset the counter
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.monitor is not None:
+            self.monitor.close()
+        self.cluster.close()  # kills every daemon by pid, deletes both namespaces
+
+    def _write_config(self, n: int) -> None:
+        lines = ['password = "s3cret"', 'interface = "eth0"', f'srcip = "{node_ip(n)}"',
+                 f"advbase = {ADVBASE}", f"advskew = {self.skews[n]}"]  # fmt: skip
+        for vhid in VHIDS:
+            lines += ["[[vhost]]", f"vhid = {vhid}", f'addresses = ["{vip(vhid)}"]']
+        (self.workdir / f"node{n}.toml").write_text("\n".join(lines) + "\n")
+
+    def start(self, n: int) -> None:
+        argv = ["env", "-C", str(self.code), f"PYTHONPATH={self.code}", PYTHON, "-m",
+                "cluster.carp", "run", "--log-format", "json",
+                "--config", str(self.workdir / f"node{n}.toml")]  # fmt: skip
+        self.procs[n] = self.cluster.spawn(n, argv, name="carp")
+
+    def remove_vips(self, n: int) -> None:
+        """Remove node ``n``'s VIPs in one ``ip -batch`` (those missing are skipped)."""
+        batch = "".join(f"addr del {vip(v)}/32 dev eth0\n" for v in VHIDS)
+        subprocess.run(["ip", "-n", self.cluster.ns(n), "-force", "-batch", "-"],
+                       input=batch, text=True, capture_output=True, timeout=30)  # fmt: skip
+
+    def held(self, n: int) -> int:
+        mine = self.cluster.addresses(n)
+        return sum(vip(v) in mine for v in VHIDS)
+
+    def settle(self, timeout: float = 60.0) -> bool:
+        """node1 holds all 255 and node2 none, twice in a row 1 s apart."""
+        limit = time.time() + timeout
+        good = 0
+        while time.time() < limit:
+            if self.held(MASTER) == len(VHIDS) and self.held(BACKUP) == 0:
+                good += 1
+                if good >= 2:
+                    return True
+                time.sleep(1.0)
+            else:
+                good = 0
+                time.sleep(0.25)
+        print(f"  not settled: node1 holds {self.held(MASTER)}, node2 {self.held(BACKUP)}")
+        return False
+
+    def cpu_over(self, nodes: list[int]) -> dict[int, float]:
+        """% of one core each daemon of ``nodes`` used over the next ``window`` s."""
+        before = {n: cpu_seconds(self.procs[n].pid) for n in nodes}
+        began = time.monotonic()
+        time.sleep(self.window)
+        spent = time.monotonic() - began
+        return {n: 100 * (cpu_seconds(self.procs[n].pid) - before[n]) / spent for n in nodes}
+
+    def jitter(self, node: int, since: float, until: float) -> list[float]:
+        assert self.capture is not None
+        interval = ADVBASE + self.skews[node] / 256
+        times: dict[int, list[float]] = {}
+        for advert in self.capture.adverts_from(node_ip(node), since):
+            if advert.time <= until:
+                times.setdefault(advert.vhid, []).append(advert.time)
+        return [d for t in times.values() for d in advert_deviation(t, interval)]
+
+    def trial(self, number: int) -> Trial:
+        assert self.capture is not None
+        assert self.monitor is not None
+        result = Trial(number)
+        began = time.time()
+        result.idle_cpu = self.cpu_over([MASTER, BACKUP])
+        result.jitter = self.jitter(MASTER, began, time.time())
+        # The crash: SIGKILL, then the dead box's addresses go at once.
+        proc = self.procs.pop(MASTER)
+        killed = time.time()
+        self.cluster.send_signal(proc, signal.SIGKILL)
+        self.remove_vips(MASTER)
+        bound_of: dict[int, float] = {}
+        last: dict[int, float] = {}
+        for advert in self.capture.adverts_from(node_ip(MASTER), killed - 10):
+            if advert.time <= killed:
+                last[advert.vhid] = max(last.get(advert.vhid, 0.0), advert.time)
+        master_down = 3 * ADVBASE + self.skews[BACKUP] / 256
+        for v in VHIDS:
+            bound_of[v] = last.get(v, killed) + master_down
+        backup_ns = self.cluster.ns(BACKUP)
+        limit = killed + master_down + 15
+        taken: dict[int, float] = {}
+        vhid_of = {vip(v): v for v in VHIDS}
+        while time.time() < limit and len(taken) < len(VHIDS):
+            # One short pass per 0.2 s: the monitor thread, which stamps the events,
+            # must not wait for this one's GIL.
+            time.sleep(0.2)
+            with self.monitor.lock:
+                events = [e for e in self.monitor.events if e.time >= killed]
+            for event in events:
+                v = vhid_of.get(event.address, 0)
+                if v and event.added and event.namespace == backup_ns and v not in taken:
+                    taken[v] = event.time
+        self.cluster.stop(proc, signal.SIGKILL)  # reap it
+        result.missing = len(VHIDS) - len(taken)
+        result.excess = {v: t - bound_of[v] for v, t in taken.items()}
+        result.from_kill = {v: t - killed for v, t in taken.items()}
+        unknown = len(VHIDS) - len(last)
+        if unknown:
+            print(f"  {unknown} vhids had no advert of node1 captured: bound from the kill")
+        # node2 as MASTER of 255, after the takeover burst.
+        time.sleep(1.0)
+        began = time.time()
+        result.master_cpu = self.cpu_over([BACKUP])[BACKUP]
+        result.backup_jitter = self.jitter(BACKUP, began, time.time())
+        result.capture_drops = capture_drops(self.capture.sock)
+        return result
+
+    def transitions(self, n: int) -> int:
+        """State changes node ``n``'s daemon has logged so far (JSON log, event "transition")."""
+        return self.cluster.log(self.procs[n]).count('"event": "transition"')
+
+    def comeback(self, result: Trial, timeout: float) -> None:
+        """Start node1 again (it preempts); time until it holds all 255 and node2 none.
+
+        If that does not happen within ``timeout`` s, node2's daemon is stopped (SIGTERM)
+        and started again, so that the next trial starts from the settled state."""
+        before = self.transitions(BACKUP)
+        started = time.time()
+        self.start(MASTER)
+        settled = self.settle(timeout)
+        result.return_transitions = self.transitions(BACKUP) - before
+        if settled:
+            result.return_settle = time.time() - started - 1.0  # settle() waits 1 s to confirm
+        else:
+            print(f"  node1 back: not settled in {timeout:.0f} s, node2 logged "
+                  f"{result.return_transitions} state changes; node2 restarted")  # fmt: skip
+            self.cluster.stop(self.procs.pop(BACKUP), signal.SIGTERM, timeout=20)
+            self.remove_vips(BACKUP)  # in case it had to be SIGKILLed
+            self.start(BACKUP)
+
+    def run(self, trials: int, deadline: float, return_timeout: float) -> None:
+        self.start(MASTER)
+        self.start(BACKUP)
+        for number in range(1, trials + 1):
+            if time.time() > deadline:
+                print(f"  deadline reached: trial {number} and later skipped")
+                return
+            if not self.settle():
+                raise RuntimeError("the two daemons never settled on node1")
+            time.sleep(1.0)  # node2 has heard every vhid since it settled
+            result = self.trial(number)
+            self.trials.append(result)
+            print(format_trial(result), flush=True)
+            self.comeback(result, return_timeout)
+            print(f"  node1 back: settled after {ms(result.return_settle)} ms, node2 "
+                  f"state changes {result.return_transitions}", flush=True)  # fmt: skip
+
+
+def ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.0f}"
+
+
+def format_trial(t: Trial) -> str:
+    excess = [x * 1000 for x in t.excess.values()]
+    within = sum(x <= WITHIN for x in t.excess.values())
+    jit = [x * 1000 for x in t.jitter]
+    nan = float("nan")
+    return (
+        f"trial {t.number}: takeover - bound median {median(excess):7.1f} ms, max "
+        f"{max(excess, default=float('nan')):7.1f} ms, within bound+50ms {within}/{len(VHIDS)}"
+        f" (missing {t.missing}); from kill median "
+        f"{median([x * 1000 for x in t.from_kill.values()]):7.1f} ms; CPU idle node1 "
+        f"{t.idle_cpu.get(MASTER, nan):.2f} % node2 {t.idle_cpu.get(BACKUP, nan):.2f}"
+        f" %, node2 MASTER {t.master_cpu or nan:.2f} %; node1 jitter p99 "
+        f"{p99(jit):.2f} ms max {max(jit, default=nan):.2f} ms "
+        f"({len(jit)} gaps); capture drops {t.capture_drops}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--trials", type=int, default=3, help="crash trials (default 3)")
+    parser.add_argument("--window", type=float, default=20, help="CPU/jitter window, s")
+    parser.add_argument("--skew", type=int, default=100, help="the backup's advskew (or 13)")
+    parser.add_argument("--code", type=Path, default=REPO, help="checkout to run the daemon from")
+    parser.add_argument("--return-timeout", type=float, default=30, help="s for node1's return")
+    parser.add_argument("--deadline", type=float, default=900, help="seconds; later trials skip")
+    parser.add_argument("--json", help="also write every trial and the summary here")
+    parser.add_argument("--workdir", type=Path, help="keep the configs and daemon logs here")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("needs root (network namespaces)", file=sys.stderr)
+        return 2
+    code = args.code.resolve()
+    if not (code / "cluster" / "carp" / "__main__.py").exists():
+        print(f"{code}: no cluster/carp here", file=sys.stderr)
+        return 2
+    began = time.time()
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        f"code {code}; 2 nodes x 255 vhids in one daemon each, advbase {ADVBASE}, advskew "
+        f"0 / {args.skew}; window {args.window:.0f} s; load {load}",
+        flush=True,
+    )
+    status = 0
+    with (
+        tempfile.TemporaryDirectory(prefix="many-vips-") as tmp,
+        Bench(args.workdir or Path(tmp), code, args.skew, args.window) as bench,
+    ):
+        try:
+            bench.run(args.trials, began + args.deadline, args.return_timeout)
+        except Exception as exc:  # report what was measured; the namespaces still go
+            print(f"stopped early: {exc!r}", file=sys.stderr)
+            status = 1
+        trials = bench.trials
+    excess = [x * 1000 for t in trials for x in t.excess.values()]
+    from_kill = [x * 1000 for t in trials for x in t.from_kill.values()]
+    within = sum(x <= WITHIN * 1000 for x in excess)
+    total = len(trials) * len(VHIDS)
+    idle_backup = [t.idle_cpu[BACKUP] for t in trials]
+    idle_master = [t.idle_cpu[MASTER] for t in trials]
+    as_master = [t.master_cpu for t in trials if t.master_cpu is not None]
+    jitter = [x * 1000 for t in trials for x in t.jitter]
+    backup_jitter = [x * 1000 for t in trials for x in t.backup_jitter]
+    rows = [
+        ("takeover - bound, ms", excess, "all <= 50"),
+        ("takeover from kill, ms", from_kill, "-"),
+        ("CPU node2 idle BACKUP, %", idle_backup, f"< {CPU_TARGET:g}"),
+        ("CPU node2 MASTER of 255, %", as_master, f"< {CPU_TARGET:g}"),
+        ("CPU node1 MASTER (peer up), %", idle_master, "-"),
+        ("node1 advert jitter, ms", jitter, f"p99 < {JITTER_TARGET * 1000:g}"),
+        ("node2 advert jitter, ms", backup_jitter, f"p99 < {JITTER_TARGET * 1000:g}"),
+    ]
+    print()
+    print(f"{'figure':31} {'n':>5} {'median':>8} {'p95':>8} {'p99':>8} {'max':>8}  target")
+    summary: dict[str, dict[str, float]] = {}
+    for label, values, target in rows:
+        row = {"n": len(values), "median": median(values), "p95": p95(values),
+               "p99": p99(values), "max": max(values, default=float("nan"))}  # fmt: skip
+        summary[label] = row
+        print(
+            f"{label:31} {row['n']:5.0f} {row['median']:8.2f} {row['p95']:8.2f} "
+            f"{row['p99']:8.2f} {row['max']:8.2f}  {target}"
+        )
+    missing = sum(t.missing for t in trials)
+    returns = [f"{ms(t.return_settle)} ms/{t.return_transitions}" for t in trials]
+    print(f"\nnode1 back (settled after / node2 state changes meanwhile): {', '.join(returns)}")
+    print(f"\nwithin bound + 50 ms: {within}/{total} (target all); never taken over: {missing}")
+    ok_cpu = bool(idle_backup + as_master) and max(idle_backup + as_master) < CPU_TARGET
+    ok_jitter = bool(jitter) and p99(jitter) < JITTER_TARGET * 1000
+    print(
+        f"verdicts: takeover {'yes' if within == total and total else 'NO'}; "
+        f"backup CPU {'yes' if ok_cpu else 'NO'}; master jitter {'yes' if ok_jitter else 'NO'}"
+    )
+    print(f"bound: node2's master-down interval from node1's last captured advert of each vhid; "
+          f"capture drops {sum(t.capture_drops for t in trials)}")  # fmt: skip
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"took {time.time() - began:.0f} s; load {load}")
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {"code": str(code), "trials": [asdict(t) for t in trials], "summary": summary},
+                indent=2,
+            )
+        )
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
