@@ -45,6 +45,8 @@ _IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
 # The kernel's receive time of each packet, as a struct timespec (CLOCK_REALTIME).
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _TIMESPEC = struct.Struct("qq")
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+RECEIVE_BUFFER = 8 * 1024 * 1024  # bytes: about ten seconds of 255 vhosts' adverts
 
 _Ancillary = list[tuple[int, int, bytes]]
 _SockAddr = tuple[str, int] | tuple[str, int, int, int]
@@ -88,6 +90,13 @@ class RawLink:
             # and its own deadlines by the time the kernel received each packet, not
             # by when a busy process got round to reading it.
             self._sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+            # Room for seconds of adverts: a node busy taking over or giving back
+            # hundreds of VIPs reads late, and an advert the kernel drops for want of
+            # buffer is a master that looks dead (255 vhosts: 255 adverts a second).
+            try:
+                self._sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, RECEIVE_BUFFER)
+            except PermissionError:  # without CAP_NET_ADMIN: up to net.core.rmem_max
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
             self._configure()
         except BaseException:
             self._sock.close()
