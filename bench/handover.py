@@ -66,10 +66,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from netwatch import AddressMonitor, median, p95
+from netwatch import LanBench, median, p95
 
-from cluster.lab.procs import Proc
-from tests.carp.netns import PYTHON, REPO, Capture, Cluster, node_ip, sh
+from tests.carp.netns import PYTHON, REPO, node_ip, sh
 
 NODES = 9
 VIP = "192.0.2.100"
@@ -111,51 +110,30 @@ class Handover:
     max_garps_per_takeover: int
 
 
-class Bench:
+class Bench(LanBench):
     """Nine daemons of one checkout on a fresh LAN, and the scenarios run on it."""
 
     def __init__(self, workdir: Path, code: Path, deadline: float) -> None:
-        self.workdir = workdir
-        self.code = code
+        super().__init__(workdir, code, NODES)
         self.deadline = deadline
-        self.cluster = Cluster(workdir, nodes=NODES)
-        self.procs: dict[int, Proc] = {}
-        self.monitor: AddressMonitor | None = None
-        self.capture: Capture | None = None
         self.node_of: dict[str, int] = {}
         self.macs: dict[str, int] = {}
         self.results: list[Handover] = []
 
     # -- set-up -------------------------------------------------------------------
-    def __enter__(self) -> Bench:
-        self.cluster.__enter__()
-        try:
-            for n in range(1, NODES + 1):
-                ns = self.cluster.ns(n)
-                self.node_of[ns] = n
-                # The demotion's handle: a second CARP interface of the node (module doc).
-                # A veth pair inside the node (no dummy driver here); aux1 gives aux0 a carrier.
-                sh("ip", "-n", ns, "link", "add", "aux0", "type", "veth", "peer", "name", "aux1")
-                sh("ip", "-n", ns, "link", "set", "aux1", "up")
-                sh("ip", "-n", ns, "link", "set", "aux0", "up")
-                sh("ip", "-n", ns, "addr", "add", f"198.51.100.{10 + n}/24", "dev", "aux0")
-                self._write_config(n)
-                out = sh("ip", "-n", ns, "-o", "link", "show", "dev", "eth0").stdout.split()
-                self.macs[out[out.index("link/ether") + 1]] = n
-            self.monitor = AddressMonitor(*self.node_of)
-            self.capture = self.cluster.capture()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self.monitor is not None:
-            self.monitor.close()
-        self.cluster.close()  # kills every daemon by pid, deletes every namespace
+    def prepare(self) -> None:
+        for n in range(1, NODES + 1):
+            ns = self.cluster.ns(n)
+            self.node_of[ns] = n
+            # The demotion's handle: a second CARP interface of the node (module doc).
+            # A veth pair inside the node (no dummy driver here); aux1 gives aux0 a carrier.
+            sh("ip", "-n", ns, "link", "add", "aux0", "type", "veth", "peer", "name", "aux1")
+            sh("ip", "-n", ns, "link", "set", "aux1", "up")
+            sh("ip", "-n", ns, "link", "set", "aux0", "up")
+            sh("ip", "-n", ns, "addr", "add", f"198.51.100.{10 + n}/24", "dev", "aux0")
+            self._write_config(n)
+            out = sh("ip", "-n", ns, "-o", "link", "show", "dev", "eth0").stdout.split()
+            self.macs[out[out.index("link/ether") + 1]] = n
 
     def _write_config(self, n: int) -> None:
         vhosts = [

@@ -52,18 +52,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from netwatch import (
-    AddressMonitor,
+    LanBench,
     advert_deviation,
     capture_drops,
     cpu_seconds,
-    enlarge_capture,
     median,
     p95,
     p99,
 )
 
-from cluster.lab.procs import Proc
-from tests.carp.netns import PYTHON, REPO, Capture, Cluster, node_ip
+from tests.carp.netns import PYTHON, REPO, node_ip
 
 MASTER, BACKUP = 1, 2
 VHIDS = range(1, 256)
@@ -94,39 +92,16 @@ class Trial:
     return_transitions: int = 0
 
 
-class Bench:
+class Bench(LanBench):
     def __init__(self, workdir: Path, code: Path, skew: int, window: float) -> None:
-        self.workdir = workdir
-        self.code = code
+        super().__init__(workdir, code, 2)
         self.skews = {MASTER: 0, BACKUP: skew}
         self.window = window
-        self.cluster = Cluster(workdir, nodes=2)
-        self.procs: dict[int, Proc] = {}
-        self.monitor: AddressMonitor | None = None
-        self.capture: Capture | None = None
         self.trials: list[Trial] = []
 
-    def __enter__(self) -> Bench:
-        self.cluster.__enter__()
-        try:
-            for n in (MASTER, BACKUP):
-                self._write_config(n)
-            self.monitor = AddressMonitor(self.cluster.ns(MASTER), self.cluster.ns(BACKUP))
-            self.capture = self.cluster.capture()
-            enlarge_capture(self.capture.sock)
-            capture_drops(self.capture.sock)  # reset the counter
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self.monitor is not None:
-            self.monitor.close()
-        self.cluster.close()  # kills every daemon by pid, deletes both namespaces
+    def prepare(self) -> None:
+        for n in (MASTER, BACKUP):
+            self._write_config(n)
 
     def _write_config(self, n: int) -> None:
         lines = ['password = "s3cret"', 'interface = "eth0"', f'srcip = "{node_ip(n)}"',

@@ -20,10 +20,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.carp.netns import in_netns
+from cluster.lab.procs import Proc
+from tests.carp.netns import Capture, Cluster, in_netns
 
 RTMGRP_IPV4_IFADDR = 0x10
 RTM_NEWADDR, RTM_DELADDR = 20, 21
@@ -158,3 +160,44 @@ def advert_deviation(times: list[float], interval: float) -> list[float]:
     """|gap - interval| for each gap between consecutive advert times of one vhid, in seconds."""
     ordered = sorted(times)
     return [abs(b - a - interval) for a, b in itertools.pairwise(ordered)]
+
+
+class LanBench:
+    """A benchmark's LAN: ``nodes`` node namespaces for the daemons of one checkout
+    (``code``), one address monitor over every node namespace, and a capture on the
+    bridge with a large buffer. `close` (also when the set-up fails) kills every
+    daemon by pid and deletes every namespace. Subclasses set their nodes up in
+    `prepare`, before the watching starts."""
+
+    def __init__(self, workdir: Path, code: Path, nodes: int) -> None:
+        self.workdir = workdir
+        self.code = code
+        self.cluster = Cluster(workdir, nodes=nodes)
+        self.procs: dict[int, Proc] = {}
+        self.monitor: AddressMonitor | None = None
+        self.capture: Capture | None = None
+
+    def prepare(self) -> None:
+        """Per-node set-up (config files, extra links); nothing by default."""
+
+    def __enter__(self) -> Self:
+        self.cluster.__enter__()
+        try:
+            self.prepare()
+            nodes = range(1, self.cluster.nodes + 1)
+            self.monitor = AddressMonitor(*(self.cluster.ns(n) for n in nodes))
+            self.capture = self.cluster.capture()
+            enlarge_capture(self.capture.sock)
+            capture_drops(self.capture.sock)  # reset the counter
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.monitor is not None:
+            self.monitor.close()
+        self.cluster.close()

@@ -44,10 +44,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from netwatch import AddressMonitor, advert_deviation, cpu_seconds, median, p95, p99
+from netwatch import LanBench, advert_deviation, cpu_seconds, median, p95, p99
 
-from cluster.lab.procs import Proc
-from tests.carp.netns import PYTHON, REPO, Capture, Cluster, node_ip, sh
+from tests.carp.netns import PYTHON, REPO, node_ip, sh
 
 MASTER, BACKUP = 1, 2
 VHID = 42
@@ -74,38 +73,17 @@ class Stability:
     cpu: dict[int, float]  # node: % of one core over the window
 
 
-class Bench:
+class Bench(LanBench):
     def __init__(self, workdir: Path, code: Path, skews: tuple[int, int]) -> None:
-        self.workdir = workdir
-        self.code = code
+        super().__init__(workdir, code, 2)
         self.skews = {MASTER: skews[0], BACKUP: skews[1]}
-        self.cluster = Cluster(workdir, nodes=2)
-        self.procs: dict[int, Proc] = {}
-        self.monitor: AddressMonitor | None = None
-        self.capture: Capture | None = None
 
-    def __enter__(self) -> Bench:
-        self.cluster.__enter__()
-        try:
-            for n in (MASTER, BACKUP):
-                lines = ['password = "s3cret"', 'interface = "eth0"', f'srcip = "{node_ip(n)}"',
-                         f"advbase = {ADVBASE}", f"advskew = {self.skews[n]}", "[[vhost]]",
-                         f"vhid = {VHID}", f'addresses = ["{VIP}"]']  # fmt: skip
-                (self.workdir / f"node{n}.toml").write_text("\n".join(lines) + "\n")
-            self.monitor = AddressMonitor(self.cluster.ns(MASTER), self.cluster.ns(BACKUP))
-            self.capture = self.cluster.capture()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self.monitor is not None:
-            self.monitor.close()
-        self.cluster.close()  # kills every daemon by pid, deletes both namespaces
+    def prepare(self) -> None:
+        for n in (MASTER, BACKUP):
+            lines = ['password = "s3cret"', 'interface = "eth0"', f'srcip = "{node_ip(n)}"',
+                     f"advbase = {ADVBASE}", f"advskew = {self.skews[n]}", "[[vhost]]",
+                     f"vhid = {VHID}", f'addresses = ["{VIP}"]']  # fmt: skip
+            (self.workdir / f"node{n}.toml").write_text("\n".join(lines) + "\n")
 
     def master_down(self) -> float:
         """node2's master-down interval: OpenBSD's 3 x (advbase + advskew/256) at advbase 0."""
