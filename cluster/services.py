@@ -51,6 +51,7 @@ from django.utils import timezone
 
 from cluster import access, choices, dispatch, validators
 from cluster.advskew import Timing, derive_advskew
+from cluster.checks import CheckSpec
 from cluster.choices import AuditAction, Priority
 from cluster.crypto import PasswordDecryptionError
 from cluster.models import AliasAddress, AliasPriority, AuditEntry, IPAlias, Node, Transition
@@ -288,6 +289,8 @@ class DesiredNode:
     # virtual host it stops running that is not among them is going away on every
     # node (disabled or deleted), so it stops without a bow-out.
     elsewhere: frozenset[tuple[str, int]] = frozenset()
+    # The enabled health checks this node runs (cluster/checks.py).
+    checks: tuple[CheckSpec, ...] = ()
 
 
 UNDECRYPTABLE_CAUSE = (
