@@ -267,7 +267,9 @@ class HealthCheckForm(forms.Form):
     expect_status = text_field("http: the status that passes, 100 to 599.", number=True)
     expect_status.label = "Expected status"
     expect_status.initial = choices.HTTP_STATUS_DEFAULT
-    min_free_percent = text_field("disk: passes at or above this much free space, 1 to 99 %.")
+    min_free_percent = text_field(
+        "disk: passes at or above this much free space, 1 to 99 %.", number=True
+    )
     min_free_percent.label = "Minimum free percent"
     min_free_percent.initial = choices.FREE_PERCENT_DEFAULT
     argv = forms.CharField(
