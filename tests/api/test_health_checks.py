@@ -144,3 +144,22 @@ def test_the_schema_carries_the_checks_ranges(admin_api) -> None:
     assert (fields["weight"]["minimum"], fields["weight"]["maximum"]) == (1, 240)
     assert fields["name"]["maxLength"] == 40
     assert set(schema["paths"][f"{URL}{{id}}/"]) >= {"get", "put", "patch", "delete"}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"kind": "smtp", "starttls": True},
+        {"kind": "tcp", "port": 587},
+        {"kind": "http", "path": "/health", "expect_status": 204},
+        {"kind": "disk", "path": "/var/spool", "min_free_percent": 20},
+        {"kind": "command", "argv": ["/usr/local/bin/queue-ok", "500"]},
+    ],
+)
+def test_what_a_get_returns_can_be_put_back_unchanged(admin_api, nodes, fields) -> None:
+    created = admin_api.post(URL, body("round-trip", **fields), format="json").json()
+    url = f"{URL}{created['id']}/"
+    again = admin_api.put(url, admin_api.get(url).json(), format="json")
+    assert again.status_code == 200, again.content
+    assert again.json() == created
+    assert HealthCheck.objects.get().version == 1
