@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from cluster.models import AuditEntry, HealthCheck, Node
@@ -163,3 +165,16 @@ def test_what_a_get_returns_can_be_put_back_unchanged(admin_api, nodes, fields) 
     assert again.status_code == 200, again.content
     assert again.json() == created
     assert HealthCheck.objects.get().version == 1
+
+
+def test_the_list_costs_the_same_queries_however_many_checks(admin_api, nodes) -> None:
+    def queries_for(count: int) -> int:
+        for number in range(HealthCheck.objects.count(), count):
+            admin_api.post(
+                URL, body(f"c{number}", scope="nodes", nodes=["node1", "node2"]), format="json"
+            )
+        with CaptureQueriesContext(connection) as captured:
+            assert admin_api.get(URL).json()["count"] == count
+        return len(captured)
+
+    assert queries_for(2) == queries_for(8)
