@@ -193,3 +193,11 @@ def test_every_health_check_page_requires_login(check) -> None:
         response = client.get(url)
         assert response.status_code == 302
         assert response["Location"].startswith("/login/?next=")
+
+
+def test_the_audit_log_shows_a_checks_change(alice_client: Client, check) -> None:
+    services.update_check(None, check, {"fall": 5}, partial=True)
+    html = alice_client.get("/system/audit/").content.decode()
+    assert '<span class="muted small">Health check</span><br>smtp-25' in html
+    fall = '<th class="mono">fall</th><td class="mono pre-lines">3</td><td class="arrow">→</td>'
+    assert f'{fall}<td class="mono pre-lines">5</td>' in html
