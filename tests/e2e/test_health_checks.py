@@ -88,12 +88,11 @@ def alias(cluster: Console) -> Iterator[dict[str, Any]]:
         cluster, f"services.create_check(admin, json.loads({json.dumps(json.dumps(fields))}))"
     )
     try:
-        for node in NODES:
-            wait_until(
-                lambda node=node: (check_status(cluster, node) or {}).get("passing") is True,
-                30,
-                what=f"{node} to run the check and pass it",
-            )
+
+        def all_pass() -> bool:
+            return all((check_status(cluster, n) or {}).get("passing") is True for n in NODES)
+
+        wait_until(all_pass, 30, what="every node to run the check and pass it")
         cluster.lab.wait_holder(VIP, "node1", takeover_bound(made) + 5)
         yield made
     finally:
@@ -135,6 +134,7 @@ def test_the_masters_mail_service_stopping_moves_the_vip_to_the_next_node(health
     assert "node2 answers" in lab.smtp_banner(VIP)
     # node1 says why: its heartbeat names the check, its reason and its weight.
     demoted = wait_until(lambda: sources(health, "node1").get(SOURCE), 5, what="the source")
+    assert demoted is not None
     assert demoted["level"] == 240
     assert demoted["reason"] == f"health {CHECK} failing {FALL}× (connection refused)"
     status = check_status(health, "node1")
