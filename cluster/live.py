@@ -521,7 +521,13 @@ def fingerprint(status: Mapping[str, Any]) -> str:
     """``status`` without what changes every second by itself (the time it was
     made, heartbeat times): equal fingerprints mean nothing to show has changed."""
     stable = dict(status, generated_at=None)
-    stable["nodes"] = [dict(node, last_seen=None) for node in status["nodes"]]
+    stable["nodes"] = [
+        # A health check's time and count move at every probe; what it shows
+        # (passing or not, its message, its demotion) is what makes news.
+        dict(node, last_seen=None,
+             checks=[dict(c, last_at=None, count=None) for c in node.get("checks", [])])
+        for node in status["nodes"]
+    ]  # fmt: skip
     return json.dumps(stable, sort_keys=True)
 
 
