@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 
 from cluster import services, statekeys
 from cluster.carp.types import State
+from cluster.checks import CheckStatus
 from cluster.choices import TransitionReason
 from cluster.models import IPAlias, Node, Transition
 
@@ -457,6 +458,37 @@ def _left_out_alerts(snapshot: _Snapshot) -> list[Alert]:
                 )
             )
     return alerts
+
+
+def check_statuses(node_names: Sequence[str]) -> dict[str, dict[str, CheckStatus]]:
+    """Node name -> check name -> what its heartbeat reports (the health checks page).
+
+    One round trip for the heartbeats only. A node not reporting, or whose
+    heartbeat does not parse, has no entry; Redis down gives {}: the page shows
+    its checks without live results, it never fails.
+    """
+    try:
+        client = redis_client(settings.REDIS_URL)
+        try:
+            raws = (
+                client.mget([statekeys.heartbeat_key(n) for n in node_names]) if node_names else []
+            )
+        finally:
+            client.close()
+    except (RedisError, OSError) as exc:
+        log.warning("live check results unavailable: %s", exc)
+        return {}
+    found: dict[str, dict[str, CheckStatus]] = {}
+    for name, raw in zip(node_names, raws, strict=True):
+        if not raw:
+            continue
+        try:
+            beat = statekeys.Heartbeat.decode(raw)
+        except statekeys.Unreadable as exc:
+            _log_unreadable(name, "heartbeat", exc)
+            continue
+        found[name] = {c.name: c for c in beat.checks}
+    return found
 
 
 def compute_status(

@@ -193,6 +193,17 @@ def test_the_fingerprint_ignores_a_checks_times_and_count_but_not_its_result(eng
     assert live.fingerprint(live.compute_status().as_dict()) != live.fingerprint(first)
 
 
+def test_check_statuses_reads_each_nodes_checks_and_degrades_on_bad_data(engines, settings):
+    smtp = CheckStatus("smtp-25", "smtp", False, 3, "connection refused", 1767000000.0)
+    engines.beat("node1", checks=[smtp, CheckStatus("disk", "disk", True, 2, "40% free on /")])
+    engines.beat_raw("node2", '{"node": "node2", "at": 1767000000, "checks": "many"}')
+    found = live.check_statuses(["node1", "node2", "node3"])
+    assert found == {"node1": {"smtp-25": smtp, "disk": found["node1"]["disk"]}}
+    assert found["node1"]["disk"].passing is True
+    settings.REDIS_URL = "redis+socket:///nonexistent/redis.sock"
+    assert live.check_statuses(["node1"]) == {}
+
+
 def test_the_timeline_shows_who_was_master_when_and_why(alias, nodes):
     now = timezone.now()
     Transition.objects.create(
