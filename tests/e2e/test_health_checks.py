@@ -4,8 +4,8 @@ the mail service, not only the box (issue 10).
 Three nodes, each with its worker (the engine and its checks inside) and its mail
 service on port 25; one alias, VHID 30 on 192.0.2.130, node1 Primary, node2
 Secondary, node3 Backup (derived advskews). One ``smtp`` check on every node,
-against the node itself, made through ``cluster.services`` as the page and the API
-make it: every 1000 ms, timeout 500 ms, fall 2, rise 2, weight 240.
+against the node itself, made through ``POST /api/v1/health-checks/``: every
+1000 ms, timeout 500 ms, fall 2, rise 2, weight 240.
 
 Every test leaves the cluster as it found it (mail services running, no
 maintenance, node1 holding the VIP); the timing bounds are generous for a busy
@@ -14,7 +14,6 @@ maintenance, node1 holding the VIP); the timing bounds are generous for a busy
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -34,17 +33,6 @@ INTERVAL_MS, TIMEOUT_MS, FALL, RISE = 1000, 500, 2, 2
 # timeout; then the next node preempts at the demoted master's next advert (1 s).
 # Doubled, and 3 s more, for a busy machine.
 DEMOTE_BOUND = 2 * ((FALL * INTERVAL_MS + TIMEOUT_MS) / 1000 + 1.0) + 3.0
-
-
-def services_call(console: Console, code: str) -> str:
-    """Run ``code`` in ``manage.py shell`` against the lab's database and Redis (the
-    apply tasks of a change then reach the workers as from the page)."""
-    prelude = (
-        "import json; from django.contrib.auth.models import User; "
-        "from cluster import services; from cluster.models import HealthCheck; "
-        "admin = User.objects.get(username='admin'); "
-    )
-    return console.lab.manage("shell", "-c", prelude + code).stdout.strip()
 
 
 def node_id(console: Console, node: str) -> int:
@@ -84,9 +72,7 @@ def alias(cluster: Console) -> Iterator[dict[str, Any]]:
         "name": CHECK, "kind": "smtp", "port": 25, "interval_ms": INTERVAL_MS,
         "timeout_ms": TIMEOUT_MS, "fall": FALL, "rise": RISE, "weight": 240,
     }  # fmt: skip
-    services_call(
-        cluster, f"services.create_check(admin, json.loads({json.dumps(json.dumps(fields))}))"
-    )
+    check = cluster.call("POST", "/api/v1/health-checks/", fields, expect=201)
     try:
 
         def all_pass() -> bool:
@@ -96,9 +82,7 @@ def alias(cluster: Console) -> Iterator[dict[str, Any]]:
         cluster.lab.wait_holder(VIP, "node1", takeover_bound(made) + 5)
         yield made
     finally:
-        services_call(
-            cluster, f"services.delete_check(admin, HealthCheck.objects.get(name={CHECK!r}))"
-        )
+        cluster.call("DELETE", f"/api/v1/health-checks/{check['id']}/", expect=204)
         cluster.delete_alias(made["id"])
 
 
