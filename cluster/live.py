@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 
 from cluster import services, statekeys
 from cluster.carp.types import State
+from cluster.checks import CheckStatus
 from cluster.choices import TransitionReason
 from cluster.models import IPAlias, Node, Transition
 
@@ -102,6 +103,32 @@ class Demotion:
 
 
 @dataclass(frozen=True)
+class CheckEntry:
+    """One health check on one node, as its heartbeat says (cluster.checks.CheckStatus):
+    passing (None: no result yet), how many results in a row, the last message, when
+    it ran and when it last changed, the demotion it causes, and whether it still
+    holds the node demoted at boot."""
+
+    name: str
+    kind: str
+    passing: bool | None
+    count: int
+    message: str
+    last_at: float | None
+    changed_at: float | None
+    demotion: int
+    gating: bool
+
+
+def _checks(heartbeat: statekeys.Heartbeat) -> list[CheckEntry]:
+    return [
+        CheckEntry(c.name, c.kind, c.passing, c.count, c.message, c.last_at, c.changed_at,
+                   c.demotion, c.gating)
+        for c in heartbeat.checks
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True)
 class NodeStatus:
     """One node's heartbeat, as its engine last wrote it."""
 
@@ -115,6 +142,7 @@ class NodeStatus:
     summary: str
     demotion: Demotion = field(default_factory=Demotion)
     unreadable: str = ""  # why what the node wrote cannot be read ("" when it can)
+    checks: list[CheckEntry] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -283,6 +311,7 @@ def _node_status(node: Node, snapshot: _Snapshot | None) -> NodeStatus:
             config_source=source,
             config_version=heartbeat.config_version or None,
             demotion=demotion,
+            checks=_checks(heartbeat),
         )
     # The heartbeat has expired: the newest write to its virtual hosts is the
     # best "last seen" left (stable from now on, so it is fine in the summary).
@@ -431,6 +460,37 @@ def _left_out_alerts(snapshot: _Snapshot) -> list[Alert]:
     return alerts
 
 
+def check_statuses(node_names: Sequence[str]) -> dict[str, dict[str, CheckStatus]]:
+    """Node name -> check name -> what its heartbeat reports (the health checks page).
+
+    One round trip for the heartbeats only. A node not reporting, or whose
+    heartbeat does not parse, has no entry; Redis down gives {}: the page shows
+    its checks without live results, it never fails.
+    """
+    try:
+        client = redis_client(settings.REDIS_URL)
+        try:
+            raws = (
+                client.mget([statekeys.heartbeat_key(n) for n in node_names]) if node_names else []
+            )
+        finally:
+            client.close()
+    except (RedisError, OSError) as exc:
+        log.warning("live check results unavailable: %s", exc)
+        return {}
+    found: dict[str, dict[str, CheckStatus]] = {}
+    for name, raw in zip(node_names, raws, strict=True):
+        if not raw:
+            continue
+        try:
+            beat = statekeys.Heartbeat.decode(raw)
+        except statekeys.Unreadable as exc:
+            _log_unreadable(name, "heartbeat", exc)
+            continue
+        found[name] = {c.name: c for c in beat.checks}
+    return found
+
+
 def compute_status(
     node_rows: Sequence[Node] | None = None, matrix: Sequence[services.MatrixRow] | None = None
 ) -> Status:
@@ -493,7 +553,13 @@ def fingerprint(status: Mapping[str, Any]) -> str:
     """``status`` without what changes every second by itself (the time it was
     made, heartbeat times): equal fingerprints mean nothing to show has changed."""
     stable = dict(status, generated_at=None)
-    stable["nodes"] = [dict(node, last_seen=None) for node in status["nodes"]]
+    stable["nodes"] = [
+        # A health check's time and count move at every probe; what it shows
+        # (passing or not, its message, its demotion) is what makes news.
+        dict(node, last_seen=None,
+             checks=[dict(c, last_at=None, count=None) for c in node.get("checks", [])])
+        for node in status["nodes"]
+    ]  # fmt: skip
     return json.dumps(stable, sort_keys=True)
 
 
