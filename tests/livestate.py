@@ -51,8 +51,10 @@ class FakeEngines:
         config_source: str = "database",
         demotion: Sequence[DemotionSource] = (),
         problems: Sequence[statekeys.ConfigProblem] = (),
+        client: str = "",
     ) -> None:
-        """One heartbeat of ``node``, as its engine sends every second."""
+        """One heartbeat of ``node``, as its engine sends every second; ``client``:
+        the name of the Redis connection it says it holds open."""
         now = time.time()
         beat = statekeys.Heartbeat(
             node=node,
@@ -62,6 +64,7 @@ class FakeEngines:
             config_source=config_source,
             demotion=tuple(demotion),
             problems=tuple(problems),
+            client=client,
         )
         key = statekeys.heartbeat_key(node)
         self.client.set(key, beat.encode(), ex=statekeys.HEARTBEAT_TTL)

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
+import sys
+import time
 from collections.abc import AsyncGenerator
 from datetime import timedelta
 from typing import Any
@@ -71,6 +74,7 @@ def test_a_master_other_than_the_expected_owner_is_a_mismatch(engines, alias):
     engines.report("node3", {1: "BACKUP"})
     found = row(live.compute_status())
     assert (found.expected_owner, found.masters, found.mismatch) == ("node1", ["node2"], True)
+    assert (found.alert, found.alert_text) == (live.WRONG_OWNER, "not the expected owner")
 
 
 def test_two_masters_are_a_split_brain(engines, alias):
@@ -96,9 +100,86 @@ def test_a_dead_masters_last_state_is_not_a_split_brain(engines, alias):
     status = live.compute_status()
     found = row(status)
     assert states(found)["node1"] == "MASTER"  # its last word, until the heartbeat expires
+    assert [cell.stale for cell in found.cells] == [True, False, False]  # shown as stale
     assert found.masters == ["node2"]
     assert kinds(status) == []
     assert found.summary == "MASTER on node2"
+
+
+def test_two_live_masters_are_neither_stale(engines, alias):
+    engines.report("node1", {1: "MASTER"})
+    engines.report("node2", {1: "MASTER"})
+    found = row(live.compute_status())
+    assert [cell.stale for cell in found.cells] == [False, False, False]
+    assert (found.alert, found.alert_text) == (live.SPLIT_BRAIN, "split brain")
+
+
+def named_connection(url: str, name: str) -> subprocess.Popen[str]:
+    """A process holding a Redis connection named ``name``, as a node's worker does
+    (cluster/node/state.py); it says "ready" once the name is set."""
+    code = (
+        "import sys, time\n"
+        "from cluster import statekeys\n"
+        "client = statekeys.sync_client(sys.argv[1], client_name=sys.argv[2])\n"
+        "client.ping()\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, url, name], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "ready"
+    return process
+
+
+def test_a_killed_node_is_not_reporting_at_once_and_its_claim_not_counted(
+    engines, redis_url, alias
+):
+    name = statekeys.node_client_name("node1")
+    worker = named_connection(redis_url, name)
+    try:
+        engines.report("node1", {1: "MASTER"})
+        engines.beat("node1", client=name)
+        engines.report("node2", {1: "BACKUP"})
+        engines.report("node3", {1: "BACKUP"})
+        assert live.compute_status().nodes[0].reporting
+        worker.kill()  # SIGKILL: no goodbye, the kernel closes its socket
+        worker.wait(timeout=5)
+        killed = time.monotonic()
+        engines.report("node2", {1: "MASTER"})
+        status = live.compute_status()
+        while status.nodes[0].reporting and time.monotonic() - killed < 0.5:
+            status = live.compute_status()  # Redis reads the closed socket's EOF
+        elapsed = time.monotonic() - killed
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(timeout=5)
+    # Seconds before its heartbeat key expires (HEARTBEAT_TTL = 4 s).
+    assert engines.client.ttl(statekeys.heartbeat_key("node1")) > 2
+    assert elapsed < 0.5
+    node1 = status.nodes[0]
+    assert not node1.reporting
+    assert node1.summary.startswith("not reporting · its connection closed · last seen ")
+    found = row(status)
+    assert states(found)["node1"] == live.NOT_REPORTING
+    assert found.masters == ["node2"]
+    assert kinds(status) == [live.NODE_NOT_REPORTING]
+
+
+def test_a_heartbeat_naming_an_open_connection_reports(engines, redis_url, alias):
+    name = statekeys.node_client_name("node1")
+    worker = named_connection(redis_url, name)
+    try:
+        engines.report("node1", {1: "MASTER"})
+        engines.beat("node1", client=name)
+        status = live.compute_status()
+    finally:
+        worker.kill()
+        worker.wait(timeout=5)
+    assert status.nodes[0].reporting
+    assert states(row(status))["node1"] == "MASTER"
 
 
 def test_an_enabled_alias_without_master_is_an_alert(engines, alias):
@@ -136,6 +217,18 @@ def test_a_reporting_node_without_the_virtual_host_is_not_running_it(engines, al
     engines.report("node2", {1: "BACKUP"})
     engines.report("node3", {})
     assert states(row(live.compute_status()))["node3"] == live.NOT_RUNNING
+
+
+def test_a_node_the_alias_does_not_list_is_not_a_member(alice, engines, nodes):
+    two = [{"node": "node1", "priority": "primary"}, {"node": "node2", "priority": "secondary"}]
+    services.create_alias(alice, alias_data(1, priorities=two))
+    engines.report("node1", {1: "MASTER"})
+    engines.report("node2", {1: "BACKUP"})
+    engines.report("node3", {})
+    assert states(row(live.compute_status()))["node3"] == live.NOT_MEMBER
+    # Still running it (an old configuration): what it claims is shown, not hidden.
+    engines.report("node3", {1: "BACKUP"})
+    assert states(row(live.compute_status()))["node3"] == "BACKUP"
 
 
 def test_a_node_in_maintenance_is_not_the_expected_owner(alice, engines, alias, nodes):
