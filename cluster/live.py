@@ -380,19 +380,27 @@ def _unreadable_words(node: str) -> str:
 def expected_owner(
     alias: IPAlias, cells: Sequence[Cell], nodes: Mapping[str, NodeStatus], live: bool
 ) -> str | None:
-    """The member that should be MASTER: the lowest derived advskew among the
-    members that are up (reporting, when the live state is known, and not in
-    maintenance); none while the alias is disabled."""
+    """The member that should be MASTER: the lowest advskew among the members
+    that are up (reporting, when the live state is known, and not in
+    maintenance); none while the alias is disabled. A demoted member competes
+    with what it advertises: its advskew plus its demotion, at most 240 (CARP.md),
+    so a Primary demoted by a link down is not expected to keep the VIP."""
     if not alias.enabled:
         return None
+
+    def advertised(cell: Cell) -> int:
+        assert cell.advskew is not None
+        demotion = nodes[cell.node].demotion.total if live else 0
+        return min(cell.advskew + demotion, 240) if demotion else cell.advskew
+
     up = [
-        (cell.advskew, cell.node)
+        (advertised(cell), cell.advskew, cell.node)
         for cell in cells
         if cell.advskew is not None
         and not nodes[cell.node].maintenance
         and (nodes[cell.node].reporting or not live)
     ]
-    return min(up)[1] if up else None
+    return min(up)[2] if up else None
 
 
 def _summary(

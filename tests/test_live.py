@@ -19,6 +19,7 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from cluster import live, services, statekeys
+from cluster.carp.types import DemotionSource
 from cluster.models import IPAlias, Node, Transition
 from tests.factories import alias_data
 
@@ -238,6 +239,20 @@ def test_a_node_in_maintenance_is_not_the_expected_owner(alice, engines, alias, 
     engines.report("node3", {1: "BACKUP"})
     found = row(live.compute_status())
     assert (found.expected_owner, found.mismatch) == ("node2", False)
+
+
+def test_a_demoted_primary_is_not_the_expected_owner(engines, alias):
+    # node1 (skew 0) demoted by 240 advertises 240: worse than node2 (26) and node3 (156).
+    engines.report("node1", {1: "BACKUP"})
+    engines.beat("node1", demotion=[DemotionSource("link:eth0", 240, "link eth0 down")])
+    engines.report("node2", {1: "MASTER"})
+    engines.report("node3", {1: "BACKUP"})
+    found = row(live.compute_status())
+    assert (found.expected_owner, found.mismatch, found.alert) == ("node2", False, "")
+    # A smaller demotion that leaves it the best (0 + 20 < 26) keeps it the expected owner.
+    engines.beat("node1", demotion=[DemotionSource("health:smtp", 20, "smtp failing")])
+    found = row(live.compute_status())
+    assert (found.expected_owner, found.mismatch) == ("node1", True)
 
 
 def test_a_disabled_alias_wants_no_master_and_raises_no_alert(alice, engines, alias):
