@@ -176,14 +176,15 @@ def setup_database() -> None:
         )  # fmt: skip
 
 
-def expected_states() -> dict[str, dict[tuple[str, int], str]]:
-    """What each node's engine runs and in which state, as the scene has it."""
+def expected_states(gone: set[str]) -> dict[str, dict[tuple[str, int], str]]:
+    """What each node's engine runs and in which state, as the scene has it, with
+    ``gone`` (and ``KILLED``) dead: their VHIDs held by the next member up."""
     states: dict[str, dict[tuple[str, int], str]] = {name: {} for name in NODES}
     for alias in ALIASES:
         if not alias.enabled:
             continue
         down = {MAINTENANCE, DEMOTED}
-        up = [m for m in alias.members if m not in down and m != KILLED]
+        up = [m for m in alias.members if m not in down | gone and m != KILLED]
         master = up[0] if up else ""
         if alias.vhid == NOT_PREEMPTED:
             master = alias.secondary
@@ -199,7 +200,7 @@ class Scene:
 
     url: str
     client: Any = None
-    holders: list[subprocess.Popen[str]] = field(default_factory=list)
+    holders: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
     silenced: set[str] = field(default_factory=set)  # nodes that no longer beat
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -242,14 +243,14 @@ class Scene:
         name = statekeys.node_client_name(node)
         proc = subprocess.Popen([PYTHON, "-c", code, self.url, name], stdout=subprocess.PIPE,
                                 text=True, cwd=BASE_DIR)  # fmt: skip
-        self.holders.append(proc)
+        self.holders[node] = proc
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
         return proc
 
     def beat_all(self) -> None:
         """Every live node's heartbeat and state, once (a second's worth)."""
-        states = expected_states()
+        states = expected_states(set(self.silenced))
         for node in NODES:
             if node == KILLED or node in self.silenced:
                 continue
@@ -282,11 +283,20 @@ class Scene:
         finally:
             beats.client.close()
 
+    def kill(self, node: str) -> None:
+        """``node``'s worker dies hard: no more heartbeats, its connection closed by
+        the kernel, its last state left in Redis as it was."""
+        self.silenced.add(node)
+        holder = self.holders[node]
+        holder.kill()
+        holder.wait(timeout=10)
+        self.beat_all()  # the others take its VHIDs over
+
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        for proc in self.holders:
+        for proc in self.holders.values():
             if proc.poll() is None:
                 proc.kill()
             proc.wait(timeout=10)
