@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
+from django.test import override_settings
 from django.utils import timezone
 
 from cluster import live, services, statekeys
@@ -494,3 +495,27 @@ def test_an_unreadable_master_is_not_reported_as_no_master(engines, alias, where
     assert states(row(status))["node1"] == live.UNREADABLE
     # What node1 holds is not known: "no node holds" it would be a guess.
     assert live.NO_MASTER not in kinds(status)
+
+
+def test_without_client_list_rights_only_the_heartbeats_ttl_tells(engines, redis_url, alias):
+    # A Redis whose ACL refuses CLIENT LIST answers with an error in the pipeline:
+    # the status does not fail, and a heartbeat naming a connection still counts.
+    engines.client.execute_command(
+        "ACL", "SETUSER", "console", "on", ">pw", "~*", "&*", "+@all", "-client"
+    )
+    engines.report("node1", {1: "MASTER"})
+    engines.beat("node1", client=statekeys.node_client_name("node1"))  # no such connection
+    engines.report("node2", {1: "BACKUP"})
+    engines.report("node3", {1: "BACKUP"})
+    path = statekeys.redis_py_url(redis_url).removeprefix("unix://")
+    restricted = f"unix://console:pw@{path}"
+    try:
+        with override_settings(REDIS_URL=restricted):
+            status = live.compute_status()
+    finally:
+        engines.client.execute_command("ACL", "DELUSER", "console")
+    assert status.available
+    assert status.nodes[0].reporting
+    assert row(status).masters == ["node1"]
+    # With the right to list connections, the same heartbeat is one of a dead node.
+    assert not live.compute_status().nodes[0].reporting
