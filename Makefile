@@ -8,7 +8,7 @@ VENV_STAMP := .venv/.installed
 # PostgreSQL for the second run of the suite; scripts/ensure-postgres.sh starts one if needed.
 PG_URL ?= postgres://postgres:postgres@127.0.0.1:5432/appliance
 
-.PHONY: demo demo-root demo-fail demo-restore test lint typecheck djcheck pytest pytest-sqlite pytest-pg debian-deps venv bench format clean
+.PHONY: demo demo-root demo-fail demo-restore screenshots test lint typecheck djcheck pytest pytest-sqlite pytest-pg debian-deps venv bench format clean
 
 venv: $(VENV_STAMP)
 
@@ -73,6 +73,10 @@ demo-fail demo-restore:
 
 bench: venv
 	$(PY) bench/list_latency.py
+
+# The README's pictures: nine nodes, twelve aliases, at 1280 px (and 1920 px, not committed).
+screenshots: venv debian-deps
+	$(PY) -m tests.showcase --out docs
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache var

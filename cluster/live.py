@@ -22,14 +22,14 @@ import json
 import logging
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from cluster import services, statekeys
 from cluster.carp.types import State
@@ -44,17 +44,25 @@ log = logging.getLogger(__name__)
 MASTER = State.MASTER.value
 BACKUP = State.BACKUP.value
 INIT = State.INIT.value
-NOT_REPORTING = "not reporting"  # the node's heartbeat key has expired
+NOT_REPORTING = "not reporting"  # its heartbeat expired, or the connection it names closed
 NOT_RUNNING = "not running"  # the node reports, but does not run this virtual host
+NOT_MEMBER = "not a member"  # the alias does not list the node (and it runs nothing of it)
 UNKNOWN = "unknown"  # Redis cannot be reached, or the engine wrote no state yet
 UNREADABLE = "unreadable"  # what the node wrote does not parse (cell.detail says why)
-STATES = (MASTER, BACKUP, INIT, NOT_REPORTING, NOT_RUNNING, UNKNOWN, UNREADABLE)
+STATES = (MASTER, BACKUP, INIT, NOT_REPORTING, NOT_RUNNING, NOT_MEMBER, UNKNOWN, UNREADABLE)
 
 SPLIT_BRAIN = "split_brain"
 NO_MASTER = "no_master"
 NODE_NOT_REPORTING = "not_reporting"
 ALIAS_LEFT_OUT = "alias_left_out"  # a node cannot run an alias (its password, say)
 ALERT_KINDS = (SPLIT_BRAIN, NO_MASTER, NODE_NOT_REPORTING, ALIAS_LEFT_OUT)
+WRONG_OWNER = "wrong_owner"  # a row's alert only: the MASTER is not the expected owner
+# What a row's alert column says (AliasStatus.alert is one of these keys, or "").
+ROW_ALERT_WORDS = {
+    SPLIT_BRAIN: "split brain",
+    NO_MASTER: "no MASTER",
+    WRONG_OWNER: "not the expected owner",
+}
 
 # How a heartbeat's config_source reads on the pages (bridge.Engine sets it).
 CONFIG_SOURCE_WORDS = {
@@ -159,6 +167,9 @@ class Cell:
     last_at: float | None = None
     last_source: str = ""
     detail: str = ""  # why the state is UNREADABLE
+    # A MASTER claim that is out of date (its node's last report is older than
+    # another member's taking over): shown, but never counted as a MASTER.
+    stale: bool = False
 
 
 @dataclass(frozen=True)
@@ -174,6 +185,8 @@ class AliasStatus:
     masters: list[str]
     mismatch: bool
     summary: str
+    alert: str = ""  # the row's worst problem: a key of ROW_ALERT_WORDS, or ""
+    alert_text: str = ""  # ROW_ALERT_WORDS[alert]
 
 
 @dataclass(frozen=True)
@@ -206,6 +219,9 @@ class _Snapshot:
 
     heartbeats: dict[str, statekeys.Heartbeat | statekeys.Unreadable]
     vhosts: dict[str, dict[tuple[str, int], statekeys.VhostState | statekeys.Unreadable]]
+    # The names of the connections open now (CLIENT LIST); None when Redis would
+    # not say (an ACL without CLIENT): then only the heartbeat's TTL tells.
+    clients: frozenset[str] | None = None
 
 
 _LOGGED_UNREADABLE: set[tuple[str, str]] = set()
@@ -229,7 +245,14 @@ def _read_redis(node_names: Sequence[str]) -> _Snapshot:
         for name in node_names:
             pipe.get(statekeys.heartbeat_key(name))
             pipe.smembers(statekeys.node_vhosts_key(name))
-        replies = pipe.execute()
+        # Only ordinary connections: the pages' pub/sub streams (one per open page)
+        # are of type pubsub and need not be listed.
+        pipe.client_list(_type="normal")
+        replies = pipe.execute(raise_on_error=False)
+        for reply in replies[:-1]:
+            if isinstance(reply, Exception):
+                raise reply
+        clients = _client_names(replies[-1])
         heartbeats: dict[str, statekeys.Heartbeat | statekeys.Unreadable] = {}
         members: list[tuple[str, str, int]] = []
         for index, name in enumerate(node_names):
@@ -259,9 +282,29 @@ def _read_redis(node_names: Sequence[str]) -> _Snapshot:
             except statekeys.Unreadable as exc:
                 _log_unreadable(name, f"vhid {vhid} on {interface}", exc)
                 vhosts[name][(interface, vhid)] = exc
-        return _Snapshot(heartbeats, vhosts)
+        return _Snapshot(heartbeats, vhosts, clients)
     finally:
         client.close()
+
+
+def _client_names(reply: Any) -> frozenset[str] | None:
+    """The named connections in a CLIENT LIST reply; None when it was refused."""
+    if isinstance(reply, ResponseError) or not isinstance(reply, list):
+        if isinstance(reply, Exception) and not isinstance(reply, ResponseError):
+            raise reply
+        return None
+    return frozenset(str(c.get("name")) for c in reply if isinstance(c, dict) and c.get("name"))
+
+
+def _connection_gone(heartbeat: statekeys.Heartbeat, snapshot: _Snapshot) -> bool:
+    """The node named its connection, and Redis no longer has it: the process is
+    gone (a crash or a kill closes its sockets at once), whatever its heartbeat's
+    TTL says. A node that vanished without closing them (its network namespace
+    removed, its link down) keeps its connection until Redis notices; the TTL
+    catches that one."""
+    return bool(heartbeat.client) and (
+        snapshot.clients is not None and heartbeat.client not in snapshot.clients
+    )
 
 
 def _clock(epoch: float) -> str:
@@ -294,6 +337,9 @@ def _node_status(node: Node, snapshot: _Snapshot | None) -> NodeStatus:
         return status(
             True, None, words, config_source="", config_version=None, unreadable=str(heartbeat)
         )
+    if heartbeat is not None and _connection_gone(heartbeat, snapshot):
+        words = f"not reporting · its connection closed · last seen {_clock(heartbeat.at)}"
+        return status(False, heartbeat.at, words, config_source="", config_version=None)
     if heartbeat is not None:
         source = heartbeat.config_source
         summary = "reporting"
@@ -341,7 +387,7 @@ def _cell(
         return Cell(node.name, tier, advskew, NOT_REPORTING)
     values = snapshot.vhosts[node.name].get((alias.interface, alias.vhid))
     if values is None:
-        return Cell(node.name, tier, advskew, NOT_RUNNING)
+        return Cell(node.name, tier, advskew, NOT_RUNNING if tier else NOT_MEMBER)
     if isinstance(values, statekeys.Unreadable):
         return Cell(node.name, tier, advskew, UNREADABLE, detail=_unreadable_words(node.name))
     return Cell(
@@ -363,19 +409,27 @@ def _unreadable_words(node: str) -> str:
 def expected_owner(
     alias: IPAlias, cells: Sequence[Cell], nodes: Mapping[str, NodeStatus], live: bool
 ) -> str | None:
-    """The member that should be MASTER: the lowest derived advskew among the
-    members that are up (reporting, when the live state is known, and not in
-    maintenance); none while the alias is disabled."""
+    """The member that should be MASTER: the lowest advskew among the members
+    that are up (reporting, when the live state is known, and not in
+    maintenance); none while the alias is disabled. A demoted member competes
+    with what it advertises: its advskew plus its demotion, at most 240 (CARP.md),
+    so a Primary demoted by a link down is not expected to keep the VIP."""
     if not alias.enabled:
         return None
+
+    def advertised(cell: Cell) -> int:
+        assert cell.advskew is not None
+        demotion = nodes[cell.node].demotion.total if live else 0
+        return min(cell.advskew + demotion, 240) if demotion else cell.advskew
+
     up = [
-        (cell.advskew, cell.node)
+        (advertised(cell), cell.advskew, cell.node)
         for cell in cells
         if cell.advskew is not None
         and not nodes[cell.node].maintenance
         and (nodes[cell.node].reporting or not live)
     ]
-    return min(up)[1] if up else None
+    return min(up)[2] if up else None
 
 
 def _summary(
@@ -409,25 +463,35 @@ def _alias_alerts(
     return []
 
 
-def _current_masters(cells: Sequence[Cell], nodes: Mapping[str, NodeStatus]) -> list[str]:
-    """The members that hold the VIP now. A box that dies keeps its last state in
-    Redis until its heartbeat expires (``HEARTBEAT_TTL``), longer than its backup
-    takes to time out: its MASTER claim, from a node that has not reported for
-    more than a heartbeat and a half before another member became MASTER, is out
-    of date and not counted, or every failover would read as a split brain for a
-    second. Two live MASTERs both go on reporting, so they still do."""
+def _stale_claims(cells: Sequence[Cell], nodes: Mapping[str, NodeStatus]) -> set[str]:
+    """The nodes whose MASTER claim is out of date next to another member's.
+
+    A box that dies keeps its last state in Redis until its connection is seen
+    closed or, when it vanished without closing it, until its heartbeat expires
+    (``HEARTBEAT_TTL``): longer than its backup takes to time out. Its claim, from
+    a node whose last report is more than a heartbeat and a half older than
+    another member's becoming MASTER, is stale: shown as such, never counted, or
+    every such failover would read as a split brain. Two live MASTERs both go on
+    reporting, so they still are one."""
     claims = [cell for cell in cells if cell.state == MASTER]
     if len(claims) < 2:
-        return [cell.node for cell in claims]
+        return set()
     late = 1.5 * statekeys.HEARTBEAT_INTERVAL
-    current = []
+    stale = set()
     for cell in claims:
         seen = nodes[cell.node].last_seen
         took_over = [other.last_at for other in claims if other is not cell and other.last_at]
         if seen is not None and took_over and max(took_over) - seen > late:
-            continue
-        current.append(cell.node)
-    return current
+            stale.add(cell.node)
+    return stale
+
+
+def _row_alert(alerts: Sequence[Alert], mismatch: bool) -> str:
+    kinds = {alert.kind for alert in alerts}
+    for kind in (SPLIT_BRAIN, NO_MASTER):
+        if kind in kinds:
+            return kind
+    return WRONG_OWNER if mismatch else ""
 
 
 def _not_reporting_message(status: NodeStatus) -> str:
@@ -524,11 +588,17 @@ def compute_status(
             _cell(nodes[n.name], priority, alias, snapshot)
             for n, priority in zip(node_rows, row.cells, strict=True)
         ]
-        masters = _current_masters(cells, nodes)
+        stale = _stale_claims(cells, nodes)
+        if stale:
+            cells = [replace(c, stale=True) if c.node in stale else c for c in cells]
+        masters = [c.node for c in cells if c.state == MASTER and not c.stale]
         owner = expected_owner(alias, cells, nodes, live)
         unreadable = [c.node for c in cells if c.state == UNREADABLE]
         # Nothing to compare while a node that may hold the VIP cannot be read.
         known = bool(masters) or not unreadable
+        mismatch = live and known and masters != ([owner] if owner else [])
+        row_alerts = _alias_alerts(alias, cells, masters, nodes) if live else []
+        alert = _row_alert(row_alerts, mismatch)
         rows.append(
             AliasStatus(
                 id=alias.pk,
@@ -540,12 +610,13 @@ def compute_status(
                 cells=cells,
                 expected_owner=owner,
                 masters=masters,
-                mismatch=live and known and masters != ([owner] if owner else []),
+                mismatch=mismatch,
                 summary=_summary(alias, masters, live, unreadable),
+                alert=alert,
+                alert_text=ROW_ALERT_WORDS.get(alert, ""),
             )
         )
-        if live:
-            alerts.extend(_alias_alerts(alias, cells, masters, nodes))
+        alerts.extend(row_alerts)
     return Status(live, error, time.time(), list(nodes.values()), rows, alerts)
 
 

@@ -22,7 +22,10 @@ Keys (every value is a string; times are wall-clock epoch seconds as floats):
     source by source, the aliases it had to leave out and why, each health
     check's status (`cluster.checks.CheckStatus`: passing, consecutive count,
     last message, times, the demotion it causes, whether it still gates the
-    boot), and its packet drop and port error counters. Its absence means "node not reporting".
+    boot), its packet drop and port error counters, and the name of the Redis
+    connection it holds open (``client``, `node_client_name`). Its absence means
+    "node not reporting"; so does a ``client`` that ``CLIENT LIST`` no longer shows:
+    the kernel closed a killed worker's sockets, long before the key's TTL runs out.
 
 ``carp:vhs:<node>`` (set)
     The ``"<interface>:<vhid>"`` members the node runs now.
@@ -66,6 +69,7 @@ DEMO_CONTROL_CHANNEL = f"{PREFIX}:demo:control"
 
 HEARTBEAT_INTERVAL = 1.0  # seconds between two heartbeats of a node
 HEARTBEAT_TTL = 4  # seconds: three missed heartbeats and the node is "not reporting"
+CLIENT_NAME_PREFIX = f"{PREFIX}-node:"  # a node's Redis connection: CLIENT SETNAME
 
 # The apply task (cluster/dispatch.py sends it, cluster/node/tasks.py runs it).
 APPLY_TASK = "cluster.apply_node_config"
@@ -247,6 +251,7 @@ class Heartbeat:
     checks: tuple[CheckStatus, ...] = ()
     drops: dict[str, int] = field(default_factory=dict)
     port_errors: dict[str, int] = field(default_factory=dict)
+    client: str = ""  # the name of the connection the node holds open ("" none named)
 
     @property
     def demotion_total(self) -> int:
@@ -284,6 +289,7 @@ class Heartbeat:
                 ],
                 "drops": self.drops,
                 "port_errors": self.port_errors,
+                "client": self.client,
             },
             separators=(",", ":"),
         )
@@ -315,6 +321,7 @@ class Heartbeat:
             checks=tuple(_check(c) for c in checks),
             drops=_counters(data, "drops"),
             port_errors=_counters(data, "port_errors"),
+            client=_str(data, "client"),
         )
 
 
@@ -556,7 +563,14 @@ def redis_py_url(url: str) -> str:
     return f"unix{sep}{rest}" if scheme == "redis+socket" else url
 
 
-def sync_client(url: str, timeout: float = 1.0, retries: int = 0) -> Any:
+def node_client_name(node: str) -> str:
+    """The name a node's state publisher gives its Redis connection (CLIENT SETNAME)."""
+    return f"{CLIENT_NAME_PREFIX}{node}"
+
+
+def sync_client(
+    url: str, timeout: float = 1.0, retries: int = 0, client_name: str | None = None
+) -> Any:
     """A redis-py client with short timeouts: callers must never hang on Redis.
 
     ``retries``: how often redis-py retries a failed command. Its own default
@@ -564,6 +578,9 @@ def sync_client(url: str, timeout: float = 1.0, retries: int = 0) -> Any:
     engine's drainer for seconds when Redis was down; every caller here retries
     at its own pace anyway (the next heartbeat tick, the next page view), so the
     default is none.
+
+    ``client_name``: set with CLIENT SETNAME on every connection, reconnections
+    included (redis-py does it on connect).
     """
     import redis
     from redis.backoff import NoBackoff
@@ -575,6 +592,7 @@ def sync_client(url: str, timeout: float = 1.0, retries: int = 0) -> Any:
         socket_connect_timeout=timeout,
         decode_responses=True,
         retry=Retry(NoBackoff(), retries),
+        client_name=client_name,
     )
 
 

@@ -203,6 +203,25 @@ def render_confirm_delete(request: HttpRequest, **context: Any) -> HttpResponse:
     return render(request, "console/confirm_delete.html", context)
 
 
+@dataclass(frozen=True)
+class StatusRow:
+    """One VIP on the status page: its matrix row, its timeline, and the nodes
+    its timeline's bar shows (its legend: the bar's spans carry no text)."""
+
+    row: AliasRow
+    timeline: live.Timeline | None
+    legend: list[str]
+
+
+def status_rows(rows: Sequence[AliasRow], history: dict[int, live.Timeline]) -> list[StatusRow]:
+    found = []
+    for row in rows:
+        timeline = history.get(row.alias.pk)
+        spans = timeline.spans if timeline else []
+        found.append(StatusRow(row, timeline, list(dict.fromkeys(s.node for s in spans))))
+    return found
+
+
 @view_required
 def cluster_overview(request: HttpRequest) -> HttpResponse:
     nodes = list(Node.objects.all())
@@ -214,8 +233,9 @@ def cluster_overview(request: HttpRequest) -> HttpResponse:
         "nodes": nodes,
         "status": status,
         "node_status": status.nodes,
-        "rows": [(row, history.get(row.alias.pk)) for row in rows],
-        "colspan": len(nodes) + 3,
+        "rows": status_rows(rows, history),
+        # VIP, expected owner, actual MASTER, alert, then one column per node.
+        "colspan": len(nodes) + 4,
         "demo": settings.DEMO_MODE and access.can_change(request.user),
         "reason_labels": dict(choices.TransitionReason.choices),
         "timeline_entries": live.TIMELINE_ENTRIES,

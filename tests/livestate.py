@@ -53,8 +53,10 @@ class FakeEngines:
         demotion: Sequence[DemotionSource] = (),
         problems: Sequence[statekeys.ConfigProblem] = (),
         checks: Sequence[CheckStatus] = (),
+        client: str = "",
     ) -> None:
-        """One heartbeat of ``node``, as its engine sends every second."""
+        """One heartbeat of ``node``, as its engine sends every second; ``client``:
+        the name of the Redis connection it says it holds open."""
         now = time.time()
         beat = statekeys.Heartbeat(
             node=node,
@@ -65,6 +67,7 @@ class FakeEngines:
             demotion=tuple(demotion),
             problems=tuple(problems),
             checks=tuple(checks),
+            client=client,
         )
         key = statekeys.heartbeat_key(node)
         self.client.set(key, beat.encode(), ex=statekeys.HEARTBEAT_TTL)

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
+import sys
+import time
 from collections.abc import AsyncGenerator
 from datetime import timedelta
 from typing import Any
@@ -13,9 +16,11 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
+from django.test import override_settings
 from django.utils import timezone
 
 from cluster import live, services, statekeys
+from cluster.carp.types import DemotionSource
 from cluster.checks import CheckStatus
 from cluster.models import IPAlias, Node, Transition
 from tests.factories import alias_data
@@ -72,6 +77,7 @@ def test_a_master_other_than_the_expected_owner_is_a_mismatch(engines, alias):
     engines.report("node3", {1: "BACKUP"})
     found = row(live.compute_status())
     assert (found.expected_owner, found.masters, found.mismatch) == ("node1", ["node2"], True)
+    assert (found.alert, found.alert_text) == (live.WRONG_OWNER, "not the expected owner")
 
 
 def test_two_masters_are_a_split_brain(engines, alias):
@@ -97,9 +103,86 @@ def test_a_dead_masters_last_state_is_not_a_split_brain(engines, alias):
     status = live.compute_status()
     found = row(status)
     assert states(found)["node1"] == "MASTER"  # its last word, until the heartbeat expires
+    assert [cell.stale for cell in found.cells] == [True, False, False]  # shown as stale
     assert found.masters == ["node2"]
     assert kinds(status) == []
     assert found.summary == "MASTER on node2"
+
+
+def test_two_live_masters_are_neither_stale(engines, alias):
+    engines.report("node1", {1: "MASTER"})
+    engines.report("node2", {1: "MASTER"})
+    found = row(live.compute_status())
+    assert [cell.stale for cell in found.cells] == [False, False, False]
+    assert (found.alert, found.alert_text) == (live.SPLIT_BRAIN, "split brain")
+
+
+def named_connection(url: str, name: str) -> subprocess.Popen[str]:
+    """A process holding a Redis connection named ``name``, as a node's worker does
+    (cluster/node/state.py); it says "ready" once the name is set."""
+    code = (
+        "import sys, time\n"
+        "from cluster import statekeys\n"
+        "client = statekeys.sync_client(sys.argv[1], client_name=sys.argv[2])\n"
+        "client.ping()\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, url, name], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "ready"
+    return process
+
+
+def test_a_killed_node_is_not_reporting_at_once_and_its_claim_not_counted(
+    engines, redis_url, alias
+):
+    name = statekeys.node_client_name("node1")
+    worker = named_connection(redis_url, name)
+    try:
+        engines.report("node1", {1: "MASTER"})
+        engines.beat("node1", client=name)
+        engines.report("node2", {1: "BACKUP"})
+        engines.report("node3", {1: "BACKUP"})
+        assert live.compute_status().nodes[0].reporting
+        worker.kill()  # SIGKILL: no goodbye, the kernel closes its socket
+        worker.wait(timeout=5)
+        killed = time.monotonic()
+        engines.report("node2", {1: "MASTER"})
+        status = live.compute_status()
+        while status.nodes[0].reporting and time.monotonic() - killed < 0.5:
+            status = live.compute_status()  # Redis reads the closed socket's EOF
+        elapsed = time.monotonic() - killed
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(timeout=5)
+    # Seconds before its heartbeat key expires (HEARTBEAT_TTL = 4 s).
+    assert engines.client.ttl(statekeys.heartbeat_key("node1")) > 2
+    assert elapsed < 0.5
+    node1 = status.nodes[0]
+    assert not node1.reporting
+    assert node1.summary.startswith("not reporting · its connection closed · last seen ")
+    found = row(status)
+    assert states(found)["node1"] == live.NOT_REPORTING
+    assert found.masters == ["node2"]
+    assert kinds(status) == [live.NODE_NOT_REPORTING]
+
+
+def test_a_heartbeat_naming_an_open_connection_reports(engines, redis_url, alias):
+    name = statekeys.node_client_name("node1")
+    worker = named_connection(redis_url, name)
+    try:
+        engines.report("node1", {1: "MASTER"})
+        engines.beat("node1", client=name)
+        status = live.compute_status()
+    finally:
+        worker.kill()
+        worker.wait(timeout=5)
+    assert status.nodes[0].reporting
+    assert states(row(status))["node1"] == "MASTER"
 
 
 def test_an_enabled_alias_without_master_is_an_alert(engines, alias):
@@ -139,6 +222,18 @@ def test_a_reporting_node_without_the_virtual_host_is_not_running_it(engines, al
     assert states(row(live.compute_status()))["node3"] == live.NOT_RUNNING
 
 
+def test_a_node_the_alias_does_not_list_is_not_a_member(alice, engines, nodes):
+    two = [{"node": "node1", "priority": "primary"}, {"node": "node2", "priority": "secondary"}]
+    services.create_alias(alice, alias_data(1, priorities=two))
+    engines.report("node1", {1: "MASTER"})
+    engines.report("node2", {1: "BACKUP"})
+    engines.report("node3", {})
+    assert states(row(live.compute_status()))["node3"] == live.NOT_MEMBER
+    # Still running it (an old configuration): what it claims is shown, not hidden.
+    engines.report("node3", {1: "BACKUP"})
+    assert states(row(live.compute_status()))["node3"] == "BACKUP"
+
+
 def test_a_node_in_maintenance_is_not_the_expected_owner(alice, engines, alias, nodes):
     services.update_node(alice, nodes[0], {"maintenance": True}, partial=True)
     engines.report("node1", {1: "BACKUP"})
@@ -146,6 +241,20 @@ def test_a_node_in_maintenance_is_not_the_expected_owner(alice, engines, alias, 
     engines.report("node3", {1: "BACKUP"})
     found = row(live.compute_status())
     assert (found.expected_owner, found.mismatch) == ("node2", False)
+
+
+def test_a_demoted_primary_is_not_the_expected_owner(engines, alias):
+    # node1 (skew 0) demoted by 240 advertises 240: worse than node2 (26) and node3 (156).
+    engines.report("node1", {1: "BACKUP"})
+    engines.beat("node1", demotion=[DemotionSource("link:eth0", 240, "link eth0 down")])
+    engines.report("node2", {1: "MASTER"})
+    engines.report("node3", {1: "BACKUP"})
+    found = row(live.compute_status())
+    assert (found.expected_owner, found.mismatch, found.alert) == ("node2", False, "")
+    # A smaller demotion that leaves it the best (0 + 20 < 26) keeps it the expected owner.
+    engines.beat("node1", demotion=[DemotionSource("health:smtp", 20, "smtp failing")])
+    found = row(live.compute_status())
+    assert (found.expected_owner, found.mismatch) == ("node1", True)
 
 
 def test_a_disabled_alias_wants_no_master_and_raises_no_alert(alice, engines, alias):
@@ -411,3 +520,27 @@ def test_an_unreadable_master_is_not_reported_as_no_master(engines, alias, where
     assert states(row(status))["node1"] == live.UNREADABLE
     # What node1 holds is not known: "no node holds" it would be a guess.
     assert live.NO_MASTER not in kinds(status)
+
+
+def test_without_client_list_rights_only_the_heartbeats_ttl_tells(engines, redis_url, alias):
+    # A Redis whose ACL refuses CLIENT LIST answers with an error in the pipeline:
+    # the status does not fail, and a heartbeat naming a connection still counts.
+    engines.client.execute_command(
+        "ACL", "SETUSER", "console", "on", ">pw", "~*", "&*", "+@all", "-client"
+    )
+    engines.report("node1", {1: "MASTER"})
+    engines.beat("node1", client=statekeys.node_client_name("node1"))  # no such connection
+    engines.report("node2", {1: "BACKUP"})
+    engines.report("node3", {1: "BACKUP"})
+    path = statekeys.redis_py_url(redis_url).removeprefix("unix://")
+    restricted = f"unix://console:pw@{path}"
+    try:
+        with override_settings(REDIS_URL=restricted):
+            status = live.compute_status()
+    finally:
+        engines.client.execute_command("ACL", "DELUSER", "console")
+    assert status.available
+    assert status.nodes[0].reporting
+    assert row(status).masters == ["node1"]
+    # With the right to list connections, the same heartbeat is one of a dead node.
+    assert not live.compute_status().nodes[0].reporting

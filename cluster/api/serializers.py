@@ -246,7 +246,9 @@ class NodeStatusSerializer(serializers.Serializer[dict[str, Any]]):
     name = serializers.CharField()
     ordinal = serializers.IntegerField()
     maintenance = serializers.BooleanField()
-    reporting = serializers.BooleanField(help_text="Its heartbeat key is present in Redis.")
+    reporting = serializers.BooleanField(
+        help_text="Its heartbeat key is present in Redis and the connection it names is open."
+    )
     last_seen = serializers.FloatField(
         allow_null=True, help_text="Epoch seconds of its last heartbeat (or last write)."
     )
@@ -279,6 +281,9 @@ class CellSerializer(serializers.Serializer[dict[str, Any]]):
         help_text="The demotion source behind its last transition, if one was."
     )
     detail = serializers.CharField(help_text='e.g. "unreadable state from node2".')
+    stale = serializers.BooleanField(
+        help_text="A MASTER claim older than another member's taking over: not counted."
+    )
 
 
 class AliasStatusSerializer(serializers.Serializer[dict[str, Any]]):
@@ -295,6 +300,10 @@ class AliasStatusSerializer(serializers.Serializer[dict[str, Any]]):
     masters = serializers.ListField(child=serializers.CharField())
     mismatch = serializers.BooleanField(help_text="masters differ from [expected_owner].")
     summary = serializers.CharField(help_text='e.g. "MASTER on node2".')
+    alert = serializers.ChoiceField(
+        choices=["", *live.ROW_ALERT_WORDS], help_text="The row's worst problem, or empty."
+    )
+    alert_text = serializers.CharField(help_text='e.g. "split brain".')
 
 
 class AlertSerializer(serializers.Serializer[dict[str, Any]]):

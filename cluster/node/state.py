@@ -170,7 +170,13 @@ class RedisStatePublisher:
 
     def _redis(self) -> Any:
         if self._client is None:
-            self._client = statekeys.sync_client(self.redis_url, timeout=self.client_timeout)
+            # Named, so the console sees this connection vanish the moment the
+            # process dies (CLIENT LIST; cluster/live.py), not when the heartbeat expires.
+            self._client = statekeys.sync_client(
+                self.redis_url,
+                timeout=self.client_timeout,
+                client_name=statekeys.node_client_name(self.node),
+            )
         return self._client
 
     def _attempt(self, work: Callable[[Any], None]) -> bool:
@@ -265,6 +271,7 @@ class RedisStatePublisher:
             checks=status.checks,
             drops=snap.drops,
             port_errors=snap.port_errors,
+            client=statekeys.node_client_name(self.node),
         )
 
     def tick(self) -> None:

@@ -66,6 +66,53 @@
     );
   }
 
+  // A node's column head and card: reporting or not, maintenance, and each
+  // demotion source (its reason, as the node wrote it).
+  function showNodeHead(node) {
+    var flag = function (value) { return value ? "true" : "false"; };
+    document.querySelectorAll('.node-head[data-node="' + node.name + '"], ' +
+        '.node-card[data-node="' + node.name + '"]').forEach(function (el) {
+      el.setAttribute("data-reporting", flag(node.reporting));
+      el.setAttribute("data-maintenance", flag(node.maintenance));
+    });
+    var head = document.querySelector('.node-head[data-node="' + node.name + '"]');
+    if (!head) {
+      return;
+    }
+    if (head.title !== node.summary) {
+      head.title = node.summary;
+    }
+    setText(head.querySelector("[data-node-live]"), node.reporting ? "reporting" : "not reporting");
+    var maintenance = head.querySelector("[data-node-maintenance]");
+    if (maintenance) {
+      maintenance.hidden = !node.maintenance;
+    }
+    var demotion = head.querySelector("[data-node-demotion]");
+    var sources = (node.demotion && node.demotion.sources) || [];
+    var total = (node.demotion && node.demotion.total) || 0;
+    if (!demotion) {
+      return;
+    }
+    var words = ["demoted " + total].concat(sources.map(function (s) {
+      return s.reason || s.source;
+    }));
+    if (demotion.getAttribute("data-words") === words.join("\n")) {
+      return;
+    }
+    demotion.setAttribute("data-words", words.join("\n"));
+    demotion.hidden = !total;
+    demotion.textContent = "";
+    words.forEach(function (word, index) {
+      var span = document.createElement("span");
+      span.className = index ? "demotion-source" : "demotion-total";
+      span.textContent = word;
+      if (index) {
+        span.title = sources[index - 1].source + ": " + sources[index - 1].level;
+      }
+      demotion.appendChild(span);
+    });
+  }
+
   function showStatus(status) {
     if (!sameShape(status)) {
       window.location.reload();
@@ -80,6 +127,7 @@
         setText(el, node.summary);
         el.setAttribute("data-reporting", node.reporting ? "true" : "false");
       });
+      showNodeHead(node);
     });
     status.aliases.forEach(function (alias) {
       var summary = document.querySelector('[data-alias-summary="' + alias.id + '"]');
@@ -98,8 +146,9 @@
           return;
         }
         td.setAttribute("data-state", cell.state);
+        td.setAttribute("data-stale", cell.stale ? "true" : "false");
         var label = td.querySelector(".state");
-        setText(label, cell.detail || cell.state);
+        setText(label, cell.stale ? "stale MASTER" : cell.detail || cell.state);
         if (cell.last_reason) {
           label.title = "last change: " + cell.last_reason +
             (cell.last_source ? " (" + cell.last_source + ")" : "");
@@ -109,6 +158,17 @@
         alias.expected_owner ? [alias.expected_owner] : [], "none");
       owners(row.querySelector('[data-role="actual-owner"]'), alias.masters,
         status.available ? "none" : "unknown");
+      row.setAttribute("data-alert", alias.alert || "");
+      var alertCell = row.querySelector('[data-role="alert"]');
+      if (alertCell && alertCell.textContent !== (alias.alert_text || "")) {
+        alertCell.textContent = "";
+        if (alias.alert_text) {
+          var text = document.createElement("span");
+          text.className = "row-alert-text";
+          text.textContent = alias.alert_text;
+          alertCell.appendChild(text);
+        }
+      }
     });
     var alerts = document.getElementById("cluster-alerts");
     if (alerts) {

@@ -249,7 +249,8 @@ def test_the_live_endpoints_are_read_only(admin_api: APIClient, history: list[Tr
 
 def test_the_status_states_are_the_documented_ones() -> None:
     assert live.STATES == (
-        "MASTER", "BACKUP", "INIT", "not reporting", "not running", "unknown", "unreadable",
+        "MASTER", "BACKUP", "INIT", "not reporting", "not running", "not a member", "unknown",
+        "unreadable",
     )  # fmt: skip
 
 

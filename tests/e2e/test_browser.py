@@ -4,9 +4,10 @@ page's demo button and watch its Secondary's cell turn MASTER, pushed live.
 All along, and on the API's Swagger UI and the Django admin, the browser
 reports no breach of the Content-Security-Policy (appliance/csp.py).
 
-``E2E_SCREENSHOT=docs/cluster-status.png`` keeps the status page's screenshot
-(taken once the failed node is restored and the cluster has settled) for the
-README; by default it goes to the test's temporary directory.
+``E2E_SCREENSHOT=<path>`` keeps the status page's screenshot (taken once the
+failed node is restored and the cluster has settled); by default it goes to the
+test's temporary directory. The README's nine-node pictures come from
+``make screenshots`` (tests/showcase.py).
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def test_failing_the_primary_turns_the_secondary_master_live(
     page.goto(url + "/system/cluster/")  # without the button's message
     expect(page.locator("#live-indicator")).to_have_attribute("data-live", "connected")
     for node in ("node1", "node2", "node3"):
-        summary = page.locator(f'#cluster-matrix [data-node-summary="{node}"]')
+        summary = page.locator(f'#cluster-nodes [data-node-summary="{node}"]')
         expect(summary).to_contain_text("configuration from the database")
     shot = Path(os.environ.get("E2E_SCREENSHOT") or tmp_path / "cluster-status.png")
     page.screenshot(path=str(shot), full_page=True)

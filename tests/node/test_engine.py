@@ -164,6 +164,10 @@ def test_it_writes_the_contracts_keys_and_messages(redis_url):
         assert r.smembers(statekeys.node_vhosts_key("node1")) == {"eth0:42"}
         beat = json.loads(r.get(statekeys.heartbeat_key("node1")))
         assert (beat["config_source"], beat["drops"]) == ("database", {"bad_hmac": 2})
+        # It names its connection, and Redis lists it under that name (the console's
+        # sign of life that ends the moment the process dies: cluster/live.py).
+        assert beat["client"] == "carp-node:node1"
+        assert "carp-node:node1" in {c["name"] for c in r.client_list()}
         assert 0 < r.ttl(statekeys.heartbeat_key("node1")) <= statekeys.HEARTBEAT_TTL
         # A vhost that the node no longer runs leaves the set and its hash goes.
         box.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from html import unescape
 
 import pytest
 
@@ -30,7 +31,17 @@ def cell(html: str, alias: IPAlias, column: int) -> list[str]:
     row = re.search(rf'<tr id="alias-{alias.pk}">(.*?)</tr>', html, re.S)
     assert row
     cells = re.findall(r'<td(?! class="row-actions)[^>]*>(.*?)</td>', row.group(1), re.S)
-    return re.sub(r"<[^>]+>", " ", cells[column]).split()
+    return unescape(re.sub(r"<[^>]+>", " ", cells[column])).split()
+
+
+def chip_title(html: str, alias: IPAlias, column: int) -> str:
+    """The title of the tier chip in one data cell: the tier in words."""
+    row = re.search(rf'<tr id="alias-{alias.pk}">(.*?)</tr>', html, re.S)
+    assert row
+    cells = re.findall(r'<td(?! class="row-actions)[^>]*>(.*?)</td>', row.group(1), re.S)
+    title = re.search(r'class="chip [^"]*" title="([^"]*)"', cells[column])
+    assert title, cells[column]
+    return unescape(title.group(1))
 
 
 # --- the table -------------------------------------------------------------
@@ -38,35 +49,39 @@ def cell(html: str, alias: IPAlias, column: int) -> list[str]:
 
 def test_the_table_shows_each_nodes_tier_with_the_derived_advskew(alice_client, alias):
     html = alice_client.get(ALIAS_URL).content.decode()
-    # Columns: VHID, interface, addresses (with the description), advbase, then node1..node3.
+    # Columns: VHID, interface, addresses (with the description), advbase, enabled,
+    # preempt, live state, then node1..node3: a chip of the tier's letter and advskew.
     assert cell(html, alias, 0) == ["1"]
     assert cell(html, alias, 1) == ["eth0"]
     assert cell(html, alias, 2) == ["192.0.2.101/24", "mail", "A"]
-    assert cell(html, alias, 4) == ["Primary", "skew", "0"]
-    assert cell(html, alias, 5) == ["Secondary", "skew", "26"]
-    assert cell(html, alias, 6) == ["Backup", "skew", "156"]
+    assert cell(html, alias, 7) == ["P", "0"]
+    assert cell(html, alias, 8) == ["S", "26"]
+    assert cell(html, alias, 9) == ["B", "156"]
+    assert chip_title(html, alias, 7).startswith("Primary, advskew 0 on the wire; adverts every")
+    assert chip_title(html, alias, 9).startswith("Backup, advskew 156 on the wire;")
 
 
 def test_active_active_aliases_show_opposite_priorities(alice_client, active_active):
     first, second = active_active
     html = alice_client.get(ALIAS_URL).content.decode()
-    assert cell(html, first, 4) == ["Primary", "skew", "0"]
-    assert cell(html, first, 5) == ["Secondary", "skew", "26"]
-    assert cell(html, second, 4) == ["Secondary", "skew", "13"]
-    assert cell(html, second, 5) == ["Primary", "skew", "0"]
-    assert cell(html, second, 6) == ["—"]  # node3 is not a member
+    assert cell(html, first, 7) == ["P", "0"]
+    assert cell(html, first, 8) == ["S", "26"]
+    assert cell(html, second, 7) == ["S", "13"]
+    assert cell(html, second, 8) == ["P", "0"]
+    assert cell(html, second, 9) == ["—"]  # node3 is not a member
+    assert chip_title(html, second, 9) == "not a member"
 
 
 def test_the_live_state_column_says_when_redis_cannot_be_reached(alice_client, alias):
     html = alice_client.get(ALIAS_URL).content.decode()
-    assert "<th>Live state</th>" in html
+    assert '<th class="live-col">Live state</th>' in html
     assert f'data-alias-summary="{alias.pk}" data-mismatch="false">live state unavailable<' in html
 
 
 def test_the_table_shows_flags_and_description(alice_client, alias):
     html = alice_client.get(ALIAS_URL).content.decode()
-    assert cell(html, alias, 7) == ["yes"]  # enabled
-    assert cell(html, alias, 8) == ["yes"]  # preempt
+    assert cell(html, alias, 4) == ["yes"]  # enabled
+    assert cell(html, alias, 5) == ["yes"]  # preempt
     # The description sits under the addresses, not in a column of its own.
     assert '<div class="description">mail A</div>' in html
 

@@ -36,7 +36,7 @@ def failed_over(engines: FakeEngines, alias: IPAlias) -> FakeEngines:
 def cell(html: str, node: str, vhid: int = 1) -> str:
     match = re.search(
         rf'<td class="cell" data-node="{node}" data-vhid="{vhid}" data-interface="eth0" '
-        r'data-state="([^"]*)">',
+        r'data-state="([^"]*)"[^>]*>',
         html,
     )
     assert match, f"no cell for {node}"
@@ -55,8 +55,8 @@ def test_the_matrix_shows_each_cells_live_state_and_the_owners(
     row = html[html.index('<tr data-alias-id="') :].split("</tr>")[0]
     # node1 is down: node2 is both the expected and the actual owner.
     assert 'data-mismatch="false"' in row
-    assert '<td data-role="expected-owner"><strong>node2</strong>' in row
-    assert '<td data-role="actual-owner"><strong>node2</strong>' in row
+    assert 'data-role="expected-owner"><strong>node2</strong>' in row
+    assert 'data-role="actual-owner"><strong>node2</strong>' in row
     assert re.search(r'data-alert="not_reporting">Node node1 is not reporting[ .]', html)
     assert 'id="live-unavailable" hidden' in html
     assert 'data-live="connecting"' in html
@@ -387,3 +387,90 @@ def test_an_alias_a_node_cannot_run_is_an_alert_naming_node_alias_and_cause(
     html = alice_client.get(CLUSTER_URL).content.decode()
     message = f"Node node1 cannot run VHID 1 on eth0: {services.UNDECRYPTABLE_CAUSE}."
     assert f'data-alert="alias_left_out">{escape(message)}</li>' in html
+
+
+# The matrix at nine nodes: non-members, node heads, stale claims, the row's alert.
+
+
+def node_head(html: str, node: str) -> str:
+    """The matrix's column head of ``node``."""
+    match = re.search(rf'<th class="node-head" data-node="{node}".*?</th>', html, re.S)
+    assert match, f"no head for {node}"
+    return match.group(0)
+
+
+def test_a_node_the_alias_does_not_list_reads_not_a_member(
+    alice: User, alice_client: Client, engines: FakeEngines, nodes: list[Node]
+) -> None:
+    from cluster import services
+    from tests.factories import alias_data
+
+    services.create_alias(alice, alias_data(1))  # node1 Primary, node2 Secondary
+    engines.report("node1", {1: "MASTER"})
+    engines.report("node2", {1: "BACKUP"})
+    engines.report("node3", {})
+    html = alice_client.get(CLUSTER_URL).content.decode()
+    assert cell(html, "node3") == "not a member"
+    assert cell_text(html, "node3") == "not a member"
+    assert "not running" not in html
+
+
+def test_node_heads_show_maintenance_and_each_demotion_source(
+    alice: User, alice_client: Client, engines: FakeEngines, alias: IPAlias, nodes: list[Node]
+) -> None:
+    from cluster import services
+
+    services.update_node(alice, nodes[0], {"maintenance": True}, partial=True)
+    for node in ("node1", "node2", "node3"):
+        engines.report(node, {1: "MASTER" if node == "node2" else "BACKUP"})
+    engines.beat("node1", demotion=[DemotionSource("maintenance", 240, "maintenance")])
+    engines.beat(
+        "node3",
+        demotion=[
+            DemotionSource("link:eth0", 240, "link eth0 down"),
+            DemotionSource("health:smtp", 20, ""),  # no reason: its source is shown
+        ],
+    )
+    html = alice_client.get(CLUSTER_URL).content.decode()
+    head1, head2, head3 = (node_head(html, n) for n in ("node1", "node2", "node3"))
+    assert 'data-maintenance="true"' in head1
+    assert '<span class="node-maintenance" data-node-maintenance="node1">maintenance<' in head1
+    assert '<span class="demotion-total">demoted 240</span>' in head1
+    assert 'data-node-maintenance="node2" hidden>' in head2
+    assert 'data-node-demotion="node2" hidden>' in head2
+    sources = re.findall(r'<span class="demotion-source"[^>]*>([^<]*)<', head3)
+    assert sources == ["link eth0 down", "health:smtp"]
+    assert '<span class="demotion-total">demoted 260</span>' in head3
+    assert 'data-node-live="node3">reporting<' in head3
+
+
+def test_a_stale_master_claim_is_shown_as_stale_and_raises_no_split_brain(
+    alice_client: Client, engines: FakeEngines, alias: IPAlias
+) -> None:
+    # node1 vanished 3.5 s ago without closing its connection (its heartbeat key
+    # has not expired yet); node2 took the VIP over since.
+    engines.report("node1", {1: "MASTER"})
+    beat = json.loads(engines.client.get(statekeys.heartbeat_key("node1")))
+    beat["at"] -= 3.5
+    engines.client.set(statekeys.heartbeat_key("node1"), json.dumps(beat), ex=2)
+    engines.report("node2", {1: "MASTER"})
+    engines.report("node3", {1: "BACKUP"})
+    html = alice_client.get(CLUSTER_URL).content.decode()
+    assert re.search(r'data-node="node1" [^>]*data-state="MASTER" data-stale="true"', html)
+    assert cell_text(html, "node1") == "stale MASTER"
+    assert re.search(r'data-node="node2" [^>]*data-state="MASTER" data-stale="false"', html)
+    assert 'data-alert="split_brain"' not in html
+    assert 'data-role="actual-owner"><strong>node2</strong>' in html
+
+
+def test_a_rows_alert_is_in_its_own_column(
+    alice_client: Client, engines: FakeEngines, alias: IPAlias
+) -> None:
+    engines.report("node1", {1: "MASTER"})
+    engines.report("node2", {1: "MASTER"})
+    engines.report("node3", {1: "BACKUP"})
+    html = alice_client.get(CLUSTER_URL).content.decode()
+    assert 'data-mismatch="true" data-alert="split_brain">' in html
+    assert (
+        '<td class="row-alert" data-role="alert"><span class="row-alert-text">split brain</span>'
+    ) in html

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from html import unescape
 
 from cluster import services
 from cluster.models import AuditEntry
@@ -13,10 +14,11 @@ def test_the_cluster_page_shows_the_matrix_and_the_expected_owner(
     alice, alice_client, nodes, active_active
 ):
     html = alice_client.get("/system/cluster/").content.decode()
-    rows = re.findall(r"<tr[^>]*>\s*<td[^>]*><span class=\"mono\">(VHID \d).*?</tr>", html, re.S)
+    rows = re.findall(r'<tr[^>]*>\s*<td[^>]*><span class="mono[^"]*">(VHID \d).*?</tr>', html, re.S)
     assert rows == ["VHID 1", "VHID 2"]
-    text = re.sub(r"<[^>]+>", " ", html)
-    assert re.search(r"VHID 1 · eth0.*?Primary\s+skew 0.*?Secondary\s+skew 26.*?node1", text, re.S)
+    text = unescape(re.sub(r"<[^>]+>", " ", html))
+    # The owners first, then per node its tier's letter and derived advskew.
+    assert re.search(r"VHID 1 · eth0.*?node1\s+unknown\s+P\s0\s+unknown\s+S\s26", text, re.S)
     # node2 in maintenance: VHID 2 should move to its Secondary, node1.
     services.update_node(alice, nodes[1], {**services.node_snapshot(nodes[1]), "maintenance": True})
     html = alice_client.get("/system/cluster/").content.decode()
