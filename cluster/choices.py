@@ -94,3 +94,66 @@ class Role(models.TextChoices):
 
     ADMINISTRATOR = "administrator", "Administrator"
     SUPPORT = "support", "Support"
+
+
+# --------------------------------------------------------------------------
+# Health checks (issue 10): the desired state of each check a node runs
+# (cluster.models.HealthCheck, cluster.checks.CheckSpec).
+
+# The name becomes the demotion source "health:<name>" and a Prometheus label value.
+CHECK_NAME_MAX_LENGTH: Final = 40
+# RFC 1035 2.3.4: a domain name is at most 253 characters in its text form.
+CHECK_HOST_MAX_LENGTH: Final = 253
+CHECK_PATH_MAX_LENGTH: Final = 1024
+PORT_MIN: Final = 1
+PORT_MAX: Final = 65535
+# Faster than 200 ms costs a connection five times a second per node for little
+# gain: failover is bounded by fall x interval anyway. An hour is the slowest
+# interval that still deserves the word "check".
+CHECK_INTERVAL_MS_MIN: Final = 200
+CHECK_INTERVAL_MS_MAX: Final = 3_600_000
+CHECK_INTERVAL_MS_DEFAULT: Final = 2000
+CHECK_TIMEOUT_MS_MIN: Final = 50
+CHECK_TIMEOUT_MS_DEFAULT: Final = 1000
+CHECK_COUNT_MIN: Final = 1
+CHECK_COUNT_MAX: Final = 10
+CHECK_RISE_DEFAULT: Final = 2
+CHECK_FALL_DEFAULT: Final = 3
+# A demotion level: 240 is FreeBSD's cap on the advertised advskew, a full demotion.
+CHECK_WEIGHT_MIN: Final = 1
+CHECK_WEIGHT_MAX: Final = 240
+CHECK_WEIGHT_DEFAULT: Final = 240
+HTTP_STATUS_MIN: Final = 100
+HTTP_STATUS_MAX: Final = 599
+HTTP_STATUS_DEFAULT: Final = 200
+HTTP_PATH_DEFAULT: Final = "/"
+FREE_PERCENT_MIN: Final = 1
+FREE_PERCENT_MAX: Final = 99
+FREE_PERCENT_DEFAULT: Final = 10
+# A command check's argv: the program and its arguments, no shell.
+ARGV_MAX_ITEMS: Final = 32
+ARGV_ITEM_MAX_LENGTH: Final = 1024
+# Each node runs every check in its scope; the status page shows one line per
+# check and node. More than this many is a monitoring system's job, not the cluster's.
+CHECKS_MAX: Final = 64
+
+
+class CheckKind(models.TextChoices):
+    """What a health check does (cluster.checks.KINDS)."""
+
+    SMTP = "smtp", "SMTP (220 banner, EHLO)"
+    TCP = "tcp", "TCP connect"
+    HTTP = "http", "HTTP GET"
+    DISK = "disk", "Disk free space"
+    COMMAND = "command", "Command (exit 0)"
+
+
+# The port a check of these kinds uses when none is given.
+CHECK_DEFAULT_PORTS: Final = {CheckKind.SMTP.value: 25, CheckKind.HTTP.value: 80}
+
+
+class CheckScope(models.TextChoices):
+    """Which nodes run a health check."""
+
+    ALL = "all", "All nodes"
+    NODES = "nodes", "Chosen nodes"

@@ -15,7 +15,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from cluster import choices, crypto, validators
+from cluster import checks, choices, crypto, validators
 from cluster.advskew import Timing, derive_advskew
 
 
@@ -253,3 +253,143 @@ class AuditEntry(models.Model):
             for key in sorted(set(before) | set(after))
             if before.get(key) != after.get(key)
         }
+
+
+# --------------------------------------------------------------------------
+# Health checks (issue 10)
+
+
+class HealthCheck(models.Model):
+    """A check that the nodes in its scope run on themselves, off the protocol loop.
+
+    While it fails (``fall`` results in a row) a node sets the demotion source
+    ``health:<name>`` at ``weight``; ``rise`` passes clear it. A blank ``host``
+    means the node's own address and ``port`` 0 the kind's default (smtp 25,
+    http 80). ``path`` is the URL path of an http check or the file system path
+    of a disk check; ``argv`` is a command check's program (an absolute path) and
+    arguments, run without a shell. ``boot_needs_rise``: after a start the node
+    stays demoted until the check has passed ``rise`` times rather than once.
+    ``scope`` "all" runs it on every node, "nodes" on ``nodes`` only. ``version``
+    goes up by one on every change, as an alias's does.
+    """
+
+    name = models.CharField(
+        max_length=choices.CHECK_NAME_MAX_LENGTH,
+        unique=True,
+        validators=[validators.validate_check_name],
+    )
+    kind = models.CharField(max_length=16, choices=choices.CheckKind.choices)
+    host = models.CharField(max_length=choices.CHECK_HOST_MAX_LENGTH, blank=True)
+    port = models.PositiveIntegerField(default=0)
+    path = models.CharField(max_length=choices.CHECK_PATH_MAX_LENGTH, blank=True)
+    expect_status = models.PositiveSmallIntegerField(
+        "expected status",
+        default=choices.HTTP_STATUS_DEFAULT,
+        validators=[validators.validate_expect_status],
+    )
+    min_free_percent = models.PositiveSmallIntegerField(
+        "minimum free percent",
+        default=choices.FREE_PERCENT_DEFAULT,
+        validators=[validators.validate_min_free_percent],
+    )
+    argv = models.JSONField("command", default=list, blank=True)
+    starttls = models.BooleanField("STARTTLS", default=False)
+    interval_ms = models.PositiveIntegerField(
+        "interval (ms)",
+        default=choices.CHECK_INTERVAL_MS_DEFAULT,
+        validators=[validators.validate_interval_ms],
+    )
+    timeout_ms = models.PositiveIntegerField(
+        "timeout (ms)",
+        default=choices.CHECK_TIMEOUT_MS_DEFAULT,
+        validators=[validators.validate_timeout_ms],
+    )
+    rise = models.PositiveSmallIntegerField(
+        default=choices.CHECK_RISE_DEFAULT, validators=[validators.validate_rise]
+    )
+    fall = models.PositiveSmallIntegerField(
+        default=choices.CHECK_FALL_DEFAULT, validators=[validators.validate_fall]
+    )
+    weight = models.PositiveSmallIntegerField(
+        default=choices.CHECK_WEIGHT_DEFAULT, validators=[validators.validate_weight]
+    )
+    boot_needs_rise = models.BooleanField("boot gating needs rise passes", default=False)
+    scope = models.CharField(
+        max_length=8, choices=choices.CheckScope.choices, default=choices.CheckScope.ALL
+    )
+    nodes = models.ManyToManyField(Node, blank=True, related_name="health_checks")
+    enabled = models.BooleanField(default=True)
+    version = models.PositiveIntegerField(default=1, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "health check"
+        verbose_name_plural = "health checks"
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(
+                    interval_ms__gte=choices.CHECK_INTERVAL_MS_MIN,
+                    interval_ms__lte=choices.CHECK_INTERVAL_MS_MAX,
+                ),
+                name="healthcheck_interval_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    timeout_ms__gte=choices.CHECK_TIMEOUT_MS_MIN,
+                    timeout_ms__lt=models.F("interval_ms"),
+                ),
+                name="healthcheck_timeout_below_interval",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    rise__gte=choices.CHECK_COUNT_MIN,
+                    rise__lte=choices.CHECK_COUNT_MAX,
+                    fall__gte=choices.CHECK_COUNT_MIN,
+                    fall__lte=choices.CHECK_COUNT_MAX,
+                ),
+                name="healthcheck_rise_fall_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    weight__gte=choices.CHECK_WEIGHT_MIN, weight__lte=choices.CHECK_WEIGHT_MAX
+                ),
+                name="healthcheck_weight_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(port__lte=choices.PORT_MAX), name="healthcheck_port_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(kind__in=choices.CheckKind.values), name="healthcheck_kind_known"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def source(self) -> str:
+        """The demotion source a failing check sets: ``health:<name>``."""
+        return checks.source_name(self.name)
+
+    @property
+    def effective_port(self) -> int:
+        """The port the check connects to: its own, else its kind's default (0: none)."""
+        return self.port or choices.CHECK_DEFAULT_PORTS.get(self.kind, 0)
+
+    @property
+    def target(self) -> str:
+        """Where the check looks, in words, for the pages and the admin."""
+        if self.kind == choices.CheckKind.COMMAND:
+            return " ".join(self.argv) if isinstance(self.argv, list) else ""
+        if self.kind == choices.CheckKind.DISK:
+            return f"{self.path} ≥ {self.min_free_percent} % free"
+        host = self.host or "(the node)"
+        where = f"[{host}]" if ":" in host else host
+        text = f"{where}:{self.effective_port}"
+        if self.kind == choices.CheckKind.HTTP:
+            return f"http://{text}{self.path} → {self.expect_status}"
+        if self.kind == choices.CheckKind.SMTP and self.starttls:
+            return f"{text} (STARTTLS)"
+        return text

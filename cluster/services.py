@@ -46,7 +46,7 @@ from typing import Any, NamedTuple, NotRequired, TypedDict
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from cluster import access, choices, dispatch, validators
@@ -54,7 +54,15 @@ from cluster.advskew import Timing, derive_advskew
 from cluster.checks import CheckSpec
 from cluster.choices import AuditAction, Priority
 from cluster.crypto import PasswordDecryptionError
-from cluster.models import AliasAddress, AliasPriority, AuditEntry, IPAlias, Node, Transition
+from cluster.models import (
+    AliasAddress,
+    AliasPriority,
+    AuditEntry,
+    HealthCheck,
+    IPAlias,
+    Node,
+    Transition,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -359,6 +367,7 @@ def desired_node(node_name: str) -> DesiredNode:
         tuple(vhosts),
         tuple(left_out),
         frozenset(elsewhere),
+        desired_checks(node_name),
     )
 
 
@@ -1012,6 +1021,7 @@ def delete_node(actor: Actor, node: Node, force: bool = False) -> None:
                 heir.save(update_fields=["priority"])
             # An alias left with no member is disabled.
             _new_alias_version(actor, alias.pk, before, **({} if remaining else {"enabled": False}))
+        _checks_lose_node(actor, current)
         _audit(actor, AuditAction.DELETE, current, node_snapshot(current), None)
         current.delete()
         _apply_on_commit(nodes_to_tell)
@@ -1044,6 +1054,579 @@ def prune_transitions(days: int) -> int:
     cutoff = timezone.now() - datetime.timedelta(days=days)
     deleted, _ = Transition.objects.filter(at__lt=cutoff).delete()
     return deleted
+
+
+# --------------------------------------------------------------------------
+# Health checks (issue 10): desired state, validated, audited and applied to the
+# nodes like the aliases. Each node runs the enabled checks whose scope names it
+# (``desired_checks``, part of ``desired_node``); every write tells the nodes of
+# the old and the new scope to apply.
+#
+#     CheckData = {
+#         "name": "smtp-25",            # required; 1..40 of a-z 0-9 - _ ("health:<name>")
+#         "kind": "smtp",               # required; smtp, tcp, http, disk or command
+#         "host": "",                   # smtp/tcp/http: blank = the node itself
+#         "port": 0,                    # smtp/tcp/http: 0 = the kind's (smtp 25, http 80);
+#                                       # tcp needs one
+#         "path": "/health",            # http: URL path (default "/"); disk: absolute path
+#         "expect_status": 200,         # http: 100..599
+#         "min_free_percent": 10,       # disk: 1..99
+#         "argv": ["/usr/local/bin/queue-ok", "500"],  # command: absolute program, args
+#         "starttls": False,            # smtp
+#         "interval_ms": 2000,          # 200..3600000
+#         "timeout_ms": 1000,           # 50..interval - 1
+#         "rise": 2, "fall": 3,         # 1..10
+#         "weight": 240,                # 1..240, the demotion while failing
+#         "boot_needs_rise": False,     # boot gating: rise passes (True) or one (False)
+#         "scope": "all",               # "all" or "nodes"
+#         "nodes": ["node1"],           # scope "nodes" only: at least one node
+#         "enabled": True,
+#     }
+#
+# Missing on create: the default; missing on update (partial or not): kept, except
+# that a new kind starts its own fields (host, port, path, ...) from their defaults.
+# A field the kind does not use, given with a value other than its default, is
+# refused ("Port applies to smtp, tcp and http checks only.").
+
+
+class CheckData(TypedDict, total=False):
+    name: str
+    kind: str
+    host: str
+    port: int
+    path: str
+    expect_status: int
+    min_free_percent: int
+    argv: list[str]
+    starttls: bool
+    interval_ms: int
+    timeout_ms: int
+    rise: int
+    fall: int
+    weight: int
+    boot_needs_rise: bool
+    scope: str
+    nodes: list[str]
+    enabled: bool
+
+
+CHECK_TYPE = "healthcheck"
+CHECK_REQUIRED = ("name", "kind")
+# The fields only some kinds use, with the value they have when unused.
+CHECK_KIND_DEFAULTS: dict[str, Any] = {
+    "host": "",
+    "port": 0,
+    "path": "",
+    "expect_status": choices.HTTP_STATUS_DEFAULT,
+    "min_free_percent": choices.FREE_PERCENT_DEFAULT,
+    "argv": [],
+    "starttls": False,
+}
+CHECK_DEFAULTS: dict[str, Any] = {
+    **CHECK_KIND_DEFAULTS,
+    "interval_ms": choices.CHECK_INTERVAL_MS_DEFAULT,
+    "timeout_ms": choices.CHECK_TIMEOUT_MS_DEFAULT,
+    "rise": choices.CHECK_RISE_DEFAULT,
+    "fall": choices.CHECK_FALL_DEFAULT,
+    "weight": choices.CHECK_WEIGHT_DEFAULT,
+    "boot_needs_rise": False,
+    "scope": choices.CheckScope.ALL.value,
+    "nodes": [],
+    "enabled": True,
+}
+CheckKind = choices.CheckKind
+# Which of CHECK_KIND_DEFAULTS each kind uses.
+CHECK_KIND_FIELDS: dict[str, frozenset[str]] = {
+    CheckKind.SMTP: frozenset({"host", "port", "starttls"}),
+    CheckKind.TCP: frozenset({"host", "port"}),
+    CheckKind.HTTP: frozenset({"host", "port", "path", "expect_status"}),
+    CheckKind.DISK: frozenset({"path", "min_free_percent"}),
+    CheckKind.COMMAND: frozenset({"argv"}),
+}
+LABELS.update(
+    {
+        "kind": "Kind",
+        "host": "Host",
+        "port": "Port",
+        "path": "Path",
+        "expect_status": "Expected status",
+        "min_free_percent": "Minimum free percent",
+        "argv": "Command",
+        "starttls": "STARTTLS",
+        "interval_ms": "Interval",
+        "timeout_ms": "Timeout",
+        "rise": "Rise",
+        "fall": "Fall",
+        "weight": "Weight",
+        "boot_needs_rise": "Boot gating",
+        "scope": "Scope",
+        "nodes": "Nodes",
+    }
+)
+CHANGE_REFUSED = "Your role cannot change the configuration."
+
+__all__ += [
+    "CheckData",
+    "check_form_data",
+    "check_node_names",
+    "check_snapshot",
+    "check_spec",
+    "checks_with_nodes",
+    "create_check",
+    "delete_check",
+    "desired_checks",
+    "update_check",
+    "validate_check",
+]
+
+
+def checks_with_nodes() -> QuerySet[HealthCheck]:
+    """Every health check with its chosen nodes prefetched (two queries)."""
+    return HealthCheck.objects.prefetch_related("nodes")
+
+
+def _chosen_nodes(check: HealthCheck) -> list[Node]:
+    return sorted(check.nodes.all(), key=lambda node: node.ordinal)
+
+
+def check_form_data(check: HealthCheck) -> CheckData:
+    """The CheckData of ``check``, for edit forms and the audit log."""
+    return {
+        "name": check.name,
+        "kind": check.kind,
+        "host": check.host,
+        "port": check.port,
+        "path": check.path,
+        "expect_status": check.expect_status,
+        "min_free_percent": check.min_free_percent,
+        "argv": list(check.argv),
+        "starttls": check.starttls,
+        "interval_ms": check.interval_ms,
+        "timeout_ms": check.timeout_ms,
+        "rise": check.rise,
+        "fall": check.fall,
+        "weight": check.weight,
+        "boot_needs_rise": check.boot_needs_rise,
+        "scope": check.scope,
+        "nodes": [node.name for node in _chosen_nodes(check)],
+        "enabled": check.enabled,
+    }
+
+
+def check_snapshot(check: HealthCheck) -> dict[str, Any]:
+    """The audit log's picture of a check."""
+    data: dict[str, Any] = dict(check_form_data(check))
+    data["version"] = check.version
+    return data
+
+
+def check_node_names(check: HealthCheck) -> set[str]:
+    """The nodes whose desired state includes ``check`` (enabled or not): every
+    node for the scope "all", else the chosen ones."""
+    if check.scope == choices.CheckScope.ALL:
+        return set(Node.objects.values_list("name", flat=True))
+    return {node.name for node in check.nodes.all()}
+
+
+def check_spec(check: HealthCheck) -> CheckSpec:
+    """What a node runs for ``check`` (cluster.checks). The port is resolved to the
+    kind's default here; the host stays blank for "the node itself", which the
+    node resolves to its own address."""
+    return CheckSpec(
+        name=check.name,
+        kind=check.kind,
+        host=check.host,
+        port=check.effective_port,
+        path=check.path,
+        expect_status=check.expect_status,
+        min_free_percent=check.min_free_percent,
+        argv=tuple(str(item) for item in check.argv),
+        starttls=check.starttls,
+        interval_ms=check.interval_ms,
+        timeout_ms=check.timeout_ms,
+        rise=check.rise,
+        fall=check.fall,
+        weight=check.weight,
+        boot_needs_rise=check.boot_needs_rise,
+        check_id=check.pk,
+        version=check.version,
+    )
+
+
+def desired_checks(node_name: str) -> tuple[CheckSpec, ...]:
+    """The enabled checks ``node_name`` runs, by name: scope "all", or it is chosen."""
+    found = (
+        HealthCheck.objects.filter(enabled=True)
+        .filter(Q(scope=choices.CheckScope.ALL) | Q(nodes__name=node_name))
+        .distinct()
+        .order_by("name")
+    )
+    return tuple(check_spec(check) for check in found)
+
+
+@dataclass
+class CheckChange:
+    """A validated health check: what the write will store."""
+
+    name: str
+    kind: str
+    host: str
+    port: int
+    path: str
+    expect_status: int
+    min_free_percent: int
+    argv: list[str]
+    starttls: bool
+    interval_ms: int
+    timeout_ms: int
+    rise: int
+    fall: int
+    weight: int
+    boot_needs_rise: bool
+    scope: str
+    enabled: bool
+    nodes: list[Node] = field(default_factory=list)
+
+    def as_data(self) -> dict[str, Any]:
+        """The CheckData this change stores (``check_form_data`` of the result)."""
+        data = {key: value for key, value in self.__dict__.items() if key != "nodes"}
+        data["nodes"] = [node.name for node in sorted(self.nodes, key=lambda n: n.ordinal)]
+        return data
+
+
+def _kinds_using(key: str) -> str:
+    kinds = [kind for kind in CheckKind.values if key in CHECK_KIND_FIELDS[kind]]
+    return kinds[0] if len(kinds) == 1 else ", ".join(kinds[:-1]) + " and " + kinds[-1]
+
+
+def _unused_given(data: Mapping[str, Any], key: str) -> bool:
+    """Does ``data`` give ``key`` a value other than its unused default?"""
+    if key not in data or data[key] is None:
+        return False
+    value, default = data[key], CHECK_KIND_DEFAULTS[key]
+    if isinstance(value, str) and not value.strip():
+        return False
+    if isinstance(default, bool):
+        return parse_flag(value) is not default
+    if isinstance(default, int):
+        try:
+            return int(str(value).strip()) != default
+        except ValueError:
+            return True
+    if isinstance(default, list):
+        return bool(value != [])
+    return bool(value != default)
+
+
+def _clean_check_host(merged: Mapping[str, Any], errors: _Errors) -> str:
+    value = merged.get("host", "")
+    if not isinstance(value, str):
+        errors.add("host", "Host must be text.")
+        return ""
+    if not value.strip():
+        return ""
+    try:
+        return validators.parse_check_host(value)
+    except ValidationError as exc:
+        errors.add("host", exc)
+        return ""
+
+
+def _clean_check_port(merged: Mapping[str, Any], kind: str, errors: _Errors) -> int:
+    value = _as_int(merged.get("port", 0), "port", errors)
+    if value is None:
+        return 0
+    if value == 0 and kind == CheckKind.TCP:
+        errors.add("port", "A tcp check needs a port: 1 to 65535.")
+    elif value != 0:
+        errors.check("port", validators.validate_port, value)
+    return value
+
+
+def _clean_check_path(merged: Mapping[str, Any], kind: str, errors: _Errors) -> str:
+    value = merged.get("path", "")
+    if not isinstance(value, str):
+        errors.add("path", "Path must be text.")
+        return ""
+    text = value.strip()
+    limit = choices.CHECK_PATH_MAX_LENGTH
+    if len(text) > limit:
+        errors.add("path", f"Path must be at most {limit} characters (got {len(text)}).")
+        return ""
+    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+        errors.add("path", "Path must not contain control characters.")
+        return ""
+    if kind == CheckKind.HTTP:
+        if not text:
+            return choices.HTTP_PATH_DEFAULT
+        if not text.startswith("/") or any(char.isspace() for char in text):
+            errors.add("path", "An http path starts with '/' and has no spaces, e.g. /health.")
+    elif kind == CheckKind.DISK:
+        if not text:
+            errors.add("path", "A disk check needs a path: give an absolute path, e.g. /var.")
+        elif not text.startswith("/"):
+            errors.add("path", "A disk check's path must be absolute, e.g. /var/spool.")
+    return text
+
+
+def _clean_argv(merged: Mapping[str, Any], kind: str, errors: _Errors) -> list[str]:
+    value = merged.get("argv", [])
+    if not isinstance(value, list | tuple):
+        errors.add("argv", "Command must be a list: the program, then each argument.")
+        return []
+    if not all(isinstance(item, str) for item in value):
+        errors.add("argv", "Each item of the command must be text.")
+        return []
+    argv = list(value)
+    limit = choices.ARGV_MAX_ITEMS
+    if len(argv) > limit:
+        errors.add("argv", f"A command has at most {limit} items (got {len(argv)}).")
+        return []
+    if kind == CheckKind.COMMAND:
+        if not argv or not argv[0].strip():
+            errors.add("argv", "A command check needs a program: give an absolute path.")
+            return []
+        if not argv[0].startswith("/"):
+            errors.add(
+                "argv",
+                f"The program must be an absolute path (got {argv[0][:80]!r}): it runs "
+                "without a shell, which would look it up.",
+            )
+    if any("\x00" in item for item in argv):
+        errors.add("argv", "The command must not contain a NUL character.")
+    longest = max((len(item) for item in argv), default=0)
+    if longest > choices.ARGV_ITEM_MAX_LENGTH:
+        errors.add(
+            "argv",
+            f"Each item of the command is at most {choices.ARGV_ITEM_MAX_LENGTH} characters.",
+        )
+    return argv
+
+
+def _clean_scope(
+    data: Mapping[str, Any], merged: Mapping[str, Any], errors: _Errors
+) -> tuple[str, list[Node]]:
+    scope = merged.get("scope")
+    if scope not in choices.CheckScope.values:
+        errors.add("scope", "Scope must be all (every node) or nodes (the chosen ones).")
+        return "", []
+    value = merged.get("nodes", [])
+    if scope == choices.CheckScope.ALL:
+        if data.get("nodes"):
+            errors.add("nodes", "Nodes are chosen only with the scope nodes: set it too.")
+        return scope, []
+    if not isinstance(value, list | tuple) or not all(isinstance(n, str) for n in value):
+        errors.add("nodes", "Nodes must be a list of node names.")
+        return scope, []
+    # No node's name has a NUL (validate_node_name): keep such a name out of the query.
+    found = Node.objects.in_bulk([n for n in value if "\x00" not in n], field_name="name")
+    chosen: list[Node] = []
+    for name in value:
+        if name in {node.name for node in chosen}:
+            errors.add("nodes", f"{name} appears more than once.")
+        elif name not in found:
+            errors.add("nodes", f"There is no node named '{name}'.")
+        else:
+            chosen.append(found[name])
+    if not value:
+        errors.add("nodes", "Choose at least one node, or the scope all.")
+    return scope, chosen
+
+
+def validate_check(
+    data: Mapping[str, Any], check: HealthCheck | None = None, partial: bool = False
+) -> CheckChange:
+    """Check ``data`` against every rule; raise ValidationError(dict) or return it cleaned.
+
+    ``check`` is the check being updated (None on create). With ``partial``,
+    missing keys keep the check's current values.
+    """
+    errors = _Errors()
+    stored = dict(check_form_data(check)) if check is not None else None
+    current = stored if partial else None
+    merged = _merged(data, current, _defaults(CHECK_DEFAULTS, stored), CHECK_REQUIRED, errors)
+
+    name = _text(merged, "name", validators.validate_check_name, errors)
+    if name is not None:
+        others = HealthCheck.objects.filter(name=name)
+        if check is not None:
+            others = others.exclude(pk=check.pk)
+        if others.exists():
+            errors.add("name", f"A check named {name} already exists.")
+
+    kind = merged.get("kind")
+    if "kind" in merged and kind not in CheckKind.values:
+        kinds = ", ".join(CheckKind.values)
+        errors.add("kind", f"Kind must be one of {kinds}.")
+    kind = kind if kind in CheckKind.values else ""
+    used = CHECK_KIND_FIELDS.get(kind, frozenset())
+    if stored is not None and kind and kind != stored["kind"]:
+        # A new kind starts its own fields afresh: an http check's path is no
+        # disk check's path.
+        for key, default in CHECK_KIND_DEFAULTS.items():
+            if data.get(key) is None:
+                merged[key] = default
+    for key in CHECK_KIND_DEFAULTS:
+        if kind and key not in used and _unused_given(data, key):
+            errors.add(key, f"{LABELS[key]} applies to {_kinds_using(key)} checks only.")
+
+    values: dict[str, Any] = dict(CHECK_KIND_DEFAULTS)
+    if "host" in used:
+        values["host"] = _clean_check_host(merged, errors)
+    if "port" in used:
+        values["port"] = _clean_check_port(merged, kind, errors)
+    if "path" in used:
+        values["path"] = _clean_check_path(merged, kind, errors)
+    if "expect_status" in used:
+        values["expect_status"] = _number(
+            merged, "expect_status", validators.validate_expect_status, errors
+        )
+    if "min_free_percent" in used:
+        values["min_free_percent"] = _number(
+            merged, "min_free_percent", validators.validate_min_free_percent, errors
+        )
+    if "argv" in used:
+        values["argv"] = _clean_argv(merged, kind, errors)
+    if "starttls" in used:
+        values["starttls"] = _flag(merged, "starttls", errors)
+
+    interval = _number(merged, "interval_ms", validators.validate_interval_ms, errors)
+    timeout = _number(merged, "timeout_ms", validators.validate_timeout_ms, errors)
+    if interval is not None and timeout is not None and timeout >= interval:
+        errors.add(
+            "timeout_ms",
+            f"Timeout must be shorter than the interval ({timeout} ms is not below "
+            f"{interval} ms): the next run would start before this one gives up.",
+        )
+    rise = _number(merged, "rise", validators.validate_rise, errors)
+    fall = _number(merged, "fall", validators.validate_fall, errors)
+    weight = _number(merged, "weight", validators.validate_weight, errors)
+    boot_needs_rise = _flag(merged, "boot_needs_rise", errors)
+    enabled = _flag(merged, "enabled", errors)
+    scope, nodes = _clean_scope(data, merged, errors)
+
+    if check is None and HealthCheck.objects.count() >= choices.CHECKS_MAX:
+        errors.add("__all__", f"A cluster has at most {choices.CHECKS_MAX} health checks.")
+    errors.raise_if_any()
+    # All are set whenever no error was recorded.
+    assert name is not None
+    assert interval is not None
+    assert timeout is not None
+    assert rise is not None
+    assert fall is not None
+    assert weight is not None
+    return CheckChange(
+        name=name,
+        kind=kind,
+        interval_ms=interval,
+        timeout_ms=timeout,
+        rise=rise,
+        fall=fall,
+        weight=weight,
+        boot_needs_rise=boot_needs_rise,
+        scope=scope,
+        enabled=enabled,
+        nodes=nodes,
+        **values,
+    )
+
+
+def _check_change_rights(actor: Actor) -> None:
+    """A person changing checks needs the administrator role (the pages, the API
+    and the admin ask first; this is the last word). None is the system."""
+    if actor is not None and not access.can_change(actor):
+        raise PermissionDenied(CHANGE_REFUSED)
+
+
+def _audit_check(
+    actor: Actor,
+    action: AuditAction,
+    check: HealthCheck,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> AuditEntry:
+    return _audit_entry(actor, action, CHECK_TYPE, str(check.pk), check.name, before, after)
+
+
+def _store_check(check: HealthCheck, change: CheckChange) -> None:
+    for key, value in change.__dict__.items():
+        if key != "nodes":
+            setattr(check, key, value)
+    check.save()
+    check.nodes.set(change.nodes)
+
+
+def _reload_check(pk: int) -> HealthCheck:
+    return checks_with_nodes().get(pk=pk)
+
+
+def create_check(actor: Actor, data: Mapping[str, Any]) -> HealthCheck:
+    """Create a health check; the nodes in its scope start running it."""
+    _check_change_rights(actor)
+    try:
+        with transaction.atomic():
+            change = validate_check(data)
+            check = HealthCheck(version=1)
+            _store_check(check, change)
+            check = _reload_check(check.pk)
+            _audit_check(actor, AuditAction.CREATE, check, None, check_snapshot(check))
+            _apply_on_commit(check_node_names(check))
+    except IntegrityError as exc:
+        raise _integrity_error() from exc
+    return check
+
+
+def update_check(
+    actor: Actor, check: HealthCheck, data: Mapping[str, Any], partial: bool = False
+) -> HealthCheck:
+    """Change a check. With ``partial`` only the keys given change. The nodes of
+    the old and of the new scope apply (a node left out stops running it)."""
+    _check_change_rights(actor)
+    try:
+        with transaction.atomic():
+            # Lock the row so two concurrent updates cannot both take version N+1.
+            locked = HealthCheck.objects.select_for_update().get(pk=check.pk)
+            current = _reload_check(locked.pk)
+            before = check_snapshot(current)
+            old_nodes = check_node_names(current)
+            change = validate_check(data, current, partial=partial)
+            if change.as_data() == check_form_data(current):
+                # Nothing to store, audit or apply: no "version N -> N+1" noise.
+                return current
+            current.version = locked.version + 1
+            _store_check(current, change)
+            updated = _reload_check(current.pk)
+            _audit_check(actor, AuditAction.UPDATE, updated, before, check_snapshot(updated))
+            _apply_on_commit(old_nodes | check_node_names(updated))
+    except IntegrityError as exc:
+        raise _integrity_error() from exc
+    return updated
+
+
+def delete_check(actor: Actor, check: HealthCheck) -> None:
+    """Delete a check; its nodes stop running it and drop its demotion source."""
+    _check_change_rights(actor)
+    with transaction.atomic():
+        current = _reload_check(check.pk)
+        nodes = check_node_names(current)
+        _audit_check(actor, AuditAction.DELETE, current, check_snapshot(current), None)
+        current.delete()
+        _apply_on_commit(nodes)
+
+
+def _checks_lose_node(actor: Actor, node: Node) -> None:
+    """``node`` is being deleted: each check chosen for it gets a new version
+    without it, audited; one left with no node is disabled, as an alias is."""
+    for check in checks_with_nodes().filter(scope=choices.CheckScope.NODES, nodes=node):
+        before = check_snapshot(check)
+        remaining = [other for other in check.nodes.all() if other.pk != node.pk]
+        check.nodes.remove(node)
+        changes: dict[str, Any] = {} if remaining else {"enabled": False}
+        HealthCheck.objects.filter(pk=check.pk).update(
+            version=F("version") + 1, updated_at=timezone.now(), **changes
+        )
+        refreshed = _reload_check(check.pk)
+        _audit_check(actor, AuditAction.UPDATE, refreshed, before, check_snapshot(refreshed))
 
 
 # --------------------------------------------------------------------------

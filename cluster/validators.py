@@ -230,3 +230,80 @@ def parse_alias_address(value: str) -> IPInterface:
             f"{text} is the subnet-router anycast address of its prefix.", code="network"
         )
     return iface
+
+
+# --------------------------------------------------------------------------
+# Health checks (issue 10). Rules that look at several fields (timeout shorter
+# than the interval, what each kind needs) live in cluster.services.
+
+CHECK_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?$")
+# RFC 1123 2.1: a host name label is letters, digits and hyphens, 1 to 63 long,
+# neither starting nor ending with a hyphen.
+HOST_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+validate_rise = RangeValidator("Rise", choices.CHECK_COUNT_MIN, choices.CHECK_COUNT_MAX)
+validate_fall = RangeValidator("Fall", choices.CHECK_COUNT_MIN, choices.CHECK_COUNT_MAX)
+validate_weight = RangeValidator("Weight", choices.CHECK_WEIGHT_MIN, choices.CHECK_WEIGHT_MAX)
+validate_port = RangeValidator("Port", choices.PORT_MIN, choices.PORT_MAX)
+validate_expect_status = RangeValidator(
+    "Expected status", choices.HTTP_STATUS_MIN, choices.HTTP_STATUS_MAX
+)
+validate_min_free_percent = RangeValidator(
+    "Minimum free percent", choices.FREE_PERCENT_MIN, choices.FREE_PERCENT_MAX
+)
+
+
+def validate_interval_ms(value: int) -> None:
+    low, high = choices.CHECK_INTERVAL_MS_MIN, choices.CHECK_INTERVAL_MS_MAX
+    if not low <= value <= high:
+        raise ValidationError(
+            f"Interval must be between {low} and {high} ms (an hour).", code="range"
+        )
+
+
+def validate_timeout_ms(value: int) -> None:
+    low = choices.CHECK_TIMEOUT_MS_MIN
+    if value < low:
+        raise ValidationError(f"Timeout must be at least {low} ms.", code="range")
+
+
+def validate_check_name(value: str) -> None:
+    limit = choices.CHECK_NAME_MAX_LENGTH
+    if not (0 < len(value) <= limit and CHECK_NAME_RE.match(value)):
+        raise ValidationError(
+            f"Check name must be 1 to {limit} lowercase letters, digits, '-' or '_', "
+            "starting and ending with a letter or digit (it names the demotion source "
+            "health:<name>).",
+            code="invalid",
+        )
+
+
+def parse_check_host(value: str) -> str:
+    """A check's target host: an IP address (canonical form) or a DNS host name
+    (lowercased, without a trailing dot). Loopback is allowed: a node checking
+    its own mail service on 127.0.0.1 is the common case."""
+    text = value.strip()
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    else:
+        _reject_zone(ip, text, "a check's host")
+        if ip.is_unspecified or ip.is_multicast or ip == LIMITED_BROADCAST:
+            raise ValidationError(f"{text} is not a unicast host address.", code="not_unicast")
+        return str(ip)
+    name = text.rstrip(".").lower()
+    labels = name.split(".")
+    if (
+        not name
+        or len(name) > choices.CHECK_HOST_MAX_LENGTH
+        or not all(HOST_LABEL_RE.match(label) for label in labels)
+        # RFC 3696 2: a top-level label is never all digits; "192.0.2.300" is a typo.
+        or labels[-1].isdigit()
+    ):
+        raise ValidationError(
+            f"'{text}' is neither an IP address nor a host name (letters, digits, "
+            "hyphens and dots).",
+            code="invalid",
+        )
+    return name
