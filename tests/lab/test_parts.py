@@ -20,11 +20,12 @@ from typing import Any, TypeVar
 import pytest
 from django.core.management import call_command
 
+from cluster import services
 from cluster.lab import lab as lab_module
 from cluster.lab import procs, smtp
 from cluster.lab.lab import REPO, Lab, process_start_time
 from cluster.lab.supervisor import Supervisor, clean_stale, send_control, state_path
-from cluster.models import IPAlias, Node
+from cluster.models import HealthCheck, IPAlias, Node
 
 T = TypeVar("T")
 
@@ -314,3 +315,22 @@ def test_the_command_line_offers_every_action_the_supervisor_carries_out():
     from cluster.lab import supervisor
 
     assert cli.ACTIONS == supervisor.ACTIONS
+
+
+def test_demo_setup_gives_every_node_an_smtp_check_on_port_25_once(db, tmp_path):
+    out = StringIO()
+    call_command("demo_setup", var_dir=str(tmp_path), nodes=3, stdout=out)
+    assert "health check smtp-25 (smtp, port 25) on every node" in out.getvalue()
+    check = HealthCheck.objects.get()
+    assert (check.name, check.kind, check.port, check.scope, check.enabled) == (
+        "smtp-25",
+        "smtp",
+        25,
+        "all",
+        True,
+    )
+    for node in ("node1", "node2", "node3"):
+        specs = services.desired_node(node).checks
+        assert [(c.name, c.kind, c.port) for c in specs] == [("smtp-25", "smtp", 25)]
+    call_command("demo_setup", var_dir=str(tmp_path), nodes=3, stdout=StringIO())
+    assert HealthCheck.objects.count() == 1
