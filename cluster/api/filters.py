@@ -15,7 +15,7 @@ from rest_framework.filters import OrderingFilter, SearchFilter
 from rest_framework.request import Request
 
 from cluster import choices, services
-from cluster.models import IPAlias, Node, Transition
+from cluster.models import HealthCheck, IPAlias, Node, Transition
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
@@ -179,3 +179,16 @@ class StableOrderingFilter(OrderingFilter):
             return ordering
         last = str(ordering[-1])
         return [*ordering, "-id" if last.startswith("-") else "id"]
+
+
+# --------------------------------------------------------------------------
+# Health checks (issue 10)
+
+
+class HealthCheckFilterSet(django_filters.FilterSet):  # type: ignore[misc]
+    kind = django_filters.ChoiceFilter(choices=choices.CheckKind.choices, label="Kind")
+    enabled = FlagFilter(field_name="enabled", label="Enabled (true or false)")
+
+    class Meta:
+        model = HealthCheck
+        fields = ["kind", "enabled"]

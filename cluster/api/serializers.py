@@ -21,7 +21,7 @@ from rest_framework.settings import api_settings
 
 from cluster import choices, live, services
 from cluster.choices import Priority
-from cluster.models import IPAlias, Node, Transition
+from cluster.models import HealthCheck, IPAlias, Node, Transition
 
 
 @extend_schema_field({"type": "string", "enum": list(Priority.values)})
@@ -299,3 +299,147 @@ class TransitionSerializer(serializers.ModelSerializer[Transition]):
         fields = [
             "id", "node", "vhid", "interface", "from_state", "to_state", "reason", "source", "at",
         ]  # fmt: skip
+
+
+# --------------------------------------------------------------------------
+# Health checks (issue 10): desired state, written through services.create_check
+# and update_check, whose messages a 400 carries field by field.
+
+
+class HealthCheckSerializer(ServiceInput, serializers.Serializer[HealthCheck]):
+    id = serializers.IntegerField(read_only=True)
+    url = serializers.HyperlinkedIdentityField(view_name="api:healthcheck-detail")
+    name = serializers.CharField(
+        max_length=choices.CHECK_NAME_MAX_LENGTH,
+        help_text="Unique; lowercase letters, digits, '-' and '_'. A failing check sets the"
+        " demotion source health:<name>.",
+    )
+    kind = serializers.ChoiceField(
+        choices=choices.CheckKind.choices,
+        help_text="smtp: 220 banner, EHLO 250, QUIT (optionally STARTTLS); tcp: connect;"
+        " http: GET, expected status; disk: free space on a path; command: a program run"
+        " without a shell, exit 0 passes.",
+    )
+    host = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=choices.CHECK_HOST_MAX_LENGTH,
+        help_text="smtp, tcp, http: an IP address or host name; blank = the node itself.",
+    )
+    port = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=choices.PORT_MAX,
+        help_text="smtp, tcp, http: 0 = the kind's default (smtp 25, http 80); tcp needs one.",
+    )
+    effective_port = serializers.IntegerField(
+        read_only=True, help_text="The port the check connects to (0: the kind has none)."
+    )
+    path = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=choices.CHECK_PATH_MAX_LENGTH,
+        help_text="http: the URL path (default /); disk: the absolute path whose file system"
+        " is measured.",
+    )
+    expect_status = serializers.IntegerField(
+        required=False,
+        min_value=choices.HTTP_STATUS_MIN,
+        max_value=choices.HTTP_STATUS_MAX,
+        help_text=f"http: the status that passes (default {choices.HTTP_STATUS_DEFAULT}).",
+    )
+    min_free_percent = serializers.IntegerField(
+        required=False,
+        min_value=choices.FREE_PERCENT_MIN,
+        max_value=choices.FREE_PERCENT_MAX,
+        help_text="disk: the free space, in percent, at or above which it passes"
+        f" (default {choices.FREE_PERCENT_DEFAULT}).",
+    )
+    argv = serializers.ListField(
+        child=serializers.CharField(
+            max_length=choices.ARGV_ITEM_MAX_LENGTH, allow_blank=True, trim_whitespace=False
+        ),
+        required=False,
+        max_length=choices.ARGV_MAX_ITEMS,
+        help_text="command: the program (an absolute path) and its arguments, e.g."
+        ' ["/usr/local/bin/queue-ok", "500"]; no shell.',
+    )
+    starttls = serializers.BooleanField(
+        required=False, help_text="smtp: also STARTTLS after EHLO (default false)."
+    )
+    interval_ms = serializers.IntegerField(
+        required=False,
+        min_value=choices.CHECK_INTERVAL_MS_MIN,
+        max_value=choices.CHECK_INTERVAL_MS_MAX,
+        help_text=f"Default {choices.CHECK_INTERVAL_MS_DEFAULT}.",
+    )
+    timeout_ms = serializers.IntegerField(
+        required=False,
+        min_value=choices.CHECK_TIMEOUT_MS_MIN,
+        max_value=choices.CHECK_INTERVAL_MS_MAX - 1,
+        help_text=f"Shorter than the interval; default {choices.CHECK_TIMEOUT_MS_DEFAULT}."
+        " A timeout is a failure.",
+    )
+    rise = serializers.IntegerField(
+        required=False,
+        min_value=choices.CHECK_COUNT_MIN,
+        max_value=choices.CHECK_COUNT_MAX,
+        help_text="Passes in a row that clear the demotion"
+        f" (default {choices.CHECK_RISE_DEFAULT}).",
+    )
+    fall = serializers.IntegerField(
+        required=False,
+        min_value=choices.CHECK_COUNT_MIN,
+        max_value=choices.CHECK_COUNT_MAX,
+        help_text=f"Failures in a row that demote (default {choices.CHECK_FALL_DEFAULT}).",
+    )
+    weight = serializers.IntegerField(
+        required=False,
+        min_value=choices.CHECK_WEIGHT_MIN,
+        max_value=choices.CHECK_WEIGHT_MAX,
+        help_text="The demotion while failing; 240 (the default) is a full demotion.",
+    )
+    boot_needs_rise = serializers.BooleanField(
+        required=False,
+        help_text="Boot gating: after a start the node stays demoted until the check passed"
+        " rise times (true) or once (false, the default).",
+    )
+    scope = serializers.ChoiceField(
+        choices=choices.CheckScope.choices,
+        required=False,
+        help_text="all (every node, the default) or nodes (those in nodes).",
+    )
+    nodes = serializers.ListField(
+        child=serializers.CharField(max_length=choices.NODE_NAME_MAX_LENGTH),
+        required=False,
+        max_length=choices.MAX_NODES,
+        help_text="Scope nodes: the names of the nodes that run the check; empty otherwise.",
+    )
+    enabled = serializers.BooleanField(required=False, help_text="Default true.")
+    locals()["source"] = serializers.CharField(
+        read_only=True, help_text="The demotion source it sets while failing: health:<name>."
+    )
+    version = serializers.IntegerField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+
+    def to_representation(self, instance: HealthCheck) -> dict[str, Any]:
+        data: dict[str, Any] = dict(services.check_form_data(instance))
+        fields = self.fields
+        return {
+            "id": instance.pk,
+            "url": fields["url"].to_representation(instance),
+            **data,
+            "effective_port": instance.effective_port,
+            "source": instance.source,
+            "version": instance.version,
+            "created_at": fields["created_at"].to_representation(instance.created_at),
+            "updated_at": fields["updated_at"].to_representation(instance.updated_at),
+        }
+
+    def create(self, validated_data: dict[str, Any]) -> HealthCheck:
+        return services.create_check(self.context["request"].user, validated_data)
+
+    def update(self, instance: HealthCheck, validated_data: dict[str, Any]) -> HealthCheck:
+        user = self.context["request"].user
+        return services.update_check(user, instance, validated_data, partial=self.partial)

@@ -11,6 +11,8 @@ router = DefaultRouter()
 router.register("nodes", views.NodeViewSet, basename="node")
 router.register("aliases", views.AliasViewSet, basename="ipalias")
 router.register("transitions", views.TransitionViewSet, basename="transition")
+# Health checks (issue 10)
+router.register("health-checks", views.HealthCheckViewSet, basename="healthcheck")
 
 urlpatterns = [
     # POST username and password, get a new token (shown this once): how automation

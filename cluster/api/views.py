@@ -15,14 +15,20 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cluster import access, live, services
-from cluster.api.filters import AliasFilterSet, NodeFilterSet, TransitionFilterSet
+from cluster.api.filters import (
+    AliasFilterSet,
+    HealthCheckFilterSet,
+    NodeFilterSet,
+    TransitionFilterSet,
+)
 from cluster.api.serializers import (
     AliasSerializer,
+    HealthCheckSerializer,
     NodeSerializer,
     StatusSerializer,
     TransitionSerializer,
 )
-from cluster.models import IPAlias, Node, Transition
+from cluster.models import HealthCheck, IPAlias, Node, Transition
 
 
 class AliasViewSet(viewsets.ModelViewSet[IPAlias]):
@@ -116,3 +122,23 @@ def api_docs(request: HttpRequest) -> HttpResponseBase:
         if not access.can_view(request.user):
             raise PermissionDenied("Your account has no role in this cluster.")
     return _swagger(request)
+
+
+# --------------------------------------------------------------------------
+# Health checks (issue 10)
+
+
+class HealthCheckViewSet(viewsets.ModelViewSet[HealthCheck]):
+    """Health checks: what each node checks on itself (its mail service, a port, a
+    URL, free disk space, a command); a failing one demotes the node by its weight."""
+
+    serializer_class = HealthCheckSerializer
+    filterset_class = HealthCheckFilterSet
+    search_fields = ["name", "host", "path"]
+    ordering_fields = ["name", "kind", "updated_at"]
+
+    def get_queryset(self) -> QuerySet[HealthCheck]:
+        return services.checks_with_nodes().order_by("name")
+
+    def perform_destroy(self, instance: HealthCheck) -> None:
+        services.delete_check(self.request.user, instance)

@@ -65,6 +65,7 @@ def token_header(
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     # Objects for the detail routes to find now and then (ids start at 1).
     make_alias(1)
+    services.create_check(None, {"name": "smtp-25", "kind": "smtp"})
     # Wrong passwords from the fuzzer must not lock alice out mid-run (429s of the
     # throttle are documented answers, checked like any other).
     settings.AXES_ENABLED = False
