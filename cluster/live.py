@@ -102,6 +102,32 @@ class Demotion:
 
 
 @dataclass(frozen=True)
+class CheckEntry:
+    """One health check on one node, as its heartbeat says (cluster.checks.CheckStatus):
+    passing (None: no result yet), how many results in a row, the last message, when
+    it ran and when it last changed, the demotion it causes, and whether it still
+    holds the node demoted at boot."""
+
+    name: str
+    kind: str
+    passing: bool | None
+    count: int
+    message: str
+    last_at: float | None
+    changed_at: float | None
+    demotion: int
+    gating: bool
+
+
+def _checks(heartbeat: statekeys.Heartbeat) -> list[CheckEntry]:
+    return [
+        CheckEntry(c.name, c.kind, c.passing, c.count, c.message, c.last_at, c.changed_at,
+                   c.demotion, c.gating)
+        for c in heartbeat.checks
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True)
 class NodeStatus:
     """One node's heartbeat, as its engine last wrote it."""
 
@@ -115,6 +141,7 @@ class NodeStatus:
     summary: str
     demotion: Demotion = field(default_factory=Demotion)
     unreadable: str = ""  # why what the node wrote cannot be read ("" when it can)
+    checks: list[CheckEntry] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -283,6 +310,7 @@ def _node_status(node: Node, snapshot: _Snapshot | None) -> NodeStatus:
             config_source=source,
             config_version=heartbeat.config_version or None,
             demotion=demotion,
+            checks=_checks(heartbeat),
         )
     # The heartbeat has expired: the newest write to its virtual hosts is the
     # best "last seen" left (stable from now on, so it is fine in the summary).

@@ -19,8 +19,10 @@ Keys (every value is a string; times are wall-clock epoch seconds as floats):
     The node's heartbeat, refreshed every ``HEARTBEAT_INTERVAL``: its pid,
     start time, the configuration it runs (version and source: ``"database"``,
     ``"local"`` when started from the copy on disk, ``"none"``), its demotion
-    source by source, the aliases it had to leave out and why, and its packet
-    drop and port error counters. Its absence means "node not reporting".
+    source by source, the aliases it had to leave out and why, each health
+    check's status (`cluster.checks.CheckStatus`: passing, consecutive count,
+    last message, times, the demotion it causes, whether it still gates the
+    boot), and its packet drop and port error counters. Its absence means "node not reporting".
 
 ``carp:vhs:<node>`` (set)
     The ``"<interface>:<vhid>"`` members the node runs now.
@@ -56,6 +58,7 @@ from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit
 
 from cluster.carp.types import DemotionSource, State
+from cluster.checks import CheckStatus
 
 PREFIX = "carp"
 EVENTS_CHANNEL = f"{PREFIX}:events"
@@ -200,6 +203,35 @@ def _demotion(data: Any) -> DemotionSource:
         raise Unreadable("demotion", str(exc)) from None
 
 
+def _check(data: Any) -> CheckStatus:
+    """One health check's status in a heartbeat (cluster/checks.py), field by field."""
+    if not isinstance(data, dict):
+        raise Unreadable("checks", "not an object")
+    passing = data.get("passing")
+    gating = data.get("gating", False)
+    if passing is not None and not isinstance(passing, bool):
+        raise Unreadable("checks", f"passing is not true, false or null: {str(passing)[:40]!r}")
+    if not isinstance(gating, bool):
+        raise Unreadable("checks", f"gating is not true or false: {str(gating)[:40]!r}")
+    name = _str(data, "name")
+    if not name:
+        raise Unreadable("checks", "a check without a name")
+    try:
+        return CheckStatus(
+            name=name,
+            kind=_str(data, "kind"),
+            passing=passing,
+            count=_int(data, "count"),
+            message=_str(data, "message"),
+            last_at=_time(data, "last_at"),
+            changed_at=_time(data, "changed_at"),
+            demotion=_int(data, "demotion"),
+            gating=gating,
+        )
+    except Unreadable as exc:
+        raise Unreadable("checks", f"{exc.field}: {exc.detail}") from None
+
+
 @dataclass(frozen=True)
 class Heartbeat:
     """``carp:hb:<node>``: a node's heartbeat."""
@@ -211,6 +243,8 @@ class Heartbeat:
     config_source: str = "none"
     demotion: tuple[DemotionSource, ...] = ()
     problems: tuple[ConfigProblem, ...] = ()
+    # Each health check the node runs: its last result and the demotion it causes.
+    checks: tuple[CheckStatus, ...] = ()
     drops: dict[str, int] = field(default_factory=dict)
     port_errors: dict[str, int] = field(default_factory=dict)
 
@@ -234,6 +268,20 @@ class Heartbeat:
                     {"vhid": p.vhid, "interface": p.interface, "cause": p.cause}
                     for p in self.problems
                 ],
+                "checks": [
+                    {
+                        "name": c.name,
+                        "kind": c.kind,
+                        "passing": c.passing,
+                        "count": c.count,
+                        "message": c.message,
+                        "last_at": c.last_at,
+                        "changed_at": c.changed_at,
+                        "demotion": c.demotion,
+                        "gating": c.gating,
+                    }
+                    for c in self.checks
+                ],
                 "drops": self.drops,
                 "port_errors": self.port_errors,
             },
@@ -249,6 +297,9 @@ class Heartbeat:
             raise Unreadable("at", "missing")
         demotion = data.get("demotion") or []
         problems = data.get("problems") or []
+        checks = data.get("checks") or []
+        if not isinstance(checks, list):
+            raise Unreadable("checks", "not a list")
         if not isinstance(demotion, list):
             raise Unreadable("demotion", "not a list")
         if not isinstance(problems, list):
@@ -261,6 +312,7 @@ class Heartbeat:
             config_source=_str(data, "config_source", "none"),
             demotion=tuple(_demotion(d) for d in demotion),
             problems=tuple(ConfigProblem.parse(p) for p in problems),
+            checks=tuple(_check(c) for c in checks),
             drops=_counters(data, "drops"),
             port_errors=_counters(data, "port_errors"),
         )

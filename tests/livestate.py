@@ -12,6 +12,7 @@ from typing import Any
 
 from cluster import statekeys
 from cluster.carp.types import DemotionSource
+from cluster.checks import CheckStatus
 
 
 class FakeEngines:
@@ -51,6 +52,7 @@ class FakeEngines:
         config_source: str = "database",
         demotion: Sequence[DemotionSource] = (),
         problems: Sequence[statekeys.ConfigProblem] = (),
+        checks: Sequence[CheckStatus] = (),
     ) -> None:
         """One heartbeat of ``node``, as its engine sends every second."""
         now = time.time()
@@ -62,6 +64,7 @@ class FakeEngines:
             config_source=config_source,
             demotion=tuple(demotion),
             problems=tuple(problems),
+            checks=tuple(checks),
         )
         key = statekeys.heartbeat_key(node)
         self.client.set(key, beat.encode(), ex=statekeys.HEARTBEAT_TTL)

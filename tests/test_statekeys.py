@@ -10,6 +10,7 @@ import pytest
 
 from cluster import statekeys
 from cluster.carp.types import DemotionSource, State
+from cluster.checks import CheckStatus
 
 
 def test_kombus_socket_url_becomes_redis_pys_and_tcp_urls_stay() -> None:
@@ -40,6 +41,13 @@ BEAT = statekeys.Heartbeat(
         DemotionSource("maintenance", 240, "maintenance"),
     ),
     problems=(statekeys.ConfigProblem(42, "eth0", "its password cannot be decrypted"),),
+    checks=(
+        CheckStatus(
+            "smtp-25", "smtp", False, 3, "connection refused", 1_767_000_000.0, 1_766_999_996.0, 240
+        ),
+        CheckStatus("disk", "disk", True, 12, "40% free on /var", 1_767_000_000.0),
+        CheckStatus("web", "http", None, 0, "", None, None, 240, gating=True),
+    ),
     drops={"bad_hmac": 3},
     port_errors={"AddAddresses:eth0": 1},
 )
@@ -85,6 +93,7 @@ def test_a_virtual_hosts_hash_reads_back_as_it_was_written() -> None:
 def test_what_an_older_engine_did_not_write_takes_its_default() -> None:
     beat = statekeys.Heartbeat.decode('{"node": "node1", "at": 1767000000}')
     assert (beat.demotion, beat.problems, beat.config_source, beat.pid) == ((), (), "none", 0)
+    assert beat.checks == ()
     vhost = statekeys.VhostState.from_hash({"state": "MASTER", "vhid": "42", "advskew": ""})
     assert (vhost.state, vhost.advskew, vhost.last_at, vhost.updated_at) == (
         State.MASTER,
@@ -120,6 +129,21 @@ def test_what_an_older_engine_did_not_write_takes_its_default() -> None:
             id="negative-level",
         ),
         pytest.param(beat_with(problems=["vhid 42"]), "problems", id="a-problem-not-an-object"),
+        pytest.param(beat_with(checks={"smtp-25": {}}), "checks", id="checks-not-a-list"),
+        pytest.param(beat_with(checks=["smtp-25"]), "checks", id="a-check-not-an-object"),
+        pytest.param(beat_with(checks=[{"kind": "smtp"}]), "checks", id="a-check-without-name"),
+        pytest.param(
+            beat_with(checks=[{"name": "a", "passing": "yes"}]), "checks", id="passing-not-bool"
+        ),
+        pytest.param(
+            beat_with(checks=[{"name": "a", "gating": 1}]), "checks", id="gating-not-bool"
+        ),
+        pytest.param(
+            beat_with(checks=[{"name": "a", "count": -1}]), "checks", id="a-negative-count"
+        ),
+        pytest.param(
+            beat_with(checks=[{"name": "a", "last_at": "nan"}]), "checks", id="a-check-time-nan"
+        ),
         pytest.param("node1 is alive {", "heartbeat", id="not-json"),
         pytest.param("[1, 2]", "heartbeat", id="not-an-object"),
         pytest.param(b"\xff\xfe", "heartbeat", id="not-text"),

@@ -218,6 +218,30 @@ class DemotionSerializer(serializers.Serializer[dict[str, Any]]):
     sources = DemotionSourceSerializer(many=True)
 
 
+class CheckStatusSerializer(serializers.Serializer[dict[str, Any]]):
+    name = serializers.CharField(
+        help_text="The check's name (its demotion source is health:<name>)."
+    )
+    kind = serializers.CharField(help_text="smtp, tcp, http, disk or command.")
+    passing = serializers.BooleanField(
+        allow_null=True, help_text="The last result; null before the first one."
+    )
+    count = serializers.IntegerField(help_text="How many results in a row were the same.")
+    message = serializers.CharField(
+        help_text='The last result in words, e.g. "connection refused", "timeout after 2000 ms".'
+    )
+    last_at = serializers.FloatField(allow_null=True, help_text="Epoch seconds of the last result.")
+    changed_at = serializers.FloatField(
+        allow_null=True, help_text="Epoch seconds of the last change between passing and failing."
+    )
+    demotion = serializers.IntegerField(
+        help_text="What the check adds to the node's demotion now (its weight, or 0)."
+    )
+    gating = serializers.BooleanField(
+        help_text="It still holds the node demoted at boot (it has not passed yet)."
+    )
+
+
 class NodeStatusSerializer(serializers.Serializer[dict[str, Any]]):
     name = serializers.CharField()
     ordinal = serializers.IntegerField()
@@ -238,6 +262,7 @@ class NodeStatusSerializer(serializers.Serializer[dict[str, Any]]):
     unreadable = serializers.CharField(
         help_text="Why what the node wrote to Redis cannot be read; empty when it can."
     )
+    checks = CheckStatusSerializer(many=True, help_text="Its health checks, as it reports them.")
 
 
 class CellSerializer(serializers.Serializer[dict[str, Any]]):

@@ -27,11 +27,15 @@ from typing import Any
 from cluster import services
 from cluster.carp.config import vhost_from_data, vhost_to_data
 from cluster.carp.types import ConfigError, VirtualHostConfig
+from cluster.checks import CheckSpec
 from cluster.statekeys import ConfigProblem
 
 log = logging.getLogger("cluster.node")
 
-LOCAL_FORMAT = 2  # 2: vhosts as cluster.carp.config plain data, problems kept too
+# 2: vhosts as cluster.carp.config plain data, problems kept too; 3: and the health
+# checks with the node's address (their default target). Format 2 is still read.
+LOCAL_FORMAT = 3
+READABLE_FORMATS = (2, 3)
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,10 @@ class NodeConfig:
     problems: tuple[ConfigProblem, ...] = ()
     # The virtual hosts that other nodes run (services.DesiredNode.elsewhere).
     elsewhere: frozenset[tuple[str, int]] = frozenset()
+    # The health checks it runs (cluster/checks.py), and its own address: the target
+    # of a check whose host is empty.
+    checks: tuple[CheckSpec, ...] = ()
+    address: str = ""
 
     @property
     def interfaces(self) -> frozenset[str]:
@@ -67,8 +75,11 @@ def config_version(desired: services.DesiredNode) -> str:
         [v.alias_id, v.version, _public_data(v, desired.address or "")] for v in desired.vhosts
     )
     left_out = sorted([a.alias_id, a.version] for a in desired.left_out)
+    # A check's whole settings (no secret among them: a command check's arguments
+    # are shown on its page too), so that editing one is a new version.
+    checks = sorted((c.to_data() for c in desired.checks), key=lambda c: str(c["name"]))
     text = json.dumps(
-        [facts, left_out, desired.address or "", desired.maintenance],
+        [facts, left_out, desired.address or "", desired.maintenance, checks],
         separators=(",", ":"),
         sort_keys=True,
     )
@@ -120,6 +131,8 @@ def node_config(desired: services.DesiredNode) -> NodeConfig:
         config_version(desired),
         tuple(problems),
         desired.elsewhere,
+        tuple(desired.checks),
+        desired.address or "",
     )
 
 
@@ -167,6 +180,8 @@ class LocalConfigStore:
                     {"vhid": p.vhid, "interface": p.interface, "cause": p.cause}
                     for p in config.problems
                 ],
+                "checks": [c.to_data() for c in config.checks],
+                "address": config.address,
             }
         )
         body = json.dumps({"format": LOCAL_FORMAT, "token": crypto.encrypt(plain)})
@@ -194,7 +209,7 @@ class LocalConfigStore:
 
         try:
             body = json.loads(self.path.read_text())
-            if body.get("format") != LOCAL_FORMAT:
+            if body.get("format") not in READABLE_FORMATS:
                 raise ValueError(f"unknown format {body.get('format')!r}")
             data = json.loads(crypto.decrypt(body["token"]))
             return NodeConfig(
@@ -206,6 +221,10 @@ class LocalConfigStore:
                 maintenance=bool(data["maintenance"]),
                 version=data["version"],
                 problems=tuple(ConfigProblem.parse(p) for p in data.get("problems", [])),
+                # Format 2 had neither: a node restarted from it runs no check until
+                # the database answers.
+                checks=tuple(CheckSpec.from_data(c) for c in data.get("checks", [])),
+                address=str(data.get("address", "")),
             )
         except FileNotFoundError:
             return None

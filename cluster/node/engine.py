@@ -12,8 +12,9 @@
   (`history.TransitionRecorder`): both fed from the protocol loop through
   `NodePublisher`, both queued, neither ever blocks the loop.
 * **Demotion sources**: maintenance is the source ``maintenance`` (240,
-  FreeBSD's largest demotion); the runner adds ``link:<ifname>`` itself; health
-  checks will add ``health:<check>``. Each is set alone and never erases another.
+  FreeBSD's largest demotion); the runner adds ``link:<ifname>`` itself; each
+  health check is ``health:<check>`` (`health.HealthRunner`, in a thread of its
+  own, off the protocol loop). Each is set alone and never erases another.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from cluster import statekeys
 from cluster.carp.runner import Runner, RunnerSnapshot
 from cluster.carp.types import SOURCE_MAINTENANCE, Reason, State, VirtualHostConfig
 from cluster.node.apply import LocalConfigStore, NodeConfig, read_database
+from cluster.node.health import HealthRunner
 from cluster.node.history import DB_RETRY_INTERVAL, TransitionRecorder
 from cluster.node.state import NodeStatus, RedisStatePublisher
 
@@ -121,6 +123,9 @@ class Engine:
             on_reconnect=self.resync_now,
         )
         self.runner = ports.runner([], publisher=NodePublisher(self.state, self.history))
+        # Set from the health thread, as maintenance is from the config thread: the
+        # runner's controls are a queue, so neither ever blocks the protocol loop.
+        self.health = HealthRunner(self.runner.set_demotion)
         self._lock = threading.Lock()
         self._converging = threading.Lock()
         self._stopping = threading.Event()
@@ -141,6 +146,7 @@ class Engine:
             config_version=applied.version if applied is not None else "",
             config_source=self.config_source,
             problems=applied.problems if applied is not None else (),
+            checks=self.health.statuses(),
         )
 
     # -- start and stop ----------------------------------------------------------------
@@ -149,6 +155,7 @@ class Engine:
         from the local file when the database does not answer within
         `startup_timeout` seconds."""
         self.ports.start()
+        self.health.start()
         self._spawn(self.runner.run, "carp-engine", daemon=False)
         self.history.start()
         self.state.start()
@@ -170,6 +177,9 @@ class Engine:
         """Bow out, remove the VIPs, publish ``stopped``; True when the runner stopped."""
         self._stopping.set()
         self._resync.set()  # ends the config thread's wait
+        # Checks first: a check must not change the demotion during the bow-out, and a
+        # running command is killed.
+        self.health.stop()
         self.runner.request_stop()
         stopped = self.runner.stopped.wait(timeout)
         if not stopped:
@@ -238,6 +248,10 @@ class Engine:
                 self._restart_missing(wanted)
                 return False
             self.ports.watch(wanted.interfaces)
+            # Before the virtual hosts: at boot, the checks' gating demotion is then
+            # set before a virtual host of this configuration starts (and the runner
+            # starts a new virtual host already demoted).
+            self.health.configure(wanted.checks, wanted.address)
             self.runner.reconfigure(wanted.vhosts, retired=self._retired(wanted, source))
             if wanted.maintenance != self.maintenance:
                 level = MAINTENANCE_DEMOTION if wanted.maintenance else 0

@@ -28,6 +28,7 @@ from typing import Any
 from cluster import statekeys
 from cluster.carp.runner import HostSnapshot, RunnerSnapshot
 from cluster.carp.types import Reason, State
+from cluster.checks import CheckStatus
 from cluster.node.outage import RateLimitedOutage
 
 log = logging.getLogger("cluster.node")
@@ -42,6 +43,7 @@ class NodeStatus:
     config_version: str
     config_source: str
     problems: tuple[statekeys.ConfigProblem, ...] = ()
+    checks: tuple[CheckStatus, ...] = ()
 
 
 def vhost_state(node: str, host: HostSnapshot, now: float) -> statekeys.VhostState:
@@ -260,6 +262,7 @@ class RedisStatePublisher:
             config_source=status.config_source,
             demotion=snap.demotion,
             problems=status.problems,
+            checks=status.checks,
             drops=snap.drops,
             port_errors=snap.port_errors,
         )

@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 from cluster import live, services, statekeys
 from cluster.api.serializers import StatusSerializer
 from cluster.carp.types import DemotionSource
+from cluster.checks import CheckStatus, source_name
 from cluster.models import IPAlias, Node, Transition
 from tests.api.conftest import token_client
 from tests.factories import make_alias
@@ -49,6 +50,33 @@ def test_the_status_is_the_live_matrix(
     assert [alert["kind"] for alert in body["alerts"]] == ["not_reporting"]
 
 
+def test_the_status_says_which_check_demoted_a_node_and_carries_every_check(
+    support_api: APIClient, engines: FakeEngines, alias: IPAlias
+) -> None:
+    engines.report("node1", {42: "BACKUP"})
+    reason = "health smtp-25 failing 3× (connection refused)"
+    engines.beat(
+        "node1",
+        demotion=[DemotionSource(source_name("smtp-25"), 240, reason)],
+        checks=[
+            CheckStatus("smtp-25", "smtp", False, 3, "connection refused", 1767000004.0,
+                        1767000000.0, 240),
+            CheckStatus("disk", "disk", True, 9, "41% free on /var", 1767000004.0),
+        ],
+    )  # fmt: skip
+    body = support_api.get("/api/v1/status/").json()
+    node1 = next(n for n in body["nodes"] if n["name"] == "node1")
+    assert node1["summary"].endswith(
+        "demoted by 240: health smtp-25 failing 3× (connection refused)"
+    )
+    assert [(c["name"], c["passing"], c["count"], c["message"], c["demotion"])
+            for c in node1["checks"]] == [
+        ("smtp-25", False, 3, "connection refused", 240),
+        ("disk", True, 9, "41% free on /var", 0),
+    ]  # fmt: skip
+    assert node1["checks"][0]["changed_at"] == 1767000000.0
+
+
 def test_without_redis_the_status_is_200_and_says_unavailable(
     support_api: APIClient, alias: IPAlias
 ) -> None:
@@ -81,7 +109,11 @@ def test_the_documented_schema_has_the_fields_of_the_body(
     support_api: APIClient, engines: FakeEngines, alias: IPAlias
 ) -> None:
     engines.report("node1", {42: "MASTER"})
-    engines.beat("node1", demotion=[DemotionSource("maintenance", 240, "maintenance")])
+    engines.beat(
+        "node1",
+        demotion=[DemotionSource("maintenance", 240, "maintenance")],
+        checks=[CheckStatus("smtp-25", "smtp", True, 4, "220 node1", 1767000000.0)],
+    )
     body = support_api.get("/api/v1/status/").json()
     assert body["alerts"]  # node2 and node3 are not reporting: every list has an item
     assert keys(body) == declared(StatusSerializer())
