@@ -16,8 +16,8 @@ node1, Secondary node2):
     link down) and times it to the next node's banner. Target: at most the
     Secondary's master-down interval + 100 ms (judged on the p95).
 (c) all along, a client sends a steady stream (20 messages/s) through the VIP
-    and retries as an MTA does: a refused connection, a timeout or a 4xx is
-    retried after a back-off (0.2 s doubling to 2 s) for up to 120 s. It counts
+    and retries as an MTA does: a refused connection, a timeout (5 s), a reset
+    or a 4xx is retried after a back-off (0.2 s doubling to 2 s) for up to 120 s. It counts
     per kind of failover the messages accepted, those accepted only after a
     retry, the refused and timed-out attempts, and the messages lost: given up,
     or accepted but in no mail service's record (cluster.lab.smtp records each
@@ -33,6 +33,7 @@ exits 1 when a target is missed.
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
 import itertools
 import os
@@ -122,6 +123,7 @@ class Outcome:
     refused: int = 0
     timeouts: int = 0
     other: int = 0  # resets, 4xx replies
+    errors: list[str] = field(default_factory=list)  # each failed attempt's kind, in order
 
 
 @dataclass
@@ -136,7 +138,9 @@ class Stream:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=64)
+        # Enough threads that a message never waits for one: its delay is the
+        # VIP's, not the bench's (a message first tried late would look on time).
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=512)
         self.futures: list[concurrent.futures.Future[None]] = []
         self.thread = threading.Thread(target=self._schedule, daemon=True)
         self.thread.start()
@@ -155,13 +159,19 @@ class Stream:
         while time.time() - outcome.first_try < GIVE_UP_AFTER:
             outcome.attempts += 1
             try:
-                in_netns(self.namespace, lambda: send_message(VIP, outcome.message_id, timeout=2))
+                in_netns(self.namespace, lambda: send_message(VIP, outcome.message_id, timeout=5))
             except ConnectionRefusedError:
                 outcome.refused += 1
+                outcome.errors.append("refused")
             except TimeoutError:
                 outcome.timeouts += 1
-            except (OSError, smtplib.SMTPException):
+                outcome.errors.append("timeout")
+            except (OSError, smtplib.SMTPException) as exc:
+                # smtplib turns a reset or a timeout after the connect into
+                # SMTPServerDisconnected: say which it was.
                 outcome.other += 1
+                cause = exc.__context__ if exc.__context__ is not None else exc
+                outcome.errors.append(type(cause).__name__)
             else:
                 outcome.accepted_at = time.time()
                 return
@@ -186,6 +196,10 @@ def stream_figures(stream: Stream, recorded: dict[str, set[str]]) -> tuple[str, 
     duplicates = sum(1 for o in accepted if len(recorded.get(o.message_id, ())) > 1)
     delays = [o.accepted_at - o.first_try for o in retried if o.accepted_at is not None]
     lost = len(given_up) + len(unrecorded)
+    kinds = collections.Counter(
+        e for o in outs for e in o.errors if e not in ("refused", "timeout")
+    )
+    slowest = max(retried, key=lambda o: (o.accepted_at or 0) - o.first_try, default=None)
     line = (
         f"  sent {len(outs)}, accepted {len(accepted)} ({len(retried)} only after a retry, "
         f"longest delay {max(delays, default=0.0):.2f} s), refused attempts "
@@ -195,6 +209,10 @@ def stream_figures(stream: Stream, recorded: dict[str, set[str]]) -> tuple[str, 
         f"LOST {lost} (given up {len(given_up)}, accepted but unrecorded {len(unrecorded)}); "
         f"target 0 lost: {'met' if lost == 0 else 'MISSED'}"
     )
+    if kinds:
+        line += "\n  other failures: " + ", ".join(f"{k} {n}" for k, n in kinds.most_common())
+    if slowest is not None:
+        line += f"\n  the slowest message's attempts: {', '.join(slowest.errors)}, then accepted"
     return line, lost == 0
 
 
