@@ -28,10 +28,18 @@ from django.http import HttpRequest, HttpResponseBase
 from django.urls import reverse
 from knox.models import AuthToken
 
-from cluster import access, services
+from cluster import access, choices, services
 from cluster.choices import PASSWORD_MAX_BYTES, Role
 from cluster.forms import ADVBASE_HELP, NOT_A_MEMBER, PRIORITY_CHOICES, without_nul_check
-from cluster.models import AliasAddress, AliasPriority, AuditEntry, IPAlias, Node, Transition
+from cluster.models import (
+    AliasAddress,
+    AliasPriority,
+    AuditEntry,
+    HealthCheck,
+    IPAlias,
+    Node,
+    Transition,
+)
 
 PRIORITY_PREFIX = "priority__"
 
@@ -626,3 +634,160 @@ def own_password_change(request: HttpRequest) -> HttpResponseBase:
         extra_context=admin.site.each_context(request),
     )
     return view(request)
+
+
+# --------------------------------------------------------------------------
+# Health checks (issue 10): written through services.create_check / update_check /
+# delete_check like the aliases; support has the view permission only.
+
+
+def argv_lines(text: str | None) -> list[str]:
+    """A command written one item per line (the program first): no shell quoting
+    to get wrong. Blank lines are dropped; the rest is kept as typed."""
+    return [line for line in (text or "").splitlines() if line.strip()]
+
+
+class HealthCheckAdminForm(ServiceForm):
+    name = ServiceField(help_text="Lowercase letters, digits, '-' and '_'; at most 40.")
+    host = ServiceField(
+        required=False, help_text="smtp, tcp, http: IP address or host name; blank: the node."
+    )
+    port = ServiceField(
+        required=False, number=True, help_text="smtp, tcp, http: blank or 0: smtp 25, http 80."
+    )
+    path = ServiceField(
+        required=False, help_text="http: the URL path (default /); disk: an absolute path."
+    )
+    expect_status = ServiceField(
+        label="Expected status", required=False, number=True, help_text="http: 100 to 599."
+    )
+    min_free_percent = ServiceField(
+        label="Minimum free percent", required=False, number=True, help_text="disk: 1 to 99."
+    )
+    argv = ServiceField(
+        label="Command",
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="command: the program's absolute path on the first line, then one "
+        "argument per line. No shell runs it.",
+    )
+    interval_ms = ServiceField(label="Interval (ms)", number=True, help_text="200 to 3600000.")
+    timeout_ms = ServiceField(
+        label="Timeout (ms)", number=True, help_text="At least 50, shorter than the interval."
+    )
+    rise = ServiceField(number=True, help_text="Passes in a row that clear it, 1 to 10.")
+    fall = ServiceField(number=True, help_text="Failures in a row that demote, 1 to 10.")
+    weight = ServiceField(number=True, help_text="The demotion while failing, 1 to 240.")
+    nodes = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="With the scope “Chosen nodes”: the nodes that run the check.",
+    )
+
+    class Meta:
+        model = HealthCheck
+        fields = [
+            "name", "kind", "host", "port", "path", "expect_status", "min_free_percent",
+            "argv", "starttls", "interval_ms", "timeout_ms", "rise", "fall", "weight",
+            "boot_needs_rise", "scope", "nodes", "enabled",
+        ]  # fmt: skip
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        names = list(Node.objects.order_by("ordinal").values_list("name", flat=True))
+        self.fields["nodes"].choices = [(name, name) for name in names]  # type: ignore[attr-defined]
+        if self.instance.pk is not None and not self.is_bound:
+            data = services.check_form_data(self.instance)
+            self.initial["argv"] = "\n".join(data["argv"])
+            self.initial["nodes"] = data["nodes"]
+
+    def service_data(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        values = {key: data.get(key) for key in self.Meta.fields}
+        values["argv"] = argv_lines(data.get("argv"))
+        values["nodes"] = list(data.get("nodes") or [])
+        for key in ("host", "path"):
+            values[key] = values[key] or ""
+        return services.only_kind_fields(values)
+
+    def validate_with_service(self) -> None:
+        check = self.instance if self.instance.pk is not None else None
+        services.validate_check(self.service_data(), check)
+
+
+@admin.register(HealthCheck)
+class HealthCheckAdmin(RoleAwareAdmin):
+    form = HealthCheckAdminForm
+    list_display = [
+        "name",
+        "kind",
+        "target",
+        "scope_list",
+        "interval_ms",
+        "timeout_ms",
+        "rise",
+        "fall",
+        "weight",
+        "enabled",
+        "version",
+        "updated_at",
+    ]
+    list_filter = ["kind", "enabled", "scope", "nodes"]
+    search_fields = ["name", "host", "path"]
+    readonly_fields = ["version"]
+    fieldsets = [
+        (None, {"fields": ["name", "kind", "enabled"]}),
+        (
+            "Target",
+            {
+                "fields": [
+                    "host",
+                    "port",
+                    "starttls",
+                    "path",
+                    "expect_status",
+                    "min_free_percent",
+                    "argv",
+                ],
+                "description": "Each kind uses some of these: smtp host, port, STARTTLS; "
+                "tcp host, port; http host, port, path, expected status; disk path, minimum "
+                "free percent; command the command. The others are not used, nor stored.",
+            },
+        ),
+        (
+            "Timing",
+            {"fields": ["interval_ms", "timeout_ms", "rise", "fall", "weight", "boot_needs_rise"]},
+        ),
+        ("Scope", {"fields": ["scope", "nodes"]}),
+    ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[HealthCheck]:
+        return services.checks_with_nodes()
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is not None and not self.has_change_permission(request, obj):
+            return [*self.fieldsets, ("Version", {"fields": ["version"]})]
+        return self.fieldsets
+
+    @admin.display(description="target")
+    def target(self, check: HealthCheck) -> str:
+        return check.target
+
+    @admin.display(description="scope")
+    def scope_list(self, check: HealthCheck) -> str:
+        if check.scope == choices.CheckScope.ALL:
+            return str(choices.CheckScope.ALL.label)
+        return ", ".join(services.check_form_data(check)["nodes"]) or "(none)"
+
+    def save_form(self, request: HttpRequest, form: Any, change: bool) -> HealthCheck:
+        if change:
+            return services.update_check(request.user, form.instance, form.service_data())
+        return services.create_check(request.user, form.service_data())
+
+    def delete_model(self, request: HttpRequest, obj: HealthCheck) -> None:
+        services.delete_check(request.user, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[HealthCheck]) -> None:
+        for check in queryset:
+            services.delete_check(request.user, check)

@@ -9,14 +9,14 @@ put back next to the fields with ``add_service_errors``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from django import forms
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import ProhibitNullCharactersValidator
 
-from cluster import choices
+from cluster import choices, services
 from cluster.advskew import Timing, derive_advskew
 from cluster.models import Node
 from cluster.services import AliasData, NodeData, PriorityData
@@ -239,3 +239,124 @@ class NodeForm(forms.Form):
 def node_initial(node: Node) -> dict[str, Any]:
     """A node's current values for its edit form."""
     return {name: getattr(node, name) for name in NodeForm.base_fields}
+
+
+# --------------------------------------------------------------------------
+# Health checks (issue 10)
+
+
+class HealthCheckForm(forms.Form):
+    """A health check. Every kind's fields are on the page, grouped; only those
+    of the chosen kind go to the service (``services.only_kind_fields``), so a
+    value left in another kind's field is neither refused nor stored."""
+
+    name = text_field(
+        f"Lowercase letters, digits, '-' and '_', at most {choices.CHECK_NAME_MAX_LENGTH}. "
+        "A failing check demotes the node as health:<name>."
+    )
+    kind = forms.ChoiceField(choices=choices.CheckKind.choices, initial=choices.CheckKind.SMTP)
+    enabled = forms.BooleanField(required=False, initial=True, help_text="Run this check.")
+    host = text_field("smtp, tcp, http: an IP address or host name. Blank: the node itself.")
+    port = text_field(
+        "smtp, tcp, http. Blank: smtp 25, http 80; a tcp check needs one.", number=True
+    )
+    starttls = forms.BooleanField(
+        required=False, label="STARTTLS", help_text="smtp: also STARTTLS after EHLO."
+    )
+    path = text_field("http: the URL path (blank: /). disk: the absolute path to measure.")
+    expect_status = text_field("http: the status that passes, 100 to 599.", number=True)
+    expect_status.label = "Expected status"
+    expect_status.initial = choices.HTTP_STATUS_DEFAULT
+    min_free_percent = text_field(
+        "disk: passes at or above this much free space, 1 to 99 %.", number=True
+    )
+    min_free_percent.label = "Minimum free percent"
+    min_free_percent.initial = choices.FREE_PERCENT_DEFAULT
+    argv = forms.CharField(
+        required=False,
+        strip=False,
+        label="Command",
+        widget=forms.Textarea(attrs={"rows": 3, "data-autogrow": "", "spellcheck": "false"}),
+        help_text="command: the program's absolute path on the first line, then one argument "
+        "per line. No shell runs it; exit status 0 passes.",
+    )
+    interval_ms = text_field(
+        f"How often it runs, {choices.CHECK_INTERVAL_MS_MIN} to {choices.CHECK_INTERVAL_MS_MAX}.",
+        label="Interval (ms)",
+        number=True,
+    )
+    interval_ms.initial = choices.CHECK_INTERVAL_MS_DEFAULT
+    timeout_ms = text_field(
+        f"At least {choices.CHECK_TIMEOUT_MS_MIN} and shorter than the interval; a timeout is a "
+        "failure.",
+        label="Timeout (ms)",
+        number=True,
+    )
+    timeout_ms.initial = choices.CHECK_TIMEOUT_MS_DEFAULT
+    fall = text_field("Failures in a row that demote the node, 1 to 10.", number=True)
+    fall.initial = choices.CHECK_FALL_DEFAULT
+    rise = text_field("Passes in a row that clear the demotion, 1 to 10.", number=True)
+    rise.initial = choices.CHECK_RISE_DEFAULT
+    weight = text_field(
+        "The demotion while failing, 1 to 240; 240 is a full demotion (the node gives up "
+        "every VIP it can).",
+        number=True,
+    )
+    weight.initial = choices.CHECK_WEIGHT_DEFAULT
+    boot_needs_rise = forms.BooleanField(
+        required=False,
+        label="Boot gating",
+        help_text="After a start, keep the node demoted until the check has passed rise times "
+        "(unticked: once).",
+    )
+    scope = forms.ChoiceField(
+        choices=choices.CheckScope.choices,
+        initial=choices.CheckScope.ALL,
+        widget=forms.RadioSelect,
+    )
+    nodes = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="With “Chosen nodes”: the nodes that run the check.",
+    )
+
+    REQUIRED: tuple[str, ...] = ("name", "kind")
+    GROUPS = (
+        ("Check", ("name", "kind", "enabled")),
+        (
+            "Target",
+            ("host", "port", "starttls", "path", "expect_status", "min_free_percent", "argv"),
+        ),
+        ("Timing and demotion", ("interval_ms", "timeout_ms", "fall", "rise", "weight")),
+        ("Boot and scope", ("boot_needs_rise", "scope", "nodes")),
+    )
+
+    def __init__(self, *args: Any, nodes: Sequence[Node], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["nodes"].choices = [(n.name, n.name) for n in nodes]  # type: ignore[attr-defined]
+
+    @staticmethod
+    def initial_from(data: Mapping[str, Any]) -> dict[str, Any]:
+        """The form's starting values from ``services.check_form_data``."""
+        initial = dict(data)
+        initial["argv"] = "\n".join(data.get("argv", []))
+        # 0 is "the kind's default", which a blank field says better.
+        initial["port"] = data.get("port") or ""
+        return initial
+
+    def groups(self) -> list[tuple[str, list[forms.BoundField]]]:
+        return [(title, [self[name] for name in names]) for title, names in self.GROUPS]
+
+    def service_data(self) -> dict[str, Any]:
+        """The ``CheckData`` for ``services.create_check`` / ``update_check``."""
+        data = self.cleaned_data
+        values: dict[str, Any] = {
+            name: blank_to_none(value) if isinstance(value, str) else value
+            for name, value in data.items()
+        }
+        # Blank means "none" for these, not "not given".
+        values["host"] = data["host"]
+        values["path"] = data["path"]
+        values["argv"] = [line for line in data["argv"].splitlines() if line.strip()]
+        values["nodes"] = list(data["nodes"])
+        return services.only_kind_fields(values)

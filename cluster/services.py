@@ -1175,9 +1175,21 @@ __all__ += [
     "create_check",
     "delete_check",
     "desired_checks",
+    "only_kind_fields",
     "update_check",
     "validate_check",
 ]
+
+
+def only_kind_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` without the fields its kind does not use: what a form that shows
+    every kind's fields passes on, so that a value left in another kind's field
+    (an http check's expected status, after switching it to disk) is not refused
+    as "applies to http checks only"."""
+    used = CHECK_KIND_FIELDS.get(str(data.get("kind")), frozenset(CHECK_KIND_DEFAULTS))
+    return {
+        key: value for key, value in data.items() if key not in CHECK_KIND_DEFAULTS or key in used
+    }
 
 
 def checks_with_nodes() -> QuerySet[HealthCheck]:

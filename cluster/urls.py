@@ -42,4 +42,9 @@ urlpatterns = [
         name="node-demo",
     ),
     path("system/audit/", views.audit_log, name="audit-log"),
+    # Health checks (issue 10)
+    path("system/cluster/health-checks/", views.check_list, name="check-list"),
+    path("system/cluster/health-checks/add/", views.check_add, name="check-add"),
+    path("system/cluster/health-checks/<int:pk>/edit/", views.check_edit, name="check-edit"),
+    path("system/cluster/health-checks/<int:pk>/delete/", views.check_delete, name="check-delete"),
 ]

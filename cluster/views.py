@@ -7,7 +7,8 @@ view that can change something: the support role gets 403 from it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any, TypeVar
@@ -34,12 +35,20 @@ from django.views.decorators.http import require_http_methods, require_POST
 from redis.exceptions import RedisError
 
 from cluster import access, choices, live, services, statekeys
-from cluster.forms import AliasForm, NodeForm, add_service_errors, error_items, node_initial
-from cluster.models import AuditEntry, IPAlias, Node
+from cluster.checks import CheckStatus
+from cluster.forms import (
+    AliasForm,
+    HealthCheckForm,
+    NodeForm,
+    add_service_errors,
+    error_items,
+    node_initial,
+)
+from cluster.models import AuditEntry, HealthCheck, IPAlias, Node
 
 View = Callable[..., HttpResponse]
-Saved = TypeVar("Saved", IPAlias, Node)
-ServiceForm = AliasForm | NodeForm
+Saved = TypeVar("Saved", IPAlias, Node, HealthCheck)
+ServiceForm = AliasForm | NodeForm | HealthCheckForm
 AUDIT_PAGE_SIZE = 50
 
 
@@ -370,3 +379,151 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     page = paginator.get_page(request.GET.get("page"))
     context = {"page_title": "Audit log", "nav": "audit", "page": page}
     return render(request, "console/audit_log.html", context)
+
+
+# --------------------------------------------------------------------------
+# Health checks (issue 10): System → Cluster → Health checks.
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LiveCheck:
+    """One node's result of one check, as its heartbeat reports it (None: nothing
+    reported, shown as "—")."""
+
+    node: str
+    status: CheckStatus | None = None
+
+    @property
+    def state(self) -> str:
+        """passing, failing, pending (no result yet) or unknown (nothing reported)."""
+        if self.status is None:
+            return "unknown"
+        if self.status.passing is None:
+            return "pending"
+        return "passing" if self.status.passing else "failing"
+
+    @property
+    def text(self) -> str:
+        status = self.status
+        if status is None:
+            return "—"
+        if status.passing is None:
+            words = "no result yet"
+        elif status.passing:
+            words = "passing"
+        else:
+            words = f"failing {status.count}×"  # noqa: RUF001 (as the issue writes it)
+            if status.message:
+                words += f" ({status.message})"
+        return f"{words} · boot gating" if status.gating else words
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """A check with the nodes that run it, in ordinal order, and each one's result."""
+
+    check: HealthCheck
+    live: list[LiveCheck]
+
+
+def live_check_statuses(node_names: Sequence[str]) -> Mapping[str, Mapping[str, CheckStatus]]:
+    """Node name → check name → the status its heartbeat reports.
+
+    Read through ``live.check_statuses(node_names)`` once the live side provides
+    it; until then, and whenever it fails, nothing: a page with live parts
+    degrades, it never fails.
+    """
+    provider = getattr(live, "check_statuses", None)
+    if provider is None:
+        return {}
+    try:
+        found = provider(node_names)
+    except Exception:
+        logger.warning("health checks page: live check statuses unavailable", exc_info=True)
+        return {}
+    return found if isinstance(found, Mapping) else {}
+
+
+def check_rows(nodes: Sequence[Node]) -> list[CheckRow]:
+    statuses = live_check_statuses([node.name for node in nodes])
+    rows = []
+    for check in services.checks_with_nodes().order_by("name"):
+        if check.scope == choices.CheckScope.ALL:
+            names = [node.name for node in nodes]
+        else:
+            names = services.check_form_data(check)["nodes"]
+        cells = []
+        for name in names:
+            status = (statuses.get(name) or {}).get(check.name)
+            cells.append(LiveCheck(name, status if isinstance(status, CheckStatus) else None))
+        rows.append(CheckRow(check, cells))
+    return rows
+
+
+@view_required
+def check_list(request: HttpRequest) -> HttpResponse:
+    nodes = list(Node.objects.all())
+    context = {
+        "page_title": "Health checks",
+        "nav": "health-checks",
+        "rows": check_rows(nodes),
+        "nodes": nodes,
+        "max_checks": choices.CHECKS_MAX,
+        "list_url": reverse("console:check-list"),
+    }
+    return render(request, "console/health_check_list.html", context)
+
+
+@change_required
+def check_add(request: HttpRequest) -> HttpResponse:
+    form = HealthCheckForm(request.POST or None, nodes=list(Node.objects.all()))
+    saved = submit(request, form, lambda data: services.create_check(request.user, data))
+    if saved is not None:
+        messages.success(request, f"Added health check {saved.name}.")
+        return redirect("console:check-list")
+    return render_check_form(request, form, None)
+
+
+@change_required
+def check_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    check = get_object_or_404(services.checks_with_nodes(), pk=pk)
+    initial = HealthCheckForm.initial_from(services.check_form_data(check))
+    form = HealthCheckForm(request.POST or None, nodes=list(Node.objects.all()), initial=initial)
+    saved = submit(request, form, lambda data: services.update_check(request.user, check, data))
+    if saved is not None:
+        messages.success(request, f"Saved health check {saved.name}.")
+        return redirect("console:check-list")
+    return render_check_form(request, form, check)
+
+
+def render_check_form(
+    request: HttpRequest, form: HealthCheckForm, check: HealthCheck | None
+) -> HttpResponse:
+    title = f"Edit health check {check.name}" if check else "Add health check"
+    context = {"page_title": title, "nav": "health-checks", "form": form, "check": check}
+    return render(request, "console/health_check_form.html", context)
+
+
+@change_required
+@require_http_methods(["GET", "POST"])
+def check_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    check = get_object_or_404(services.checks_with_nodes(), pk=pk)
+    if request.method == "POST":
+        services.delete_check(request.user, check)
+        messages.success(request, f"Deleted health check {check.name}.")
+        return redirect("console:check-list")
+    names = ", ".join(sorted(services.check_node_names(check))) or "no node"
+    return render_confirm_delete(
+        request,
+        nav="health-checks",
+        page_title="Delete health check",
+        crumbs=["Cluster", "Health checks"],
+        question=f"Delete the health check {check.name}?",
+        consequence=(
+            f"The nodes that run it ({names}) stop running it, and a demotion it holds "
+            f"({check.source}) is lifted."
+        ),
+        cancel_url=reverse("console:check-list"),
+    )

@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from cluster.models import AuditEntry, HealthCheck, Node
@@ -144,3 +146,35 @@ def test_the_schema_carries_the_checks_ranges(admin_api) -> None:
     assert (fields["weight"]["minimum"], fields["weight"]["maximum"]) == (1, 240)
     assert fields["name"]["maxLength"] == 40
     assert set(schema["paths"][f"{URL}{{id}}/"]) >= {"get", "put", "patch", "delete"}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"kind": "smtp", "starttls": True},
+        {"kind": "tcp", "port": 587},
+        {"kind": "http", "path": "/health", "expect_status": 204},
+        {"kind": "disk", "path": "/var/spool", "min_free_percent": 20},
+        {"kind": "command", "argv": ["/usr/local/bin/queue-ok", "500"]},
+    ],
+)
+def test_what_a_get_returns_can_be_put_back_unchanged(admin_api, nodes, fields) -> None:
+    created = admin_api.post(URL, body("round-trip", **fields), format="json").json()
+    url = f"{URL}{created['id']}/"
+    again = admin_api.put(url, admin_api.get(url).json(), format="json")
+    assert again.status_code == 200, again.content
+    assert again.json() == created
+    assert HealthCheck.objects.get().version == 1
+
+
+def test_the_list_costs_the_same_queries_however_many_checks(admin_api, nodes) -> None:
+    def queries_for(count: int) -> int:
+        for number in range(HealthCheck.objects.count(), count):
+            admin_api.post(
+                URL, body(f"c{number}", scope="nodes", nodes=["node1", "node2"]), format="json"
+            )
+        with CaptureQueriesContext(connection) as captured:
+            assert admin_api.get(URL).json()["count"] == count
+        return len(captured)
+
+    assert queries_for(2) == queries_for(8)
