@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 
 from cluster import services, statekeys
 from cluster.carp.types import State
+from cluster.checks import CheckStatus
 from cluster.choices import TransitionReason
 from cluster.models import IPAlias, Node, Transition
 
@@ -459,6 +460,37 @@ def _left_out_alerts(snapshot: _Snapshot) -> list[Alert]:
     return alerts
 
 
+def check_statuses(node_names: Sequence[str]) -> dict[str, dict[str, CheckStatus]]:
+    """Node name -> check name -> what its heartbeat reports (the health checks page).
+
+    One round trip for the heartbeats only. A node not reporting, or whose
+    heartbeat does not parse, has no entry; Redis down gives {}: the page shows
+    its checks without live results, it never fails.
+    """
+    try:
+        client = redis_client(settings.REDIS_URL)
+        try:
+            raws = (
+                client.mget([statekeys.heartbeat_key(n) for n in node_names]) if node_names else []
+            )
+        finally:
+            client.close()
+    except (RedisError, OSError) as exc:
+        log.warning("live check results unavailable: %s", exc)
+        return {}
+    found: dict[str, dict[str, CheckStatus]] = {}
+    for name, raw in zip(node_names, raws, strict=True):
+        if not raw:
+            continue
+        try:
+            beat = statekeys.Heartbeat.decode(raw)
+        except statekeys.Unreadable as exc:
+            _log_unreadable(name, "heartbeat", exc)
+            continue
+        found[name] = {c.name: c for c in beat.checks}
+    return found
+
+
 def compute_status(
     node_rows: Sequence[Node] | None = None, matrix: Sequence[services.MatrixRow] | None = None
 ) -> Status:
@@ -521,7 +553,13 @@ def fingerprint(status: Mapping[str, Any]) -> str:
     """``status`` without what changes every second by itself (the time it was
     made, heartbeat times): equal fingerprints mean nothing to show has changed."""
     stable = dict(status, generated_at=None)
-    stable["nodes"] = [dict(node, last_seen=None) for node in status["nodes"]]
+    stable["nodes"] = [
+        # A health check's time and count move at every probe; what it shows
+        # (passing or not, its message, its demotion) is what makes news.
+        dict(node, last_seen=None,
+             checks=[dict(c, last_at=None, count=None) for c in node.get("checks", [])])
+        for node in status["nodes"]
+    ]  # fmt: skip
     return json.dumps(stable, sort_keys=True)
 
 

@@ -414,7 +414,7 @@ class LiveCheck:
         elif status.passing:
             words = "passing"
         else:
-            words = f"failing {status.count}×"  # noqa: RUF001 (as the issue writes it)
+            words = f"failing {status.count}×"
             if status.message:
                 words += f" ({status.message})"
         return f"{words} · boot gating" if status.gating else words

@@ -16,6 +16,7 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from cluster import live, services, statekeys
+from cluster.checks import CheckStatus
 from cluster.models import IPAlias, Node, Transition
 from tests.factories import alias_data
 
@@ -177,6 +178,30 @@ def test_the_fingerprint_ignores_heartbeat_times_but_not_states(engines, alias):
     assert live.fingerprint(first) == live.fingerprint(second)
     engines.report("node1", {1: "BACKUP"})
     assert live.fingerprint(live.compute_status().as_dict()) != live.fingerprint(first)
+
+
+def test_the_fingerprint_ignores_a_checks_times_and_count_but_not_its_result(engines, alias):
+    def passing(count: int, at: float, ok: bool = True, message: str = "220 node1") -> None:
+        engines.beat("node1", checks=[CheckStatus("smtp-25", "smtp", ok, count, message, at)])
+
+    engines.report("node1", {1: "MASTER"})
+    passing(4, 1767000000.0)
+    first = live.compute_status().as_dict()
+    passing(5, 1767000002.0)  # one more pass, two seconds later: nothing new to show
+    assert live.fingerprint(live.compute_status().as_dict()) == live.fingerprint(first)
+    passing(1, 1767000004.0, ok=False, message="connection refused")
+    assert live.fingerprint(live.compute_status().as_dict()) != live.fingerprint(first)
+
+
+def test_check_statuses_reads_each_nodes_checks_and_degrades_on_bad_data(engines, settings):
+    smtp = CheckStatus("smtp-25", "smtp", False, 3, "connection refused", 1767000000.0)
+    engines.beat("node1", checks=[smtp, CheckStatus("disk", "disk", True, 2, "40% free on /")])
+    engines.beat_raw("node2", '{"node": "node2", "at": 1767000000, "checks": "many"}')
+    found = live.check_statuses(["node1", "node2", "node3"])
+    assert found == {"node1": {"smtp-25": smtp, "disk": found["node1"]["disk"]}}
+    assert found["node1"]["disk"].passing is True
+    settings.REDIS_URL = "redis+socket:///nonexistent/redis.sock"
+    assert live.check_statuses(["node1"]) == {}
 
 
 def test_the_timeline_shows_who_was_master_when_and_why(alias, nodes):

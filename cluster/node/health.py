@@ -404,8 +404,13 @@ class HealthRunner:
         loop = asyncio.get_running_loop()
         interval = max(MIN_INTERVAL_MS, spec.interval_ms) / 1000
         next_at = loop.time()
+        me = asyncio.current_task()
         while True:
             ok, message = await self._probe(spec)
+            if self._tasks.get(spec.name, (spec, None))[1] is not me:
+                # Replaced or stopped. Python 3.11's wait_for can swallow a cancel that
+                # arrives as the probe ends (gh-86296): leave on our own then.
+                return
             with self._lock:
                 tracker = self._trackers.get(spec.name)
                 if tracker is None or self._specs.get(spec.name) != spec:

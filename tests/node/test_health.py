@@ -479,3 +479,19 @@ def test_the_version_changes_with_a_check_and_not_with_nothing():
     )
     assert apply.node_config(with_check).checks == (FAST,)
     assert apply.node_config(with_check).address == "192.0.2.11"
+
+
+def test_real_probes_run_from_the_runners_own_thread_commands_included(runner, tmp_path):
+    flag = tmp_path / "queue-ok"
+    # The operator's escape hatch: a program whose exit status says it all.
+    check = CheckSpec("queue", "command", argv=("test", "-e", str(flag)), interval_ms=100,
+                      timeout_ms=1000, fall=1, rise=1)  # fmt: skip
+    health, demotions = runner()
+    health.configure((), "")
+    health.configure((check,), "127.0.0.1")
+    wait_until(lambda: demotions.last("health:queue") == (240, "health queue failing 1× (exit 1)"),
+               5, what="the command's failure")  # fmt: skip
+    flag.touch()
+    wait_until(lambda: demotions.last("health:queue") == (0, ""), 5, what="the command's pass")
+    (status,) = health.statuses()
+    assert (status.kind, status.passing, status.message) == ("command", True, "exit 0")
