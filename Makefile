@@ -8,7 +8,7 @@ VENV_STAMP := .venv/.installed
 # PostgreSQL for the second run of the suite; scripts/ensure-postgres.sh starts one if needed.
 PG_URL ?= postgres://postgres:postgres@127.0.0.1:5432/appliance
 
-.PHONY: demo demo-root demo-fail demo-restore screenshots test lint typecheck djcheck pytest pytest-sqlite pytest-pg debian-deps venv bench format clean
+.PHONY: demo demo-root demo-fail demo-restore demo-mail-stop demo-mail-start screenshots test lint typecheck djcheck pytest pytest-sqlite pytest-pg debian-deps venv bench format clean
 
 venv: $(VENV_STAMP)
 
@@ -66,8 +66,10 @@ demo: demo-root venv debian-deps
 demo-root:
 	@python3 -m cluster.lab check-root
 
-# What the status page's "Fail node" / "Restore node" buttons do, from a shell.
-demo-fail demo-restore:
+# What the status page's "Fail node" / "Restore node" / "Stop mail service" /
+# "Start mail service" buttons do, from a shell (demo-restore also starts a dead
+# mail service).
+demo-fail demo-restore demo-mail-stop demo-mail-start:
 	@[ -n "$(NODE)" ] || { echo "Name the node: make $@ NODE=node1"; exit 2; }
 	$(PY) -m cluster.lab $(patsubst demo-%,%,$@) $(NODE)
 

@@ -43,9 +43,9 @@ time of the transition itself: the latency benchmark measures from it),
 `HeartbeatMessage` (``"heartbeat"``, at most one per ``HEARTBEAT_INTERVAL``)
 and `NodeMessage` (``"node"``: ``"started"`` or ``"stopped"``).
 
-Channel ``carp:demo:control`` (demo mode only): ``{"action": "fail" | "restore",
-"node": name, "at"}``, from the status page's buttons or ``make demo-fail`` to
-the demo supervisor (cluster/lab/).
+Channel ``carp:demo:control`` (demo mode only): ``{"action": "fail" | "restore" |
+"mail-stop" | "mail-start", "node": name, "at"}``, from the status page's buttons
+or ``make demo-fail`` (and friends) to the demo supervisor (cluster/lab/).
 
 The broker: the apply task is sent by name (``APPLY_TASK``) to the queue of
 its node (`apply_queue`), which only that node's worker consumes.
@@ -612,7 +612,8 @@ def async_client(url: str, timeout: float = 1.0, retries: int = 0) -> Any:
 
 
 def request_demo_action(url: str, action: str, node: str, timeout: float = 1.0) -> int:
-    """Publish a "fail" or "restore" request for ``node`` on ``DEMO_CONTROL_CHANNEL``
+    """Publish a "fail", "restore", "mail-stop" or "mail-start" request for ``node`` on
+    ``DEMO_CONTROL_CHANNEL``
     (the status page's buttons and ``make demo-fail`` alike); returns how many
     supervisors heard it (0: no demo is running). Redis errors propagate."""
     import time

@@ -35,9 +35,9 @@ urlpatterns = [
     path("system/cluster/nodes/add/", views.node_add, name="node-add"),
     path("system/cluster/nodes/<int:pk>/edit/", views.node_edit, name="node-edit"),
     path("system/cluster/nodes/<int:pk>/delete/", views.node_delete, name="node-delete"),
-    # Demo mode only (404 otherwise): "fail" or "restore", POST.
+    # Demo mode only (404 otherwise): "fail", "restore", "mail-stop" or "mail-start", POST.
     re_path(
-        r"^system/cluster/nodes/(?P<name>[-a-z0-9]+)/(?P<action>fail|restore)$",
+        r"^system/cluster/nodes/(?P<name>[-a-z0-9]+)/(?P<action>fail|restore|mail-stop|mail-start)$",
         views.node_demo_action,
         name="node-demo",
     ),

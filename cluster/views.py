@@ -272,13 +272,23 @@ DEMO_ACTIONS = {
         "{node} restored: its worker starts again and, with preempt on, takes back "
         "the VIPs where it has the highest priority."
     ),
+    "mail-stop": (
+        "{node}'s mail service was stopped (killed); the box and its worker stay up. "
+        "Its smtp health check fails after fall x interval, and the node is demoted: "
+        "the next node takes over its VIPs."
+    ),
+    "mail-start": (
+        "{node}'s mail service was started; once its smtp health check passes rise "
+        "times, the demotion is cleared and, with preempt on, it takes its VIPs back."
+    ),
 }
 
 
 @change_required
 @require_POST
 def node_demo_action(request: HttpRequest, name: str, action: str) -> HttpResponse:
-    """Demo mode's "Fail node" / "Restore node": a request to the demo supervisor
+    """Demo mode's "Fail node" / "Restore node" / "Stop mail service" / "Start mail
+    service": a request to the demo supervisor
     (cluster/lab/) on ``statekeys.DEMO_CONTROL_CHANNEL``; it does the killing."""
     if not settings.DEMO_MODE or action not in DEMO_ACTIONS:
         raise Http404("Only the demo cluster can fail and restore nodes.")

@@ -2,7 +2,7 @@
 # `make demo`: the demo cluster on one machine (DESIGN.md), run by
 # `python -m cluster.lab demo` (cluster/lab/supervisor.py): network namespaces
 # for the nodes and a client, a private Redis, one Celery worker (with its CARP
-# engine) and a stand-in mail service per node, the console on
+# engine) and a mail service (aiosmtpd) per node, the console on
 # http://127.0.0.1:8000/. Ctrl-C stops it all and removes the namespaces.
 #
 # Environment: DEMO_NODES (3; up to 9), VAR_DIR (var/: the SQLite database, the

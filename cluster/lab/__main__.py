@@ -2,6 +2,7 @@
 
     demo [--nodes N] [--port 8000]   build the lab, serve the console, Ctrl-C to stop
     fail NODE / restore NODE         what the status page's buttons do
+    mail-stop NODE / mail-start NODE   kill / start only the node's mail service
     smtp VIP                         who answers on VIP:25, asked from the client namespace
     clean                            remove what a crashed demo left behind
     check-root                       exit 1 with the reason when not root
@@ -17,6 +18,10 @@ import os
 from pathlib import Path
 
 from cluster.lab.lab import MAX_NODES, REPO, require_root
+
+# supervisor.ACTIONS, repeated: that module needs the venv (redis), and check-root
+# must run with any python3. A test keeps the two the same.
+ACTIONS = ("fail", "restore", "mail-stop", "mail-start")
 
 
 def _nodes(text: str) -> int:
@@ -39,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     demo = commands.add_parser("demo", help="run the demo cluster until Ctrl-C")
     demo.add_argument("--nodes", type=_nodes, default=_nodes(os.environ.get("DEMO_NODES") or "3"))
     demo.add_argument("--port", type=int, default=8000)
-    for action in ("fail", "restore"):
+    for action in ACTIONS:
         command = commands.add_parser(action, help=f"{action} a node of the running demo")
         command.add_argument("node")
     smtp = commands.add_parser("smtp", help="print the banner of whoever answers on VIP:25")
@@ -59,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.command == "demo":
         supervisor.run_demo(var_dir, args.nodes, args.port, os.environ.get("REDIS_URL") or None)
-    elif args.command in ("fail", "restore"):
+    elif args.command in supervisor.ACTIONS:
         print(supervisor.send_control(var_dir, args.command, args.node))
     elif args.command == "smtp":
         try:

@@ -1,5 +1,6 @@
 """``make demo``'s supervisor: runs a :class:`~cluster.lab.lab.Lab` until Ctrl-C
-and carries out the "fail node" / "restore node" requests.
+and carries out the "fail node" / "restore node" / "stop mail service" / "start
+mail service" requests.
 
 Requests arrive on ``statekeys.DEMO_CONTROL_CHANNEL`` (from the status page's
 buttons, or ``make demo-fail`` through :func:`send_control`). A listener thread
@@ -37,7 +38,10 @@ logger = logging.getLogger("cluster.lab")
 
 PREFIX = "demo-"  # the demo's namespaces: demo-br, demo-n1.., demo-client
 GRACE = 5.0  # seconds the workers get to bow out on Ctrl-C before SIGKILL
-ACTIONS = ("fail", "restore")
+# fail / restore: the box dies (worker and mail service killed, link down) / is back.
+# mail-stop / mail-start: only the node's mail service dies / starts; the box and
+# its worker stay up, so the node's smtp health check is what notices.
+ACTIONS = ("fail", "restore", "mail-stop", "mail-start")
 
 
 def demo_dir(var_dir: Path) -> Path:
@@ -98,6 +102,8 @@ class Supervisor:
         self.listening = threading.Event()  # subscribed: a request published now arrives
         self.failed: set[str] = set()
         self.reported_exit: set[int] = set()
+        # The last request carried out and what came of it: send_control waits for it.
+        self.last_request: dict[str, Any] = {}
 
     # -- state file ----------------------------------------------------------------
     def write_state(self) -> None:
@@ -109,6 +115,11 @@ class Supervisor:
             "redis_url": self.lab.redis_url,
             "web_url": self.lab.web_url if self.lab.web_port else None,
             "nodes": {n: "failed" if n in self.failed else "up" for n in self.lab.node_names},
+            "mail": {
+                n: "up" if self.lab.running(self.lab.smtp, n) else "stopped"
+                for n in self.lab.node_names
+            },
+            "last_request": self.last_request,
             "processes": {str(pid): started for pid, started in self.lab.pids().items()},
             "updated_at": time.time(),
         }
@@ -148,8 +159,9 @@ class Supervisor:
         action, node = request.get("action"), request.get("node")
         if action not in ACTIONS or node not in self.lab.node_names:
             logger.warning(
-                "control channel: ignored %s (action must be fail or restore, node one of %s)",
+                "control channel: ignored %s (action must be one of %s, node one of %s)",
                 json.dumps(request),
+                ", ".join(ACTIONS),
                 ", ".join(self.lab.node_names),
             )
             return
@@ -158,35 +170,69 @@ class Supervisor:
             f" (sent {(time.time() - at) * 1000:.0f} ms ago)" if isinstance(at, float | int) else ""
         )
         logger.info("request: %s %s%s", action, node, age)
-        if action == "fail":
-            if node in self.failed:
-                logger.info("%s is already failed: nothing to do", node)
-            else:
-                self.lab.fail_node(node)
-                self.failed.add(node)
-        elif node not in self.failed and self.lab.running(self.lab.workers, node):
-            logger.info("%s is up: nothing to do", node)
-        else:
-            self.lab.restore_node(node)
-            self.failed.discard(node)
+        self.last_request = {"action": action, "node": node, "at": at, "result": ""}
+        try:
+            result = self.carry_out(action, node)
+        except Exception as exc:
+            # Said in the state file too, so `make demo-...` does not wait in vain.
+            self.last_request["result"] = f"could not {action} {node}: {exc}"
+            self.write_state()
+            raise
+        logger.info("%s", result)
+        self.last_request["result"] = result
         self.write_state()
 
+    def carry_out(self, action: str, node: str) -> str:
+        """Do ``action`` to ``node``; one sentence saying what was done (or why nothing)."""
+        lab = self.lab
+        if action == "fail":
+            if node in self.failed:
+                return f"{node} is already failed: nothing to do"
+            lab.fail_node(node)
+            self.failed.add(node)
+            return f"{node} is failed"
+        if action == "restore":
+            # A dead mail service is restored too: the box is not "up" without it.
+            if (
+                node not in self.failed
+                and lab.running(lab.workers, node)
+                and lab.running(lab.smtp, node)
+            ):
+                return f"{node} is up, its mail service too: nothing to do"
+            lab.restore_node(node)
+            self.failed.discard(node)
+            return f"{node} is up"
+        if node in self.failed:
+            return f"{node} is failed (the whole box): make demo-restore NODE={node} first"
+        if action == "mail-stop":
+            if not lab.running(lab.smtp, node):
+                return f"{node}'s mail service is already stopped: nothing to do"
+            lab.kill_smtp(node)
+            return f"{node}'s mail service is stopped (killed; the box and its worker stay up)"
+        if lab.running(lab.smtp, node):
+            return f"{node}'s mail service is already running: nothing to do"
+        lab.start_smtp(node)
+        return f"{node}'s mail service is running"
+
     def watch(self) -> None:
-        """Say so once when a worker dies on its own (it is not restarted: the demo
-        shows what happens then; ``make demo-restore`` starts it again)."""
-        for node, proc in list(self.lab.workers.items()):
-            if proc.poll() is not None and proc.pid not in self.reported_exit:
-                self.reported_exit.add(proc.pid)
-                del self.lab.workers[node]
-                logger.warning(
-                    "%s: worker exited by itself (status %s); see %s; "
-                    "make demo-restore NODE=%s starts it again",
-                    node,
-                    proc.returncode,
-                    self.lab.processes.logs[proc.pid],
-                    node,
-                )
-                self.write_state()
+        """Say so once when a worker or a mail service dies on its own (it is not
+        restarted: the demo shows what happens then; ``make demo-restore`` starts
+        it again)."""
+        for what, table in (("worker", self.lab.workers), ("mail service", self.lab.smtp)):
+            for node, proc in list(table.items()):
+                if proc.poll() is not None and proc.pid not in self.reported_exit:
+                    self.reported_exit.add(proc.pid)
+                    del table[node]
+                    logger.warning(
+                        "%s: %s exited by itself (status %s); see %s; "
+                        "make demo-restore NODE=%s starts it again",
+                        node,
+                        what,
+                        proc.returncode,
+                        self.lab.processes.logs[proc.pid],
+                        node,
+                    )
+                    self.write_state()
 
     def run(self) -> None:
         """Serve requests until SIGINT or SIGTERM (which raise KeyboardInterrupt in the
@@ -273,6 +319,9 @@ def instructions(lab: Lab, var_dir: Path) -> str:
             f"  Who answers:    .venv/bin/python -m cluster.lab smtp {vip}   (or 192.0.2.102)",
             f"  Fail a node:    make demo-fail NODE={first}     (or the status page's button)",
             f"  Restore it:     make demo-restore NODE={first}",
+            f"  Its mail only:  make demo-mail-stop NODE={first}   /   make demo-mail-start "
+            f"NODE={first}",
+            f"  Mail received:  {lab.mail_dir}/<node>.jsonl",
             f"  Inside a node:  ip netns exec {lab.ns(first)} ip addr show eth0",
             f"  Logs:           {lab.log_dir}/",
             "",
@@ -292,13 +341,15 @@ def setup_logging(path: Path) -> None:
 
 
 def send_control(var_dir: Path, action: str, node: str, timeout: float = 60) -> str:
-    """What ``make demo-fail`` / ``demo-restore`` do: publish the request the status
-    page's buttons publish, then wait for the supervisor to report it done."""
+    """What ``make demo-fail`` / ``demo-restore`` / ``demo-mail-stop`` /
+    ``demo-mail-start`` do: publish the request the status page's buttons publish,
+    then wait for the supervisor to report it carried out; what came of it."""
     state = read_state(var_dir)
     if running_supervisor(state) is None or state is None:
         raise SystemExit(f"No demo is running (no live supervisor in {state_path(var_dir)}).")
     if node not in state["nodes"]:
         raise SystemExit(f"No node {node!r} in the running demo: {', '.join(state['nodes'])}.")
+    sent_after = time.time()
     try:
         receivers = statekeys.request_demo_action(state["redis_url"], action, node)
     except (RedisError, OSError) as exc:
@@ -308,14 +359,21 @@ def send_control(var_dir: Path, action: str, node: str, timeout: float = 60) -> 
         ) from None
     if receivers == 0:
         raise SystemExit("The demo's supervisor is not listening on its control channel.")
-    wanted = "failed" if action == "fail" else "up"
-    wait_until(
-        lambda: (read_state(var_dir) or {}).get("nodes", {}).get(node) == wanted,
-        timeout,
-        interval=0.1,
-        what=f"the demo to report {node} {wanted}",
-    )
-    return f"{node} is {wanted} (see {demo_dir(var_dir) / 'logs' / 'supervisor.log'})"
+
+    def done() -> bool:
+        last = (read_state(var_dir) or {}).get("last_request") or {}
+        at = last.get("at")
+        return (
+            last.get("action") == action
+            and last.get("node") == node
+            and isinstance(at, float | int)
+            and at >= sent_after
+            and bool(last.get("result"))
+        )
+
+    wait_until(done, timeout, interval=0.1, what=f"the demo to carry out {action} {node}")
+    result = (read_state(var_dir) or {})["last_request"]["result"]
+    return f"{result} (see {demo_dir(var_dir) / 'logs' / 'supervisor.log'})"
 
 
 def client_banner(var_dir: Path, vip: str, port: int = 25) -> str:

@@ -2,7 +2,7 @@
 
 :func:`running_cluster` starts a :class:`~cluster.lab.lab.Lab` the way
 ``make demo`` does (``demo_setup``: three nodes, the two active/active aliases
-and the administrator; a worker and a mail stand-in per node; the console under
+and the administrator; a worker and a mail service per node; the console under
 uvicorn on a free port), and hands back a :class:`Console`: the REST API with
 the administrator's token, a session cookie for the pages, and the event
 stream of the status page (:class:`EventStream`). Only the standard library
@@ -136,12 +136,13 @@ class Console:
 
     def clean_up(self) -> None:
         """Delete the aliases made through :meth:`create_alias` and bring back every
-        node, worker and Redis a test stopped: the next test finds the demo as it was."""
+        node, worker, mail service and Redis a test stopped: the next test finds the
+        demo as it was."""
         lab = self.lab
         if lab.redis is not None and lab.redis.pid is None:
             lab.start_redis()
         for node in lab.node_names:
-            if lab.node_failed(node) or node not in lab.workers:
+            if lab.node_failed(node) or node not in lab.workers or not lab.running(lab.smtp, node):
                 lab.restore_node(node)
         for alias_id in list(self.created):
             self.delete_alias(alias_id)

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from cluster.lab.lab import Lab, process_start_time
-from cluster.lab.lan import list_namespaces, sh
+from cluster.lab.lan import in_netns, list_namespaces, sh
+from cluster.lab.smtp import send_message
 from cluster.lab.supervisor import Supervisor, clean_stale, send_control, state_path
 
 pytestmark = pytest.mark.netns
@@ -49,8 +50,8 @@ def test_the_client_sees_each_nodes_banner(tmp_path):
     with Lab(tmp_path, nodes=2, migrate=False) as lab:
         for node in lab.node_names:
             lab.start_smtp(node)
-        assert lab.smtp_banner("192.0.2.11") == "220 node1 ESMTP demo stand-in (node1 answers)"
-        assert lab.smtp_banner("192.0.2.12") == "220 node2 ESMTP demo stand-in (node2 answers)"
+        assert lab.smtp_banner("192.0.2.11") == "220 node1 ESMTP demo mail service (node1 answers)"
+        assert lab.smtp_banner("192.0.2.12") == "220 node2 ESMTP demo mail service (node2 answers)"
         # A VIP on node2's eth0 is answered by node2's service, which listens on every address.
         sh("ip", "-n", lab.ns("node2"), "addr", "add", "192.0.2.101/24", "dev", "eth0")
         assert lab.addresses("node2") == {"192.0.2.101"}
@@ -92,6 +93,39 @@ def test_fail_and_restore_through_the_control_channel(tmp_path):
             assert "node1 answers" in lab.smtp_banner("192.0.2.11")
             log = (lab.log_dir / "worker-node1.log").read_text()
             assert log.count(" ready.") == 2  # it started again, and said so
+        finally:
+            supervisor.stopping.set()
+            runner.join(timeout=10)
+
+
+def test_mail_stop_and_mail_start_through_the_control_channel(tmp_path):
+    with Lab(tmp_path, nodes=1, migrate=False) as lab:
+        lab.start_smtp("node1")
+        supervisor = Supervisor(lab, lab.var_dir)
+        state_path(lab.var_dir).parent.mkdir(parents=True, exist_ok=True)
+        supervisor.write_state()
+        runner = threading.Thread(target=supervisor.run)
+        runner.start()
+        try:
+            assert supervisor.listening.wait(timeout=10)
+            # The message a client sends is recorded with the node that accepted it.
+            sent = in_netns(lab.client, lambda: send_message("192.0.2.11", "<one@test>"))
+            assert sent.banner == "220 node1 ESMTP demo mail service (node1 answers)"
+            assert [(r["node"], r["message_id"]) for r in lab.mail_received()] == [
+                ("node1", "<one@test>")
+            ]
+            mail = lab.smtp["node1"].pid
+            # What `make demo-mail-stop NODE=node1` does.
+            said = send_control(lab.var_dir, "mail-stop", "node1", timeout=20)
+            assert said.startswith("node1's mail service is stopped")
+            assert not alive(mail)
+            assert not lab.node_failed("node1")  # the box is up: its link too
+            with pytest.raises(ConnectionRefusedError):
+                lab.smtp_banner("192.0.2.11", timeout=2)
+
+            said = send_control(lab.var_dir, "mail-start", "node1", timeout=20)
+            assert said.startswith("node1's mail service is running")
+            assert "node1 answers" in lab.smtp_banner("192.0.2.11")
         finally:
             supervisor.stopping.set()
             runner.join(timeout=10)

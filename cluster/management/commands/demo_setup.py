@@ -1,4 +1,5 @@
-"""Prepare the demo: two users, and a small cluster when the database is empty.
+"""Prepare the demo: two users, a small cluster when the database is empty, and
+an smtp health check on every node when there is no check yet.
 
 Idempotent. The administrator's and the support user's passwords are
 generated once, kept under ``var/`` (mode 0600) and reused on the next run, so
@@ -22,8 +23,8 @@ from django.db import transaction
 
 from cluster import access, services
 from cluster.choices import Priority
-from cluster.lab.lab import MAX_NODES, stored_secret
-from cluster.models import IPAlias, Node
+from cluster.lab.lab import DEMO_CHECK, MAX_NODES, stored_secret
+from cluster.models import HealthCheck, IPAlias, Node
 
 ADMIN_USERNAME = "admin"
 SUPPORT_USERNAME = "support"
@@ -105,6 +106,8 @@ class Command(BaseCommand):
         else:
             existing = ", ".join(Node.objects.order_by("ordinal").values_list("name", flat=True))
             summary = f"left as it was (nodes: {existing or 'none'})"
+        if create_demo_check(admin):
+            summary += f"; health check {DEMO_CHECK['name']} (smtp, port 25) on every node"
         self.stdout.write(
             "\n".join(
                 [
@@ -127,6 +130,15 @@ def ensure_user(username: str, password: str) -> AbstractBaseUser:
         user.set_password(password)
         user.save()
     return user
+
+
+def create_demo_check(actor: AbstractBaseUser) -> bool:
+    """The demo's smtp check, when there is no health check at all yet (a database
+    from an older demo gets it too; one whose checks were all deleted gets it back)."""
+    if HealthCheck.objects.exists():
+        return False
+    services.create_check(actor, DEMO_CHECK)
+    return True
 
 
 def create_demo_cluster(actor: AbstractBaseUser, nodes: Sequence[services.NodeData]) -> bool:
