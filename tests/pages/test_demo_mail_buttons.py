@@ -26,8 +26,7 @@ def test_the_mail_buttons_sit_with_each_nodes_demo_actions_for_administrators_on
     html = alice_client.get(CLUSTER_URL).content.decode()
     for node in ("node1", "node2", "node3"):
         block = re.search(
-            rf'<span class="demo-actions">((?:(?!</span>).)*data-node="{node}"(?:(?!</span>).)*)'
-            r"</span>",
+            rf'<div class="node-actions" data-node-actions="{node}">((?:(?!</div>).)*)</div>',
             html,
             re.S,
         )
