@@ -179,7 +179,10 @@ def test_stopping_the_masters_mail_service_shows_the_demotion_and_the_new_master
     expect(secondary).to_have_attribute("data-state", "MASTER", timeout=DEMOTION)
     expect(primary).to_have_attribute("data-state", "BACKUP")
     # The node's header says why it was demoted: the check, its count and its last result.
-    summary = page.locator(f'#cluster-matrix [data-node-summary="{MAIL_PRIMARY}"]')
+    header = page.locator(f'#cluster-matrix [data-node-demotion="{MAIL_PRIMARY}"]')
+    expect(header).to_contain_text("demoted 240")
+    expect(header).to_contain_text("smtp-25 failing")
+    summary = page.locator(f'#cluster-nodes [data-node-summary="{MAIL_PRIMARY}"]')
     expect(summary).to_contain_text("demoted by 240")
     expect(summary).to_contain_text("smtp-25 failing")
     expect(summary).to_contain_text("connection refused")
