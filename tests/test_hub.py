@@ -18,7 +18,7 @@ import pytest
 from asgiref.sync import async_to_sync
 
 from cluster import hub, live, statekeys
-from cluster.carp.types import DemotionSource
+from cluster.carp.types import DemotionSource, State
 from cluster.lab.redisd import RedisServer
 from tests.livestate import FakeEngines
 
@@ -44,7 +44,7 @@ class CountingCompute:
 
 def transition(vhid: int, at: float = 1000.0) -> str:
     message = statekeys.TransitionMessage(
-        "node2", "eth0", vhid, live.State.BACKUP, live.State.MASTER, "master_down", at
+        "node2", "eth0", vhid, State.BACKUP, State.MASTER, "master_down", at
     )
     return statekeys.encode_message(message)
 
@@ -84,7 +84,7 @@ async def started(redis_url: str, compute: Any, **options: Any) -> hub.StatusHub
 def test_a_hundred_subscribers_cost_one_computation_per_change(redis_url, engines):
     compute = CountingCompute()
 
-    async def scenario() -> tuple[int, list[list[int]]]:
+    async def scenario() -> tuple[tuple[int, int], list[list[int]]]:
         status_hub = await started(redis_url, compute)
         try:
             subscriptions = [status_hub.subscribe() for _ in range(100)]
