@@ -192,7 +192,7 @@ def test_the_checks_a_heartbeat_reports_are_exported(engines):
             CheckStatus("web", "http"),  # no result yet
         ),
     )
-    snapshot = live._Snapshot({"node1": beat}, {"node1": {}})
+    snapshot = metrics.Counters({"node1": beat}, {})
     text = "".join(
         f"{s.name} {s.labels} {s.value}\n"
         for family in metrics._counter_metrics(snapshot)
