@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 
-from cluster import hub, live, statekeys
+from cluster import hub, live, services, statekeys
 from cluster.carp.types import DemotionSource, State
 from cluster.lab.redisd import RedisServer
+from tests.factories import alias_data
 from tests.livestate import FakeEngines
 
 
@@ -342,3 +343,23 @@ def test_an_update_is_a_status_event_with_its_trigger_without_encoding_the_statu
         **data,
         "trigger": [statekeys.message_dict(message)],
     }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_committed_change_of_the_desired_state_is_announced_to_every_hub(engines, alice, nodes):
+    listener = engines.client.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(statekeys.EVENTS_CHANNEL)
+    try:
+        generation = hub.desired_generation()
+        services.create_alias(alice, alias_data(5))
+        # This process's hub: at once, with no Redis round trip.
+        assert hub.desired_generation() > generation
+        # The others: a ``desired`` message on carp:events.
+        message = None
+        deadline = time.monotonic() + 5
+        while message is None and time.monotonic() < deadline:
+            message = listener.get_message(timeout=0.5)
+        assert message is not None
+        assert isinstance(statekeys.decode_message(message["data"]), statekeys.DesiredMessage)
+    finally:
+        listener.close()
