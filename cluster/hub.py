@@ -212,7 +212,13 @@ class StatusHub:
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        loop = self._loop
+        return (
+            self._task is not None
+            and not self._task.done()
+            and loop is not None
+            and not loop.is_closed()
+        )
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -253,7 +259,9 @@ class StatusHub:
     def current(self, timeout: float = 1.0) -> Update | None:
         """The newest update for a reader in another thread (a synchronous view):
         one computed after this process's last desired-state change, waiting up to
-        ``timeout`` for it; None when there is none in time."""
+        ``timeout`` for it; None when there is none in time. The only wait is a
+        request that follows this process's own write: one computation at most,
+        so that an API client reads back what it just changed."""
         wanted = desired_generation()
         deadline = time.monotonic() + timeout
         with self._changed:
