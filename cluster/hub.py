@@ -457,10 +457,23 @@ class StatusHub:
             self._pending[:0] = trigger
             return False
         self.computations += 1
+        self._fan_out(status, data, text, shown, trigger, generation)
+        # After the fan-out: the readers need not wait for this round trip.
         self._expiries = await self._key_expiries([n.name for n in status.nodes if n.reporting])
         for node in status.nodes:
             if not node.reporting:
                 self._heartbeats.pop(node.name, None)  # its next heartbeat is news
+        return True
+
+    def _fan_out(
+        self,
+        status: live.Status,
+        data: dict[str, Any],
+        text: str,
+        shown: str,
+        trigger: tuple[statekeys.Message, ...],
+        generation: int,
+    ) -> None:
         if (
             self.latest is not None
             and shown == self._shown
@@ -471,18 +484,21 @@ class StatusHub:
                 self.latest, desired_generation=generation, computed_at=time.time()
             )
             self._publish(update, fan_out=False)
-            return True
+            return
         self._shown = shown
         self._seq += 1
         update = Update(self._seq, status, data, text, trigger, time.time(), generation)
         self._publish(update, fan_out=True)
-        return True
 
     def _compute(self) -> tuple[live.Status, dict[str, Any], str, str]:
-        from django.db import close_old_connections
-
-        close_old_connections()
-        status = self.compute()
+        # The thread keeps its database connection from one computation to the
+        # next (reconnecting each time cost milliseconds); one that failed is
+        # closed, and the next computation opens a new one.
+        try:
+            status = self.compute()
+        except Exception:
+            _close_db()
+            raise
         data = status.as_dict()
         return status, data, json.dumps(data, separators=(",", ":")), live.fingerprint(data)
 
