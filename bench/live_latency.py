@@ -111,7 +111,17 @@ def main() -> int:
     parser.add_argument("--transitions", type=int, default=20, help="at least this many")
     parser.add_argument("--streams", type=int, default=1, help="open status pages")
     parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        default=0.0005,
+        help="seconds (Python's GIL switch interval in this client; default 5 ms)",
+    )
     args = parser.parse_args()
+    # The N streams are N reader threads of this one process, where N browsers
+    # would be N processes: with Python's 5 ms GIL switch interval a reader
+    # waits for the others' turns before it can stamp an event's arrival.
+    sys.setswitchinterval(args.switch_interval)
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2
