@@ -148,9 +148,11 @@ def main() -> int:
             for each in streams:
                 each.close()
     values, missing = [], 0
+    per_stream = []
     for events in received:
         found, lost = latencies(events, since)
         values.extend(found)
+        per_stream.append(found)
         missing += lost
     seen = len(transitions(received[0]))
     print(
@@ -160,6 +162,17 @@ def main() -> int:
     )
     line, met = figures("engine 'at' -> status event at the client", values, TARGET_P95_MS)
     print(line)
+    if args.streams > 1 and not missing:
+        # Per transition: the first stream to show it (the path to the server and
+        # out of it) and the last (plus the fan-out to every stream and client).
+        by_transition = list(zip(*per_stream, strict=True))
+        for name, pick in (("first", min), ("last", max)):
+            line, _ = figures(
+                f"  the {name} of the {args.streams} streams",
+                [pick(t) for t in by_transition],
+                TARGET_P95_MS,
+            )
+            print(line)
     return 0 if met and not missing else 1
 
 
