@@ -54,10 +54,13 @@ class FakeEngines:
         problems: Sequence[statekeys.ConfigProblem] = (),
         checks: Sequence[CheckStatus] = (),
         client: str = "",
+        at: float | None = None,
+        ttl: float = statekeys.HEARTBEAT_TTL,
     ) -> None:
         """One heartbeat of ``node``, as its engine sends every second; ``client``:
-        the name of the Redis connection it says it holds open."""
-        now = time.time()
+        the name of the Redis connection it says it holds open (``at``: as if sent
+        then; ``ttl``: seconds its key lives from now)."""
+        now = time.time() if at is None else at
         beat = statekeys.Heartbeat(
             node=node,
             at=now,
@@ -70,7 +73,7 @@ class FakeEngines:
             client=client,
         )
         key = statekeys.heartbeat_key(node)
-        self.client.set(key, beat.encode(), ex=statekeys.HEARTBEAT_TTL)
+        self.client.set(key, beat.encode(), px=int(ttl * 1000))
 
     def beat_raw(self, node: str, raw: str) -> None:
         """A heartbeat key holding ``raw`` as it is: what no engine would write."""
