@@ -194,6 +194,7 @@ class StatusHub:
         self._pending: list[statekeys.Message] = []
         self._heartbeats: dict[str, str] = {}  # node -> what its heartbeat says, time aside
         self._expiries: dict[str, float] = {}  # node -> when its heartbeat key expires
+        self._connected: frozenset[str] | None = None  # the nodes' named connections
         self._client: Any = None
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -412,10 +413,22 @@ class StatusHub:
                 pipe = client.pipeline(transaction=False)
                 for name in names:
                     pipe.get(statekeys.heartbeat_key(name))
-                replies = await pipe.execute()
+                # A killed worker's named connection is gone at once (the kernel
+                # closes its sockets), long before its heartbeat key expires: the
+                # live nodes' heartbeats, every second, are when we look.
+                pipe.client_list(_type="normal")
+                replies = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError, TimeoutError):
             return set(names)  # cannot tell: recompute
+        *replies, listed = replies
+        if any(isinstance(r, Exception) for r in replies):
+            return set(names)
+        connected = _node_connections(listed)
         changed = set()
+        if connected is not None and connected != self._connected:
+            if self._connected is not None:
+                changed.update(names)  # the status changes: any name makes it news
+            self._connected = connected
         for name, raw in zip(names, replies, strict=True):
             said = _what_it_says(raw)
             if self._heartbeats.get(name) != said:
@@ -509,6 +522,17 @@ class StatusHub:
         if fan_out:
             for subscription in list(self._subscribers):
                 subscription.offer(update)
+
+
+def _node_connections(reply: Any) -> frozenset[str] | None:
+    """The nodes' named connections in a CLIENT LIST reply (None: refused)."""
+    if not isinstance(reply, list):
+        return None
+    return frozenset(
+        str(c["name"])
+        for c in reply
+        if isinstance(c, dict) and str(c.get("name", "")).startswith(statekeys.CLIENT_NAME_PREFIX)
+    )
 
 
 def _what_it_says(raw: str | None) -> str:

@@ -363,3 +363,43 @@ def test_a_committed_change_of_the_desired_state_is_announced_to_every_hub(engin
         assert isinstance(statekeys.decode_message(message["data"]), statekeys.DesiredMessage)
     finally:
         listener.close()
+
+
+def test_a_killed_nodes_closed_connection_is_news_at_the_next_heartbeat_of_another_node(
+    redis_url: str, engines: FakeEngines
+) -> None:
+    """The hub recomputes when a node's named connection closes (a killed worker's
+    sockets close at once), at the next heartbeat of any other node, long before
+    the dead node's heartbeat key expires."""
+    compute = CountingCompute()
+    heartbeat = statekeys.encode_message(statekeys.HeartbeatMessage("node2", time.time()))
+    node1 = statekeys.sync_client(redis_url)
+    node1.client_setname(statekeys.node_client_name("node1"))
+
+    async def beat() -> None:
+        await asyncio.to_thread(engines.beat, "node2")
+        await asyncio.to_thread(engines.client.publish, statekeys.EVENTS_CHANNEL, heartbeat)
+
+    async def scenario() -> tuple[int, int]:
+        status_hub = await started(redis_url, compute)
+        try:
+            for _ in range(2):  # node2's first heartbeat is news; the second is not
+                await beat()
+                await asyncio.sleep(0.3)
+            quiet = compute.calls
+            await beat()
+            await asyncio.sleep(0.3)
+            unchanged = compute.calls - quiet
+            await asyncio.to_thread(node1.close)  # node1's worker is killed
+            await beat()
+            await until(lambda: compute.calls > quiet + unchanged)
+            return unchanged, compute.calls - quiet
+        finally:
+            await status_hub.stop()
+
+    try:
+        unchanged, after_close = run(scenario)
+    finally:
+        node1.close()
+    assert unchanged == 0
+    assert after_close == 1
