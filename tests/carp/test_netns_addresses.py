@@ -12,8 +12,9 @@ import ipaddress
 import subprocess
 
 import pytest
+from pyroute2.netlink.exceptions import NetlinkError
 
-from cluster.carp.netlink import BATCH, NetlinkAddresses, NetlinkError
+from cluster.carp.netlink import BATCH, NetlinkAddresses
 from tests.carp.netns import Cluster, in_netns
 
 pytestmark = pytest.mark.netns
