@@ -54,8 +54,9 @@ def master_down_interval(advbase: int, advskew: int) -> float:
 
 # The first periodic advert after an unscheduled one (a takeover, an answer to a
 # worse master, a priority change) comes after this fraction of the interval, from
-# 1 down to 1 - FIRST_GAP_SPREAD according to the vhid (`first_gap`).
+# 1 down to 1 - FIRST_GAP_SPREAD, in one of FIRST_GAP_SLOTS steps chosen by the vhid.
 FIRST_GAP_SPREAD = 0.5
+FIRST_GAP_SLOTS = 16
 _GOLDEN = 0x9E3779B1  # 2^32 / the golden ratio: consecutive vhids land far apart
 
 
@@ -64,15 +65,18 @@ def first_gap(vhid: int) -> float:
 
     A node that takes over 255 VIPs at one deadline would otherwise advertise all of
     them in the same millisecond every interval, for as long as it is master: a
-    burst of 255 sends that a busy scheduler cuts, so each advert's gap varies by
-    the burst's length (17 to 20 ms measured, bench/many_vips.py). Spreading each
-    vhid's phase over half an interval makes every advert a short wake-up of its
-    own. The protocol sets no phase: FreeBSD and OpenBSD run one timer per vhost
-    from its own takeover (carp_master_down / carp_setrun); the gap is never longer
-    than the interval, so no backup hears the master later than before.
+    burst of 255 sends (10 to 20 ms of CPU) that a busy scheduler cuts, so each
+    advert's gap varied by up to the burst's length (p99 17 to 20 ms,
+    bench/many_vips.py). One slot per vhid made each advert a wake-up of its own,
+    which tripled the CPU (about 0.1 ms per wake-up on a busy 2-core machine);
+    16 slots of about 16 adverts keep both small. The protocol sets no phase:
+    FreeBSD and OpenBSD run one timer per vhost from its own takeover
+    (carp_master_down, carp_setrun); the gap is never longer than the interval, so
+    no backup hears the master later than before.
     """
     fraction = ((vhid * _GOLDEN) & 0xFFFFFFFF) / 2**32
-    return 1.0 - FIRST_GAP_SPREAD * fraction
+    slot = int(fraction * FIRST_GAP_SLOTS)
+    return 1.0 - FIRST_GAP_SPREAD * slot / FIRST_GAP_SLOTS
 
 
 def takeover_delay(advskew: int) -> float:

@@ -9,14 +9,14 @@ for the end-to-end stories (election, crash, graceful stop, preemption).
 from __future__ import annotations
 
 import ast
+import collections
 import ipaddress
-import itertools
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from cluster.carp import fsm, timers
@@ -177,13 +177,13 @@ def test_a_master_advertises_every_advert_interval_after_its_first_gap():
         assert SendAdvert(42, 1, 100, 0) in vh.handle(Timeout(), due(vh))
 
 
-def test_masters_of_consecutive_vhids_taking_over_together_advertise_at_different_phases():
+def test_masters_of_consecutive_vhids_taking_over_together_advertise_in_small_groups():
     # 255 VIPs taken over at one deadline must not advertise in one burst for ever.
-    gaps = sorted(timers.first_gap(vhid) for vhid in range(1, 256))
-    assert gaps[0] >= 1 - timers.FIRST_GAP_SPREAD
-    assert gaps[-1] <= 1
-    # Spread over the half interval: no two vhids closer than a 1/2000 of it.
-    assert min(b - a for a, b in itertools.pairwise(gaps)) > 1 / 2000
+    gaps = collections.Counter(timers.first_gap(vhid) for vhid in range(1, 256))
+    assert len(gaps) == timers.FIRST_GAP_SLOTS
+    assert min(gaps) >= 1 - timers.FIRST_GAP_SPREAD
+    assert max(gaps) <= 1
+    assert max(gaps.values()) <= 2 * 255 / timers.FIRST_GAP_SLOTS
 
 
 def test_a_late_wake_up_sends_one_advert_not_a_burst():
@@ -470,6 +470,8 @@ class Lan:
         self.sent: list[tuple[float, str, SendAdvert]] = []
         self.gratuitous: list[tuple[float, str]] = []
         self.crashed: set[str] = set()
+        self.wire: collections.deque[tuple[str, AdvertReceived]] = collections.deque()
+        self.delivering = False
         for n, (name, skew) in enumerate(skews.items(), start=11):
             src = ipaddress.IPv4Address(f"192.0.2.{n}")
             self.sources[name] = src
@@ -490,8 +492,20 @@ class Lan:
                         advert(action.advbase, action.advskew, demote=action.demote),
                         self.sources[name],
                     )
-                    for other in self.live(exclude=name):
+                    self.wire.extend((other, event) for other in self.live(exclude=name))
+        # Delivered once the sender has performed all of its actions, as the runner
+        # performs a step's actions before it reads the next packet: delivered at
+        # once, an answer could make the sender step down (and remove its VIP)
+        # before it added the VIP of the takeover it was performing.
+        if not self.delivering:
+            self.delivering = True
+            try:
+                while self.wire:
+                    other, event = self.wire.popleft()
+                    if other not in self.crashed:
                         self.do(other, self.nodes[other].handle(event, self.clock.now))
+            finally:
+                self.delivering = False
 
     def live(self, exclude: str = "") -> list[str]:
         return [n for n in self.nodes if n != exclude and n not in self.crashed]
@@ -623,6 +637,8 @@ def test_addresses_are_held_exactly_while_master(steps):
     st.lists(st.floats(0, 8), min_size=4, max_size=4),
     st.integers(0, 3),
 )
+# A better node preempting a new master in the very step it takes over (found by hypothesis).
+@example([2, 1, 3, 0], [0.0, 0.0, 0.0, 1.0], 0)
 def test_any_start_order_and_crash_ends_with_the_best_live_node_as_the_one_master(
     skews, start_times, crash
 ):
