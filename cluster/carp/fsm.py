@@ -394,15 +394,11 @@ class VirtualHost:
 
     def _advert(self, now: float, due: float | None = None) -> SendAdvert:
         """One advert with the demoted advskew; the next periodic one is an interval
-        after ``due`` (when this one was due), or after ``now`` when it is so late that
-        catching up would send a burst. After an unscheduled advert, the next comes
-        `timers.first_gap` of an interval later: the vhid's own phase."""
+        after ``due`` (when this one was due), or after ``now`` when it is unscheduled
+        or so late that catching up would send a burst."""
         interval = self.advert_interval
-        if due is not None:
-            following = due + interval
-            self._advert_due = following if following > now else now + interval
-        else:
-            self._advert_due = now + interval * timers.first_gap(self.vhid)
+        following = due + interval if due is not None else now + interval
+        self._advert_due = following if following > now else now + interval
         return SendAdvert(self.vhid, self._config.advbase, self.advskew, self.demote_byte)
 
     def _arm_master_down(self) -> None:

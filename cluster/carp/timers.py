@@ -52,33 +52,6 @@ def master_down_interval(advbase: int, advskew: int) -> float:
     return 3 * advbase + advskew / 256
 
 
-# The first periodic advert after an unscheduled one (a takeover, an answer to a
-# worse master, a priority change) comes after this fraction of the interval, from
-# 1 down to 1 - FIRST_GAP_SPREAD, in one of FIRST_GAP_SLOTS steps chosen by the vhid.
-FIRST_GAP_SPREAD = 0.5
-FIRST_GAP_SLOTS = 16
-_GOLDEN = 0x9E3779B1  # 2^32 / the golden ratio: consecutive vhids land far apart
-
-
-def first_gap(vhid: int) -> float:
-    """The fraction of the advert interval between an unscheduled advert and the next.
-
-    A node that takes over 255 VIPs at one deadline would otherwise advertise all of
-    them in the same millisecond every interval, for as long as it is master: a
-    burst of 255 sends (10 to 20 ms of CPU) that a busy scheduler cuts, so each
-    advert's gap varied by up to the burst's length (p99 17 to 20 ms,
-    bench/many_vips.py). One slot per vhid made each advert a wake-up of its own,
-    which tripled the CPU (about 0.1 ms per wake-up on a busy 2-core machine);
-    16 slots of about 16 adverts keep both small. The protocol sets no phase:
-    FreeBSD and OpenBSD run one timer per vhost from its own takeover
-    (carp_master_down, carp_setrun); the gap is never longer than the interval, so
-    no backup hears the master later than before.
-    """
-    fraction = ((vhid * _GOLDEN) & 0xFFFFFFFF) / 2**32
-    slot = int(fraction * FIRST_GAP_SLOTS)
-    return 1.0 - FIRST_GAP_SPREAD * slot / FIRST_GAP_SLOTS
-
-
 def takeover_delay(advskew: int) -> float:
     """How long a backup advertising ``advskew`` waits before a contended takeover."""
     return advskew * TAKEOVER_DELAY_PER_ADVSKEW

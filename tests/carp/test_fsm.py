@@ -19,7 +19,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from cluster.carp import fsm, timers
+from cluster.carp import fsm
 from cluster.carp.fakes import FakeClock
 from cluster.carp.fsm import IllegalTransition, VirtualHost, check_transition
 from cluster.carp.types import (
@@ -162,28 +162,14 @@ def test_the_first_master_takes_over_after_one_master_down_interval():
         SendGratuitous(42, (VIP,)),
         Transitioned(42, State.BACKUP, State.MASTER, Reason.MASTER_DOWN),
     ]
-    # The next advert comes within one interval, at the vhid's own phase.
-    following = vh.next_deadline()
-    assert following == pytest.approx(MASTER_DOWN + timers.first_gap(42) * INTERVAL)
-    assert following is not None
-    assert MASTER_DOWN + INTERVAL / 2 <= following <= MASTER_DOWN + INTERVAL
+    assert vh.next_deadline() == MASTER_DOWN + INTERVAL
 
 
-def test_a_master_advertises_every_advert_interval_after_its_first_gap():
+def test_a_master_advertises_every_advert_interval():
     vh, t = master()
-    first = t + timers.first_gap(42) * INTERVAL
-    for n in range(5):
-        assert vh.next_deadline() == pytest.approx(first + n * INTERVAL)
+    for n in range(1, 6):
+        assert vh.next_deadline() == pytest.approx(t + n * INTERVAL)
         assert SendAdvert(42, 1, 100, 0) in vh.handle(Timeout(), due(vh))
-
-
-def test_masters_of_consecutive_vhids_taking_over_together_advertise_in_small_groups():
-    # 255 VIPs taken over at one deadline must not advertise in one burst for ever.
-    gaps = collections.Counter(timers.first_gap(vhid) for vhid in range(1, 256))
-    assert len(gaps) == timers.FIRST_GAP_SLOTS
-    assert min(gaps) >= 1 - timers.FIRST_GAP_SPREAD
-    assert max(gaps) <= 1
-    assert max(gaps.values()) <= 2 * 255 / timers.FIRST_GAP_SLOTS
 
 
 def test_a_late_wake_up_sends_one_advert_not_a_burst():
@@ -269,7 +255,7 @@ def test_a_demoted_master_advertises_both_forms_at_once():
     vh, t = master()
     actions = vh.handle(SetDemotion(50), t + 0.2)
     assert actions == [SendAdvert(42, advbase=1, advskew=150, demote=50)]
-    assert vh.next_deadline() == pytest.approx(t + 0.2 + timers.first_gap(42) * (1 + 150 / 256))
+    assert vh.next_deadline() == t + 0.2 + 1 + 150 / 256
 
 
 def test_the_demoted_advskew_is_capped_at_240_and_the_byte_at_255():
@@ -772,7 +758,7 @@ def test_a_master_answers_a_slower_master_at_once_and_reasserts_itself():
     actions = vh.handle(heard(advskew=200), t + 0.5)
     assert actions == [SendAdvert(42, 1, 100, 0), SendGratuitous(42, (VIP,))]
     assert vh.state is State.MASTER
-    assert vh.next_deadline() == pytest.approx(t + 0.5 + timers.first_gap(42) * INTERVAL)
+    assert vh.next_deadline() == pytest.approx(t + 0.5 + INTERVAL)
 
 
 def test_a_master_does_not_reannounce_against_a_demoted_master_leaving():

@@ -819,7 +819,7 @@ def test_a_takeover_of_many_vips_adds_them_in_one_call_and_announces_them_in_one
     b = Node(segment, clock, [config(2, vhid=v, advskew=100, addresses=(a,)) for v, a in
                               zip(range(101, 111), vips, strict=True)])  # fmt: skip
     start(b)
-    calls: list[tuple[str, list]] = []
+    calls: list[tuple[str, list[ipaddress.IPv4Interface]]] = []
     real_add, real_announce = b.addresses.add, b.gratuitous.announce
 
     def add(interface: str, addresses) -> None:
