@@ -9,7 +9,9 @@ cost O(log n) per timer, not a scan). Then it:
    checked (`wire.decode_unverified`), the vhid picks the virtual host whose
    password and addresses verify the HMAC, and the advert goes to its machine;
 2. fires every deadline that has passed (`Timeout`);
-3. performs the actions the machines returned through the ports, in order.
+3. performs the actions the machines returned through the ports (`_flush`):
+   adverts first, then addresses and gratuitous ARPs in batches, then, when no
+   other deadline is about to fall due, the logs, hooks and publishing.
 
 Packets that fail a check are counted per reason and logged at most once per
 reason every `DROP_LOG_INTERVAL` seconds: a peer with the wrong password sends
