@@ -9,7 +9,9 @@ cost O(log n) per timer, not a scan). Then it:
    checked (`wire.decode_unverified`), the vhid picks the virtual host whose
    password and addresses verify the HMAC, and the advert goes to its machine;
 2. fires every deadline that has passed (`Timeout`);
-3. performs the actions the machines returned through the ports, in order.
+3. performs the actions the machines returned through the ports (`_flush`):
+   adverts first, then addresses and gratuitous ARPs in batches, then, when no
+   other deadline is about to fall due, the logs, hooks and publishing.
 
 Packets that fail a check are counted per reason and logged at most once per
 reason every `DROP_LOG_INTERVAL` seconds: a peer with the wrong password sends
@@ -82,13 +84,10 @@ _COUNTER_MASK = 2**64 - 1
 HostKey = tuple[str, int]  # (interface, vhid): a vhid is unique per interface only
 
 
-# The order `_flush` performs actions in, across every virtual host of one step.
-_PHASES: tuple[tuple[type, ...], ...] = (
-    (SendAdvert,),
-    (RemoveAddresses, AddAddresses),
-    (SendGratuitous,),
-    (Transitioned,),
-)
+# What may wait, after a step, while more deadlines are due this soon (s): the logs,
+# hooks and publishing of transitions (`_flush`), at most `EFFECTS_MAX_DELAY` s.
+EFFECTS_LOOKAHEAD = 0.010
+EFFECTS_MAX_DELAY = 0.200
 
 
 class SystemClock:
@@ -263,6 +262,14 @@ class _Host:
     reported: tuple[IPAddress | None, int, int] | None = None
     # The counters accepted per sender, for the replay check (config.peers only).
     counters: dict[IPAddress, CounterWindow] = field(default_factory=dict)
+    signer: wire.Signer | None = None  # for `config` (`signed`); rebuilt when it changes
+    signed: VirtualHostConfig | None = None
+
+    def sign(self) -> wire.Signer:
+        if self.signer is None or self.signed is not self.config:
+            self.signer = wire.Signer(self.config.password, self.config.vhid, self.config.addresses)
+            self.signed = self.config
+        return self.signer
 
 
 REPLAY_WINDOW = 256  # recent counters remembered per sender when counters are not strict
@@ -342,6 +349,9 @@ class Runner:
         self._cause = ""
         self._heap: list[tuple[float, int, HostKey]] = []
         self._pending: list[tuple[_Host, Action]] = []  # actions not yet performed
+        # Logs, hooks and publishing not yet done, in order (`_flush`), and since when.
+        self._effects: collections.deque[Callable[[], None]] = collections.deque()
+        self._effects_since = 0.0
         self._seq = 0
         self.drops: Counter[str] = Counter()
         self.port_errors: Counter[str] = Counter()
@@ -547,7 +557,9 @@ class Runner:
             if not drained and timed:
                 horizon = min(horizon, timed[-1][0])
             self._fire_deadlines(horizon)
-            self._flush()
+            self._flush(defer=True)
+            if self._effects and not self._busy():
+                self._run_effects()
 
     def _time_to_next(self, now: float) -> float | None:
         while self._heap:
@@ -648,7 +660,7 @@ class Runner:
                 f"vhid {advert.vhid}: {packet.source} is not a member",
             )
             return
-        if not wire.verify_hmac(advert, host.config.password, host.config.addresses):
+        if not host.sign().verify(advert):
             self._drop(
                 wire.DecodeFailure.BAD_HMAC,
                 packet,
@@ -799,21 +811,85 @@ class Runner:
         self._track_master(host, event)
         self._schedule(host)
 
-    def _flush(self) -> None:
+    def _flush(self, defer: bool = False) -> None:
         """Perform the actions the machines returned, in phases across virtual hosts.
 
-        A master killed hard hands hundreds of VIPs to a node at the same deadline.
-        Every advert goes out first (the other backups stand down on them; each is
-        one send), then the addresses (netlink, the slow part), then the gratuitous
-        ARP/NA, then the logs, hooks and publishing: no VIP waits for another's log
-        line. Within a phase, each host's actions keep their order.
+        A master killed hard hands hundreds of VIPs to a node within a few ms. Every
+        advert goes out first (it claims the VIP on the wire: the other backups stand
+        down on it; each is one send), then the addresses, one netlink batch per run
+        of the same change on one interface, then the gratuitous ARP/NA, one burst
+        likewise. Within a phase, each host's actions keep their order.
+
+        The logs, hooks and publishing of the transitions are queued (`_effects`);
+        with ``defer`` (the loop's steps) they wait while more deadlines fall due
+        within `EFFECTS_LOOKAHEAD`, so that the next takeovers of a burst do not wait
+        behind this one's log lines (about 0.1 ms each, JSON to stderr). Not in a
+        thread of their own: a thread would hold the GIL for up to its switch
+        interval (5 ms) while the loop has adverts to send.
         """
         while self._pending:
             batch, self._pending = self._pending, []
-            for phase in _PHASES:
-                for host, action in batch:
-                    if isinstance(action, phase):
-                        self._perform(host, action)
+            for host, action in batch:
+                if isinstance(action, SendAdvert):
+                    self._perform(host, action)
+            self._perform_grouped(batch, (RemoveAddresses, AddAddresses))
+            self._perform_grouped(batch, (SendGratuitous,))
+            for host, action in batch:
+                if isinstance(action, Transitioned):
+                    self._perform(host, action)
+        if not defer:
+            self._run_effects()
+
+    def _perform_grouped(self, batch: list[tuple[_Host, Action]], kinds: tuple[type, ...]) -> None:
+        """Perform the address actions of ``kinds`` in ``batch``, in order, as one port
+        call per run of the same kind on the same interface."""
+        run: tuple[type, str] | None = None
+        addresses: list[IPInterface] = []
+        for host, action in batch:
+            if not isinstance(action, kinds):
+                continue
+            assert isinstance(action, AddAddresses | RemoveAddresses | SendGratuitous)
+            key = (type(action), host.config.interface)
+            if key != run:
+                if run is not None:
+                    self._perform_addresses(*run, addresses)
+                run, addresses = key, []
+            addresses.extend(action.addresses)
+        if run is not None:
+            self._perform_addresses(*run, addresses)
+
+    def _perform_addresses(self, kind: type, interface: str, addresses: list[IPInterface]) -> None:
+        try:
+            if kind is AddAddresses:
+                self.addresses.add(interface, addresses)
+            elif kind is RemoveAddresses:
+                self.addresses.remove(interface, addresses)
+            else:
+                self.gratuitous.announce(interface, addresses)
+        except Exception:
+            self._port_error(kind.__name__, interface)
+
+    def _busy(self) -> bool:
+        """Whether the effects should wait: a deadline falls due within
+        `EFFECTS_LOOKAHEAD` and the oldest effect waited less than `EFFECTS_MAX_DELAY`."""
+        now = self.clock.monotonic()
+        if now - self._effects_since >= EFFECTS_MAX_DELAY:
+            return False
+        following = self._time_to_next(now)
+        return following is not None and following < EFFECTS_LOOKAHEAD
+
+    def _defer(self, effect: Callable[[], None]) -> None:
+        if not self._effects:
+            self._effects_since = self.clock.monotonic()
+        self._effects.append(effect)
+
+    def _run_effects(self) -> None:
+        while self._effects:
+            effect = self._effects.popleft()
+            try:
+                effect()
+            except Exception:
+                self._port_error("effect", "*")
 
     def _track_master(self, host: _Host, event: Event) -> None:
         """Keep the master's address as seen in adverts; tell the publisher when it, the
@@ -837,10 +913,16 @@ class Runner:
         first = host.reported is None
         host.reported = seen
         if self.publisher is not None and not first:
-            try:
-                self.publisher.changed(host.config.interface, host.config.vhid)
-            except Exception:
-                self._port_error("publish", host.config.interface)
+            publisher = self.publisher
+            interface, vhid = host.config.interface, host.config.vhid
+
+            def changed() -> None:
+                try:
+                    publisher.changed(interface, vhid)
+                except Exception:
+                    self._port_error("publish", interface)
+
+            self._defer(changed)
 
     def _schedule(self, host: _Host) -> None:
         deadline = host.machine.next_deadline()
@@ -856,14 +938,8 @@ class Runner:
         try:
             if isinstance(action, SendAdvert):
                 # FreeBSD: the counter starts at a random value and grows by one per advert.
-                payload = wire.encode(
-                    config.vhid,
-                    action.advbase,
-                    action.advskew,
-                    action.demote,
-                    host.counter,
-                    config.password,
-                    config.addresses,
+                payload = host.sign().encode(
+                    action.advbase, action.advskew, action.demote, host.counter
                 )
                 host.counter = (host.counter + 1) & _COUNTER_MASK
                 self._links[host.link_key].send(config.vhid, payload)
@@ -880,11 +956,16 @@ class Runner:
             self._port_error(type(action).__name__, config.interface)
 
     def _transitioned(self, host: _Host, action: Transitioned) -> None:
-        config = host.config
+        """Record the transition in the host (the snapshot shows it at once); its log
+        line, hooks and publishing go into `_effects`."""
         host.last_reason = action.reason
         host.last_source = action.source
         host.last_from = action.old
-        host.last_at = time.time()  # for people and the history, not for the protocol
+        host.last_at = at = time.time()  # for people and the history, not for the protocol
+        config = host.config
+        self._defer(lambda: self._announce(config, action, at))
+
+    def _announce(self, config: VirtualHostConfig, action: Transitioned, at: float) -> None:
         log.info(
             "vhid %d on %s: %s -> %s (%s%s)",
             config.vhid,
@@ -901,6 +982,8 @@ class Runner:
                 "new": str(action.new),
                 "reason": str(action.reason),
                 "addresses": [str(a) for a in config.addresses],
+                # When it happened; the line may be written a few ms later (`_flush`).
+                "at": at,
             },
         )
         if action.new == State.MASTER:
@@ -918,7 +1001,7 @@ class Runner:
                     action.new,
                     action.reason,
                     old=action.old,
-                    at=host.last_at,
+                    at=at,
                     source=action.source,
                     silence=action.silence,
                 )
@@ -973,17 +1056,27 @@ class Runner:
         self._handle(host, Start(), now)
 
     def _remove_host(self, key: HostKey, now: float, bow_out: bool = True) -> None:
-        host = self._hosts.get(key)
-        if host is None:
-            return
-        self._handle(host, Stop(bow_out=bow_out), now)
-        self._flush()  # the bow-out advert leaves before the link may close
-        # Whatever the machine did, a stopped host leaves no VIP behind (issue 3).
-        try:
-            self.addresses.remove(host.config.interface, host.config.addresses)
-        except Exception:
-            self._port_error("remove", host.config.interface)
-        del self._hosts[key]
+        self._remove_hosts([key], now, bow_out)
+
+    def _remove_hosts(self, keys: Iterable[HostKey], now: float, bow_out: bool = True) -> None:
+        """Stop these hosts together: every bow-out advert first, then the addresses
+        (one netlink batch per interface), so that the last of 255 VIPs is not given
+        up after the others' address removals."""
+        hosts = [(key, host) for key in keys if (host := self._hosts.get(key)) is not None]
+        for _key, host in hosts:
+            self._handle(host, Stop(bow_out=bow_out), now)
+        self._flush()  # the bow-out adverts leave before a link may close
+        # Whatever the machines did, a stopped host leaves no VIP behind (issue 3).
+        by_interface: dict[str, list[IPInterface]] = {}
+        for _key, host in hosts:
+            by_interface.setdefault(host.config.interface, []).extend(host.config.addresses)
+        for interface, addresses in by_interface.items():
+            try:
+                self.addresses.remove(interface, addresses)
+            except Exception:
+                self._port_error("remove", interface)
+        for key, _host in hosts:
+            del self._hosts[key]
         self._close_unused_links()
 
     def _close_unused_links(self) -> None:
@@ -1001,8 +1094,9 @@ class Runner:
         start new ones, update changed ones."""
         wanted = {(c.interface, c.vhid): c for c in configs}
         now = self.clock.monotonic()
-        for key in [k for k in self._hosts if k not in wanted]:
-            self._remove_host(key, now, bow_out=key not in retired)
+        gone = [k for k in self._hosts if k not in wanted]
+        self._remove_hosts([k for k in gone if k in retired], now, bow_out=False)
+        self._remove_hosts([k for k in gone if k not in retired], now)
         fresh = [c for k, c in wanted.items() if k not in self._hosts]
         if fresh:
             self._reconcile(fresh)
@@ -1029,9 +1123,7 @@ class Runner:
     def shutdown(self) -> None:
         """Stop every host gracefully (bow-out advert, addresses removed) and close the ports."""
         with self._lock:
-            now = self.clock.monotonic()
-            for key in list(self._hosts):
-                self._remove_host(key, now)
+            self._remove_hosts(list(self._hosts), self.clock.monotonic())
             self._close_unused_links()
             self._running = False
         self.hooks.close()

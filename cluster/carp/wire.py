@@ -45,6 +45,7 @@ __all__ = [
     "HEADER_LEN",
     "DecodeError",
     "DecodeFailure",
+    "Signer",
     "check_ttl",
     "checksum_ok",
     "compute_hmac",
@@ -152,7 +153,39 @@ def compute_hmac(
     password: bytes, vhid: int, addresses: Iterable[AddressLike], counter: int
 ) -> bytes:
     """HMAC-SHA1 keyed with the passphrase bytes as they are (no hashing, CARP.md)."""
-    return hmac.new(password, hmac_message(vhid, addresses, counter), hashlib.sha1).digest()
+    return hmac.digest(password, hmac_message(vhid, addresses, counter), hashlib.sha1)
+
+
+class Signer:
+    """The HMAC of one virtual host's adverts, with the part that does not change per
+    advert (vhid and sorted addresses, `hmac_message`) built once.
+
+    A node with 255 virtual hosts at advbase 1 signs 255 adverts a second as master
+    and checks 255 as backup; rebuilding the message from the address objects each
+    time was most of the cost of an advert.
+    """
+
+    __slots__ = ("_password", "_prefix", "vhid")
+
+    def __init__(self, password: bytes, vhid: int, addresses: Iterable[AddressLike]) -> None:
+        self._password = password
+        self.vhid = vhid
+        self._prefix = hmac_message(vhid, addresses, 0)[:-8]  # all but the counter
+
+    def digest(self, counter: int) -> bytes:
+        return hmac.digest(self._password, self._prefix + counter.to_bytes(8, "big"), "sha1")
+
+    def verify(self, advert: Advertisement) -> bool:
+        """`verify_hmac` for this virtual host's password and addresses."""
+        if advert.vhid != self.vhid:
+            return False
+        return hmac.compare_digest(self.digest(advert.counter), advert.digest)
+
+    def encode(self, advbase: int, advskew: int, demote: int, counter: int) -> bytes:
+        """`encode` for this virtual host."""
+        _check_fields(self.vhid, advbase, advskew, demote, counter)
+        digest = self.digest(counter)
+        return pack(Advertisement(self.vhid, advbase, advskew, counter, digest, demote=demote))
 
 
 def pack(advert: Advertisement) -> bytes:
@@ -185,6 +218,12 @@ def encode(
 
     Raises ValueError for fields out of range (our own bug, not a peer's).
     """
+    _check_fields(vhid, advbase, advskew, demote, counter)
+    digest = compute_hmac(password, vhid, addresses, counter)
+    return pack(Advertisement(vhid, advbase, advskew, counter, digest, demote=demote))
+
+
+def _check_fields(vhid: int, advbase: int, advskew: int, demote: int, counter: int) -> None:
     for name, value in (("advbase", advbase), ("advskew", advskew), ("demote", demote)):
         if not 0 <= value <= 255:
             raise ValueError(f"{name} must be 0..255, not {value}")
@@ -192,8 +231,6 @@ def encode(
         raise ValueError(f"vhid must be 1..255, not {vhid}")
     if not 0 <= counter <= _MAX_COUNTER:
         raise ValueError("counter must fit in 64 bits")
-    digest = compute_hmac(password, vhid, addresses, counter)
-    return pack(Advertisement(vhid, advbase, advskew, counter, digest, demote=demote))
 
 
 def parse(data: bytes) -> Advertisement:

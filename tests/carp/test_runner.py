@@ -810,3 +810,81 @@ def test_a_deadline_that_falls_due_while_a_step_works_waits_for_the_next_read(
     b.runner.step(max_wait=0)
     assert b.state() == State.BACKUP  # the advert re-armed the timer
     assert b.runner.snapshot().hosts[0].adverts_received == 1
+
+
+def test_a_takeover_of_many_vips_adds_them_in_one_call_and_announces_them_in_one_burst(
+    clock, segment, monkeypatch
+):
+    vips = [ipaddress.ip_interface(f"192.0.2.{v}/32") for v in range(101, 111)]
+    b = Node(segment, clock, [config(2, vhid=v, advskew=100, addresses=(a,)) for v, a in
+                              zip(range(101, 111), vips, strict=True)])  # fmt: skip
+    start(b)
+    calls: list[tuple[str, list[ipaddress.IPv4Interface]]] = []
+    real_add, real_announce = b.addresses.add, b.gratuitous.announce
+
+    def add(interface: str, addresses) -> None:
+        calls.append(("add", list(addresses)))
+        real_add(interface, addresses)
+
+    def announce(interface: str, addresses) -> None:
+        calls.append(("announce", list(addresses)))
+        real_announce(interface, addresses)
+
+    monkeypatch.setattr(b.addresses, "add", add)
+    monkeypatch.setattr(b.gratuitous, "announce", announce)
+    run_for(clock, [b], 3.5)  # every master-down deadline falls in the same step
+    assert all(b.state(v) == State.MASTER for v in range(101, 111))
+    assert calls == [("add", vips), ("announce", vips)]
+    assert b.addresses.list("eth0") == set(vips)
+
+
+def test_transition_logs_wait_while_more_deadlines_fall_due_then_all_come_out(
+    clock, segment, caplog
+):
+    # Two vhosts whose master-down deadlines are 2 ms apart (their advskews differ by
+    # half a 1/256 s): the first takeover's log line waits for the second takeover.
+    first = config(2, vhid=1, advskew=100, addresses=(VIP,))
+    second = config(2, vhid=2, advskew=101, addresses=(VIP2,))
+    b = Node(segment, clock, [first, second])
+    caplog.set_level(logging.INFO, logger="cluster.carp")
+    start(b)
+    clock.advance(3 + 100 / 256)
+    b.runner.step()
+    assert b.state(1) == State.MASTER
+    assert b.holds(VIP)
+    assert b.state(2) == State.BACKUP
+    took_over = [r for r in caplog.records if "-> MASTER" in r.getMessage()]
+    assert took_over == []  # vhid 2 is due within 10 ms: its takeover comes first
+    assert [p.state for p in b.publisher.published if p.vhid == 1] == [State.BACKUP]
+    clock.advance(1 / 256)
+    b.runner.step()
+    assert b.state(2) == State.MASTER
+    took_over = [r.getMessage() for r in caplog.records if "-> MASTER" in r.getMessage()]
+    assert len(took_over) == 2
+    assert took_over[0].startswith("vhid 1 ")  # in the order they happened
+    assert [p.state for p in b.publisher.published if p.vhid == 1] == [State.BACKUP, State.MASTER]
+
+
+def test_transition_logs_wait_no_longer_than_their_limit_under_a_stream_of_deadlines(
+    clock, segment, caplog
+):
+    from cluster.carp.runner import EFFECTS_MAX_DELAY
+
+    # 80 vhosts whose deadlines fall 1/256 s (3.9 ms) apart, over 0.3 s: always another
+    # one due soon.
+    configs = [
+        config(2, vhid=v, advskew=100 + v, addresses=(ipaddress.ip_interface(f"192.0.2.{v}/32"),))
+        for v in range(1, 81)
+    ]
+    b = Node(segment, clock, configs)
+    caplog.set_level(logging.INFO, logger="cluster.carp")
+    start(b)
+    clock.advance(3 + 101 / 256)
+    began = clock.now
+    b.runner.step()
+    assert b.state(1) == State.MASTER
+    while not [r for r in caplog.records if "vhid 1 on eth0: BACKUP -> MASTER" in r.getMessage()]:
+        clock.advance(1 / 256)
+        b.runner.step()
+    assert clock.now - began <= EFFECTS_MAX_DELAY + 1 / 256
+    assert b.state(80) == State.BACKUP  # the stream of takeovers had not ended

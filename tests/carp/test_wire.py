@@ -315,3 +315,19 @@ def test_the_hmac_covers_vhid_counter_and_digest(fields, password, addresses, of
 def test_an_address_given_as_text_is_refused_not_left_out_of_the_hmac():
     with pytest.raises(TypeError, match="not an IP address object"):
         wire.encode(42, 1, 0, 0, 7, b"s3cret", ["192.0.2.100"])  # type: ignore[list-item]
+
+
+def test_a_signer_makes_the_same_adverts_and_accepts_what_verify_hmac_accepts():
+    addresses = [
+        ipaddress.ip_interface("192.0.2.100/32"),
+        ipaddress.ip_interface("2001:db8::1/128"),
+    ]
+    signer = wire.Signer(b"s3cret", 42, addresses)
+    for counter in (0, 1, 2**63 + 5):
+        payload = signer.encode(1, 100, 7, counter)
+        assert payload == wire.encode(42, 1, 100, 7, counter, b"s3cret", addresses)
+        advert = wire.decode_unverified(payload)
+        assert signer.verify(advert)
+    other = wire.decode_unverified(wire.encode(42, 1, 100, 0, 9, b"other", addresses))
+    assert not signer.verify(other)
+    assert not wire.Signer(b"s3cret", 43, addresses).verify(advert)  # another vhid's
