@@ -15,7 +15,6 @@ A virtual host is turned into plain data in one place only,
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -53,26 +52,9 @@ class NodeConfig:
 
 
 def config_version(desired: services.DesiredNode) -> str:
-    """A digest of what the node runs, without the passwords.
-
-    An alias's ``version`` goes up on every change of the alias, its password
-    included, and starts over at 1 when the alias is deleted and created again, so
-    the alias's id goes in with it; advskew depends on the node's ordinal and the
-    source on the node's address, which the alias version does not see, so the
-    virtual host's plain data (less its password) is digested too. A hash of a
-    password would let anyone who reads Redis (the heartbeat carries the version)
-    try passwords offline, so it stays out.
-    """
-    facts = sorted(
-        [v.alias_id, v.version, _public_data(v, desired.address or "")] for v in desired.vhosts
-    )
-    left_out = sorted([a.alias_id, a.version] for a in desired.left_out)
-    text = json.dumps(
-        [facts, left_out, desired.address or "", desired.maintenance],
-        separators=(",", ":"),
-        sort_keys=True,
-    )
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """The version that names ``desired`` (``services.config_version``: the web side
+    computes the same digest to tell a node that did not apply its configuration)."""
+    return services.config_version(desired)
 
 
 def _plain(vhost: services.DesiredVirtualHost, address: str) -> dict[str, Any]:
@@ -91,10 +73,6 @@ def _plain(vhost: services.DesiredVirtualHost, address: str) -> dict[str, Any]:
         "peers": list(vhost.peers),
         "strict_counters": bool(vhost.peers),
     }
-
-
-def _public_data(vhost: services.DesiredVirtualHost, address: str) -> dict[str, Any]:
-    return {k: v for k, v in _plain(vhost, address).items() if k != "password"}
 
 
 def node_config(desired: services.DesiredNode) -> NodeConfig:

@@ -1,0 +1,166 @@
+"""The notifier process (``manage.py notifier``): detect cluster events, deliver them.
+
+Two threads, each with its own database connection:
+
+- *detection*: a new live status on every ``carp:events`` message (the engines
+  publish each transition and heartbeat there) and at least once a second (a
+  heartbeat expires without a message); ``cluster.events.detect`` compares it with
+  the previous one and with what was stored last; ``cluster.notify.store_events``
+  stores each event once, with its deliveries, and wakes the sender.
+- *delivery*: claims due deliveries by compare-and-set and sends them, with
+  retries and back-off; it also polls, so that a retry comes due, and a delivery
+  stored by another notifier, or before this one started, is sent.
+
+Any number may run (say one beside each web server): each event is stored once and
+each delivery sent once. SIGTERM or SIGINT stops it after the delivery in hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+from redis.exceptions import RedisError
+
+from cluster import events, live, notify, services, statekeys
+
+log = logging.getLogger(__name__)
+
+TICK = 1.0  # detection at least this often
+DELIVERY_POLL = 1.0  # the sender looks for due deliveries at least this often
+DESIRED_EVERY = 5.0  # seconds between two reads of the desired configuration versions
+MEMORY_EVERY = 30.0  # re-read what was stored last per subject (other notifiers store too)
+
+
+class Notifier:
+    """One notifier: ``run()`` until ``stop`` is set."""
+
+    def __init__(
+        self,
+        name: str | None = None,
+        status: Callable[[], dict[str, Any]] | None = None,
+        drift_grace: float | None = None,
+    ) -> None:
+        self.name = name or notify.notifier_name()
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self._status = status or (lambda: live.compute_status().as_dict())
+        self.drift_grace = (
+            drift_grace if drift_grace is not None else float(settings.NOTIFY_DRIFT_GRACE_SECONDS)
+        )
+        self.state = events.DetectorState()
+        self.memory: dict[str, str] = {}
+        self.previous: dict[str, Any] | None = None
+        self._desired: dict[str, str] | None = None
+        self._desired_at = 0.0
+        self._memory_at = 0.0
+
+    # -- detection --------------------------------------------------------------
+    def detect_once(self) -> list[Any]:
+        """One status, its events stored; returns the stored rows."""
+        now = time.time()
+        if now - self._memory_at >= MEMORY_EVERY:
+            self.memory = notify.load_memory()
+            self._memory_at = now
+        if self._desired is None or now - self._desired_at >= DESIRED_EVERY:
+            try:
+                self._desired = services.desired_versions()
+                self._desired_at = now
+            except Exception:  # the database away: no drift detection this round
+                log.exception("cannot read the desired configuration versions")
+        status = self._status()
+        found = events.detect(
+            self.previous, status, now, self.memory, self.state, self._desired, self.drift_grace
+        )
+        self.previous = status
+        stored = notify.store_events(found, self.memory)
+        if stored:
+            self.wake.set()
+        return stored
+
+    def _detection_loop(self) -> None:
+        client: Any = None
+        pubsub: Any = None
+        while not self.stop.is_set():
+            try:
+                if pubsub is None:
+                    client = statekeys.sync_client(settings.REDIS_URL, timeout=TICK + 1)
+                    pubsub = client.pubsub(ignore_subscribe_messages=True)
+                    pubsub.subscribe(statekeys.EVENTS_CHANNEL)
+                self._wait_for_news(pubsub)
+            except (RedisError, OSError) as exc:
+                log.warning("notifier lost Redis: %s", exc)
+                pubsub = self._close(client, pubsub)
+                self.stop.wait(TICK)
+            if self.stop.is_set():
+                break
+            try:
+                self.detect_once()
+            except Exception:
+                # The database or a status that will not compute: try again next tick,
+                # with a fresh connection.
+                log.exception("event detection failed")
+                close_old_connections()
+                connection.close()
+                self.stop.wait(TICK)
+        self._close(client, pubsub)
+        connection.close()
+
+    def _wait_for_news(self, pubsub: Any) -> None:
+        """Until a message other than a heartbeat arrives, or a tick has passed."""
+        deadline = time.monotonic() + TICK
+        while (left := deadline - time.monotonic()) > 0 and not self.stop.is_set():
+            message = pubsub.get_message(timeout=min(left, 0.25))
+            if message is None or message.get("type") != "message":
+                continue
+            try:
+                decoded = statekeys.decode_message(message["data"])
+            except ValueError:
+                continue
+            if not isinstance(decoded, statekeys.HeartbeatMessage):
+                # Drain what came with it (a handover is several messages) briefly.
+                self.stop.wait(0.005)
+                return
+
+    @staticmethod
+    def _close(client: Any, pubsub: Any) -> None:
+        with contextlib.suppress(RedisError, OSError, AttributeError):
+            if pubsub is not None:
+                pubsub.close()
+            if client is not None:
+                client.close()
+
+    # -- delivery ---------------------------------------------------------------
+    def _delivery_loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                notify.deliver_due(self.name)
+            except Exception:
+                log.exception("delivery round failed")
+                close_old_connections()
+                connection.close()
+            self.wake.wait(DELIVERY_POLL)
+            self.wake.clear()
+        connection.close()
+
+    def run(self) -> None:
+        log.info("notifier %s started", self.name)
+        sender = threading.Thread(target=self._delivery_loop, name="notifier-delivery")
+        sender.start()
+        try:
+            self._detection_loop()
+        finally:
+            self.stop.set()
+            self.wake.set()
+            sender.join()
+            log.info("notifier %s stopped", self.name)
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        self.wake.set()
