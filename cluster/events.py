@@ -152,15 +152,26 @@ def _owner_events(
                 detail={"count": flap.count, "window_seconds": FLAP_WINDOW},
             )
         )
+    count, since = 0, 0.0
     if flap.flapping_since is not None:
         if flap.changes:
             return events  # still flapping: counted, not sent
-        count, flap.flapping_since, flap.count = flap.count, None, 0
-    else:
-        count = 0
+        count, since = flap.count, flap.flapping_since
+        flap.flapping_since, flap.count = None, 0
     last = memory.get(subject)
     old = last if last is not None else seen
     if old is None or old == owner:
+        if count:
+            # Settled on the owner last reported: no owner change to send, but the
+            # flap's end and its count are news.
+            message = (
+                f"{_label(alias)} stopped flapping after {count} owner changes;"
+                f" the owner is {owner}."
+            )
+            detail = {"count": count, "settled": True}
+            events.append(Event(FLAPPING, f"flap:{key}", f"settled:{since:.3f}", message, now,
+                                vhid=alias["vhid"], interface=alias["interface"],
+                                new_owner=owner, detail=detail))  # fmt: skip
         return events
     old_cell = cells.get(old)
     cause = _cause(new_cell)
