@@ -626,3 +626,7 @@ def own_password_change(request: HttpRequest) -> HttpResponseBase:
         extra_context=admin.site.each_context(request),
     )
     return view(request)
+
+
+# Events, notification channels and deliveries (their own module, registered here).
+from cluster import admin_notify  # noqa: E402, F401

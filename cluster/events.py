@@ -168,10 +168,10 @@ def _owner_events(
                 f"{_label(alias)} stopped flapping after {count} owner changes;"
                 f" the owner is {owner}."
             )
-            detail = {"count": count, "settled": True}
+            settled = {"count": count, "settled": True}
             events.append(Event(FLAPPING, f"flap:{key}", f"settled:{since:.3f}", message, now,
                                 vhid=alias["vhid"], interface=alias["interface"],
-                                new_owner=owner, detail=detail))  # fmt: skip
+                                new_owner=owner, detail=settled))  # fmt: skip
         return events
     old_cell = cells.get(old)
     cause = _cause(new_cell)

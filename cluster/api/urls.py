@@ -11,6 +11,10 @@ router = DefaultRouter()
 router.register("nodes", views.NodeViewSet, basename="node")
 router.register("aliases", views.AliasViewSet, basename="ipalias")
 router.register("transitions", views.TransitionViewSet, basename="transition")
+router.register("events", views.ClusterEventViewSet, basename="clusterevent")
+router.register(
+    "notification-channels", views.NotificationChannelViewSet, basename="notificationchannel"
+)
 
 urlpatterns = [
     # POST username and password, get a new token (shown this once): how automation
