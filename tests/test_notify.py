@@ -256,6 +256,7 @@ def test_the_secret_is_encrypted_at_rest_and_audited_only_as_changed(alice, db, 
     assert SECRET not in channel.secret_encrypted
     assert channel.get_secret() == SECRET
     entry = AuditEntry.objects.get(object_type="notificationchannel")
+    assert entry.after is not None
     assert entry.after["secret"] == "(changed)"
     assert SECRET not in json.dumps(entry.after)
     notify.update_channel(alice, channel, {"enabled": False})
