@@ -71,6 +71,8 @@ class Event:
     new_owner: str = ""
     cause: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
+    # Not an event: the subject's first known condition, stored as its baseline only.
+    baseline: bool = False
 
 
 @dataclass
@@ -160,7 +162,12 @@ def _owner_events(
         flap.flapping_since, flap.count = None, 0
     last = memory.get(subject)
     old = last if last is not None else seen
-    if old is None or old == owner:
+    if old is None:
+        # The first owner known (the VIP came up, or this is the first detector to
+        # run): nothing changed, but the next change is measured from it.
+        return [*events, Event("", subject, owner, "", now, vhid=alias["vhid"],
+                               interface=alias["interface"], baseline=True)]  # fmt: skip
+    if old == owner:
         if count:
             # Settled on the owner last reported: no owner change to send, but the
             # flap's end and its count are news.
@@ -373,4 +380,6 @@ def detect(
 def remember(memory: dict[str, str], events: Sequence[Event]) -> None:
     """Fold stored events into ``memory`` (what the next detection compares with)."""
     for event in events:
+        if event.baseline and event.subject in memory:
+            continue  # a baseline never overrides what was stored
         memory[event.subject] = event.condition

@@ -295,6 +295,20 @@ class ClusterEvent(models.Model):
         return self.message
 
 
+class EventBaseline(models.Model):
+    """A subject's condition first seen with no event to say so (the owner of a VIP
+    when it came up, or when the first notifier started): what detection compares
+    with until the subject's first event. Written once per subject, never notified;
+    a notifier that was down then reports the owner change it missed."""
+
+    subject = models.CharField(max_length=128, unique=True)
+    condition = models.CharField(max_length=128, blank=True)
+    at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.subject}: {self.condition}"
+
+
 class NotificationChannel(models.Model):
     """Where events are sent: an e-mail address list or a webhook URL.
 

@@ -59,6 +59,7 @@ from cluster.models import (
     ClusterEvent,
     Delivery,
     DeliveryAttempt,
+    EventBaseline,
     NotificationChannel,
 )
 
@@ -77,9 +78,11 @@ EVENT_KINDS = [k for k in EventKind.values if k != EventKind.TEST]
 # ---- events ------------------------------------------------------------------------
 def load_memory() -> dict[str, str]:
     """The condition last stored for every subject (what detection compares with)."""
+    memory = dict(EventBaseline.objects.values_list("subject", "condition"))
     latest = ClusterEvent.objects.filter(subject=OuterRef("subject")).order_by("-seq")
     rows = ClusterEvent.objects.filter(seq=Subquery(latest.values("seq")[:1]))
-    return dict(rows.values_list("subject", "condition"))
+    memory.update(rows.values_list("subject", "condition"))
+    return memory
 
 
 def _wanted_by(channels: Sequence[NotificationChannel], kind: str) -> list[NotificationChannel]:
@@ -97,6 +100,9 @@ def store_events(
         return stored
     channels = list(NotificationChannel.objects.filter(enabled=True))
     for event in found:
+        if event.baseline:
+            _store_baseline(event, memory)
+            continue
         last = (
             ClusterEvent.objects.filter(subject=event.subject)
             .order_by("-seq")
@@ -146,6 +152,28 @@ def store_events(
         log.info("event %s: %s", row.kind, row.message)
         stored.append(row)
     return stored
+
+
+def _store_baseline(event: detection.Event, memory: dict[str, str] | None) -> None:
+    """Keep a subject's first known condition, unless it has one (or an event) already."""
+    last = (
+        ClusterEvent.objects.filter(subject=event.subject)
+        .order_by("-seq")
+        .values_list("condition", flat=True)
+        .first()
+    )
+    if last is None:
+        EventBaseline.objects.bulk_create(
+            [EventBaseline(subject=event.subject, condition=event.condition)],
+            ignore_conflicts=True,
+        )
+        last = (
+            EventBaseline.objects.filter(subject=event.subject)
+            .values_list("condition", flat=True)
+            .first()
+        )
+    if memory is not None and last is not None:
+        memory[event.subject] = last
 
 
 # ---- delivery ----------------------------------------------------------------------

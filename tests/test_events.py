@@ -94,7 +94,8 @@ class Detector:
         found = detect(self.prev, cur, now, self.memory, self.state, self.desired, self.grace)
         remember(self.memory, found)
         self.prev = cur
-        return found
+        self.baselines = [e for e in found if e.baseline]
+        return [e for e in found if not e.baseline]
 
 
 def kinds(found):
@@ -143,8 +144,18 @@ def test_a_change_missed_while_the_detector_was_down_is_reported_from_the_stored
     ]
 
 
-def test_a_starting_detector_with_nothing_stored_reports_no_owner_change():
-    assert Detector().see(owned_by("node2"), T0) == []
+def test_a_starting_detector_with_nothing_stored_reports_no_owner_change_but_a_baseline():
+    detector = Detector()
+    assert detector.see(owned_by("node2"), T0) == []
+    assert [(e.subject, e.condition) for e in detector.baselines] == [("owner:eth0:1", "node2")]
+    # Measured from the baseline, the next change is an event (a notifier that was
+    # down during it finds the baseline in the database, and reports it too).
+    restarted = Detector()
+    restarted.memory = dict(detector.memory)
+    found = restarted.see(owned_by("node3", at=T0 + 9, reason="master_down", down="node2"), T0 + 10)
+    assert [(e.kind, e.old_owner, e.new_owner) for e in found if e.subject.startswith("owner")] == [
+        (events.OWNER_CHANGED, "node2", "node3")
+    ]
 
 
 def test_ten_owner_changes_in_a_minute_are_summarised_not_sent_ten_times():

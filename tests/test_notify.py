@@ -101,6 +101,17 @@ def test_a_detector_whose_memory_is_stale_loses_the_insert_race_and_stores_nothi
     ]  # fmt: skip
 
 
+def test_a_baseline_is_remembered_once_and_never_notified(alice, db):
+    notify.create_channel(alice, {"name": "m", "kind": "email", "recipients": ["o@example.com"]})
+    first = events.Event("", "owner:eth0:7", "node1", "", time.time(), baseline=True)
+    later = events.Event("", "owner:eth0:7", "node2", "", time.time(), baseline=True)
+    assert notify.store_events([first], {}) == []
+    assert notify.store_events([later], {}) == []  # the first one stays
+    assert notify.load_memory() == {"owner:eth0:7": "node1"}
+    assert ClusterEvent.objects.count() == 0
+    assert Delivery.objects.count() == 0
+
+
 def test_a_channel_gets_only_the_event_kinds_it_chose(alice, db):
     notify.create_channel(
         alice,
