@@ -59,6 +59,7 @@ class Notifier:
         self.previous: dict[str, Any] | None = None
         self._desired: dict[str, str] | None = None
         self._desired_at = 0.0
+        self._verified: set[tuple[str, str]] = set()  # differences seen with fresh versions
         self._memory_at = 0.0
 
     # -- detection --------------------------------------------------------------
@@ -68,13 +69,20 @@ class Notifier:
         if now - self._memory_at >= MEMORY_EVERY:
             self.memory = notify.load_memory()
             self._memory_at = now
-        if self._desired is None or now - self._desired_at >= DESIRED_EVERY:
+        status = self._status()
+        # The desired versions are read every few seconds, and again at once when a
+        # node is seen running a version other than the one read: a node that applied
+        # a change before this notifier read it must not look drifted. A node that
+        # stays drifted is not read again for it (the same versions are known).
+        differing = self._differing(status)
+        stale = self._desired is None or now - self._desired_at >= DESIRED_EVERY
+        if stale or not differing <= self._verified:
             try:
                 self._desired = services.desired_versions()
                 self._desired_at = now
+                self._verified = self._differing(status)
             except Exception:  # the database away: no drift detection this round
                 log.exception("cannot read the desired configuration versions")
-        status = self._status()
         found = events.detect(
             self.previous, status, now, self.memory, self.state, self._desired, self.drift_grace
         )
@@ -83,6 +91,17 @@ class Notifier:
         if stored:
             self.wake.set()
         return stored
+
+    def _differing(self, status: dict[str, Any]) -> set[tuple[str, str]]:
+        """(node, applied version) of each reporting node not on the desired version."""
+        desired = self._desired or {}
+        return {
+            (str(node["name"]), str(node["config_version"]))
+            for node in status.get("nodes") or []
+            if node.get("reporting")
+            and node.get("config_version") is not None
+            and node.get("config_version") != desired.get(node["name"])
+        }
 
     def _detection_loop(self) -> None:
         client: Any = None
