@@ -186,7 +186,9 @@ def _claimable(now: datetime.datetime) -> Q:
 def due_deliveries(limit: int = 100) -> list[int]:
     """Ids of the deliveries a notifier may claim now, oldest first."""
     now = timezone.now()
-    rows = Delivery.objects.filter(_claimable(now)).order_by("next_at", "id")
+    # A disabled channel's deliveries wait (chosen here, not in the claim: the claim's
+    # UPDATE stays on the row's own columns, which PostgreSQL re-checks under a lock).
+    rows = Delivery.objects.filter(_claimable(now), channel__enabled=True).order_by("next_at", "id")
     return list(rows.values_list("id", flat=True)[:limit])
 
 

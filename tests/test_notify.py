@@ -306,3 +306,76 @@ def test_a_channel_is_refused_with_a_message_naming_the_field_and_rule(
 def test_support_cannot_change_a_channel(sam, db):
     with pytest.raises(PermissionDenied):
         notify.create_channel(sam, {"name": "m", "kind": "email", "recipients": ["o@example.com"]})
+
+
+class SmtpSink:
+    """A minimal SMTP server on 127.0.0.1 (RFC 5321's HELO/EHLO, MAIL, RCPT, DATA,
+    QUIT) in a thread, keeping each message it accepts."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.messages: list[tuple[list[str], str]] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"220 sink ESMTP\r\n")
+            recipients: list[str] = []
+            while line := lines.readline():
+                verb = line.decode().strip().split(" ", 1)[0].upper()
+                if verb == "DATA":
+                    conn.sendall(b"354 go ahead\r\n")
+                    body = b""
+                    while (chunk := lines.readline()) not in (b".\r\n", b""):
+                        body += chunk
+                    self.messages.append((recipients, body.decode()))
+                    conn.sendall(b"250 queued\r\n")
+                elif verb == "RCPT":
+                    recipients.append(line.decode().split(":", 1)[1].strip(" <>\r\n"))
+                    conn.sendall(b"250 OK\r\n")
+                elif verb == "QUIT":
+                    conn.sendall(b"221 bye\r\n")
+                    return
+                else:
+                    conn.sendall(b"250 sink\r\n")
+
+    def close(self) -> None:
+        self.sock.close()
+        self.thread.join(5)
+
+
+def test_an_email_channel_speaks_smtp_to_the_configured_server(alice, db, settings):
+    sink = SmtpSink()
+    try:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", sink.port
+        notify.create_channel(
+            alice, {"name": "m", "kind": "email", "recipients": ["ops@example.com"]}
+        )
+        notify.store_events([owner_event()], {})
+        assert notify.deliver_due("test") == 1
+    finally:
+        sink.close()
+    [(recipients, body)] = sink.messages
+    assert recipients == ["ops@example.com"]
+    assert "Old owner: node1" in body
+    assert Delivery.objects.get().status == DeliveryStatus.SENT
+
+
+def test_a_disabled_channels_deliveries_wait_until_it_is_enabled_again(alice, db):
+    delivery = make_delivery(alice)
+    notify.update_channel(alice, delivery.channel, {"enabled": False})
+    assert notify.deliver_due("test") == 0
+    assert mail.outbox == []
+    notify.update_channel(alice, delivery.channel, {"enabled": True})
+    assert notify.deliver_due("test") == 1
