@@ -17,6 +17,7 @@ each delivery sent once. SIGTERM or SIGINT stops it after the delivery in hand.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -36,6 +37,7 @@ TICK = 1.0  # detection at least this often
 DELIVERY_POLL = 1.0  # the sender looks for due deliveries at least this often
 DESIRED_EVERY = 5.0  # seconds between two reads of the desired configuration versions
 MEMORY_EVERY = 30.0  # re-read what was stored last per subject (other notifiers store too)
+SENDERS = 4  # deliveries sent side by side
 
 
 class Notifier:
@@ -157,15 +159,17 @@ class Notifier:
 
     # -- delivery ---------------------------------------------------------------
     def _delivery_loop(self) -> None:
-        while not self.stop.is_set():
-            try:
-                notify.deliver_due(self.name)
-            except Exception:
-                log.exception("delivery round failed")
-                close_old_connections()
-                connection.close()
-            self.wake.wait(DELIVERY_POLL)
-            self.wake.clear()
+        # Each sender thread keeps its own database connection (Django's are per thread).
+        with concurrent.futures.ThreadPoolExecutor(SENDERS, "notifier-send") as pool:
+            while not self.stop.is_set():
+                self.wake.clear()
+                try:
+                    notify.deliver_due(self.name, pool=pool)
+                except Exception:
+                    log.exception("delivery round failed")
+                    close_old_connections()
+                self.wake.wait(DELIVERY_POLL)
+            list(pool.map(lambda _: connection.close(), range(SENDERS)))
         connection.close()
 
     def run(self) -> None:

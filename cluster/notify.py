@@ -20,6 +20,7 @@ The payload and the signature are documented in the README ("Notifications").
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import hashlib
 import hmac
@@ -98,6 +99,14 @@ def store_events(
     stored: list[ClusterEvent] = []
     if not found:
         return stored
+    with transaction.atomic():  # one write for the batch; a savepoint per event
+        return _store_events(found, memory)
+
+
+def _store_events(
+    found: Sequence[detection.Event], memory: dict[str, str] | None
+) -> list[ClusterEvent]:
+    stored: list[ClusterEvent] = []
     channels = list(NotificationChannel.objects.filter(enabled=True))
     for event in found:
         if event.baseline:
@@ -313,14 +322,6 @@ def deliver(delivery: Delivery, notifier: str) -> bool:
         result, ok = f"{type(exc).__name__}: {exc}", False
     took = int((time.monotonic() - started) * 1000)
     now = timezone.now()
-    DeliveryAttempt.objects.create(
-        delivery=delivery,
-        number=delivery.attempts,
-        notifier=notifier[:128],
-        ok=ok,
-        result=result[:500],
-        duration_ms=took,
-    )
     changes: dict[str, Any]
     if ok:
         changes = {"status": DeliveryStatus.SENT, "sent_at": now, "last_error": ""}
@@ -330,24 +331,41 @@ def deliver(delivery: Delivery, notifier: str) -> bool:
         wait = datetime.timedelta(seconds=backoff(delivery.attempts))
         changes = {"status": DeliveryStatus.PENDING, "next_at": now + wait,
                    "last_error": result[:500]}  # fmt: skip
-    mine = Delivery.objects.filter(
-        pk=delivery.pk, status=DeliveryStatus.SENDING, claimed_by=delivery.claimed_by,
-        claimed_at=delivery.claimed_at,
-    ).update(**changes)  # fmt: skip
+    with transaction.atomic():  # one write: the log line and the outcome together
+        DeliveryAttempt.objects.create(
+            delivery=delivery,
+            number=delivery.attempts,
+            notifier=notifier[:128],
+            ok=ok,
+            result=result[:500],
+            duration_ms=took,
+        )
+        mine = Delivery.objects.filter(
+            pk=delivery.pk, status=DeliveryStatus.SENDING, claimed_by=delivery.claimed_by,
+            claimed_at=delivery.claimed_at,
+        ).update(**changes)  # fmt: skip
     if not mine:
         log.warning("delivery %s: the claim ran out while sending (%s)", delivery.pk, result)
     log.info("delivery %s to %s: %s", delivery.pk, delivery.channel.name, result)
     return ok
 
 
-def deliver_due(notifier: str, limit: int = 100) -> int:
-    """Claim and send every due delivery this notifier wins; returns how many it sent."""
-    sent = 0
-    for pk in due_deliveries(limit):
-        delivery = claim(pk, notifier)
-        if delivery is not None and deliver(delivery, notifier):
-            sent += 1
-    return sent
+def claim_and_deliver(pk: int, notifier: str) -> bool:
+    """Claim delivery ``pk`` and, if this notifier won it, send it; whether it was sent."""
+    delivery = claim(pk, notifier)
+    return delivery is not None and deliver(delivery, notifier)
+
+
+def deliver_due(
+    notifier: str, limit: int = 100, pool: concurrent.futures.Executor | None = None
+) -> int:
+    """Claim and send every due delivery this notifier wins; returns how many it sent.
+    With ``pool``, the deliveries go out side by side (one slow receiver, or two
+    events of one failover, must not queue the others behind it)."""
+    due = due_deliveries(limit)
+    if pool is None:
+        return sum(claim_and_deliver(pk, notifier) for pk in due)
+    return sum(pool.map(lambda pk: claim_and_deliver(pk, notifier), due))
 
 
 def notifier_name() -> str:
