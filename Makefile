@@ -21,7 +21,7 @@ $(VENV_STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	touch $@
 
 debian-deps:
-	@scripts/ensure-debian.sh iproute2 tcpdump ucarp redis-server chromium
+	@scripts/ensure-debian.sh iproute2 tcpdump ucarp redis-server chromium prometheus
 
 lint: venv
 	.venv/bin/ruff check .

@@ -232,6 +232,9 @@ CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", False)
 
 # Send an apply task to each affected node after every committed change.
 CLUSTER_DISPATCH_APPLY = envbool("CLUSTER_DISPATCH_APPLY", True)
+# Prometheus's scrape token for /metrics (Authorization: Bearer ...); empty: only
+# API tokens of administrators and support are accepted.
+METRICS_BEARER_TOKEN = envsecret("METRICS_BEARER_TOKEN") or ""
 # The node a worker's CARP engine runs as; empty: the name in its -Q carp.<node>.
 CLUSTER_NODE = envstr("CLUSTER_NODE", "")
 # Days of transition history kept; the node workers prune older rows hourly.

@@ -10,6 +10,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from cluster.admin import own_password_change
 from cluster.api.views import api_docs
+from cluster.metrics import metrics_view
 
 urlpatterns = [
     # Ahead of the admin's own page of that URL: the change goes through the services.
@@ -22,6 +23,8 @@ urlpatterns = [
     path("api/v1/", include("cluster.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", api_docs, name="api-docs"),
+    # Prometheus's scrape (cluster/metrics.py): a bearer token or an API token.
+    path("metrics", metrics_view, name="metrics"),
     # Browsers ask for /favicon.ico on pages without an icon link (the admin).
     path("favicon.ico", RedirectView.as_view(url=static("console/favicon.svg"))),
     path("", include("cluster.urls")),

@@ -22,6 +22,30 @@ from cluster import choices, statekeys
 logger = logging.getLogger(__name__)
 
 
+def announce_desired_change() -> None:
+    """Tell the status hubs (cluster/hub.py) that the desired state changed: the
+    one of this process directly, the others with a ``desired`` message on
+    ``carp:events``. Runs after a commit; never raises, and waits on Redis at
+    most ``DESIRED_TIMEOUT``."""
+    import time
+
+    from cluster import hub
+
+    hub.desired_changed()
+    try:
+        client = statekeys.sync_client(settings.REDIS_URL, timeout=DESIRED_TIMEOUT)
+        try:
+            message = statekeys.DesiredMessage(time.time())
+            client.publish(statekeys.EVENTS_CHANNEL, statekeys.encode_message(message))
+        finally:
+            client.close()
+    except Exception as exc:
+        logger.info("could not announce the desired-state change: %s", exc)
+
+
+DESIRED_TIMEOUT = 0.2
+
+
 def dispatch_apply(node_names: Iterable[str]) -> None:
     """Send one apply task per node. Never raises and never waits on the broker.
 

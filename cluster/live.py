@@ -17,7 +17,6 @@ ever sees an exception from it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -26,7 +25,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 from redis.exceptions import RedisError
@@ -596,11 +594,18 @@ def timelines(
 
 
 # The event stream (cluster/views.py's cluster_events serves it).
-COALESCE = 0.005  # seconds to wait for more messages after one before recomputing
-TICK = 1.0  # recompute at least this often: heartbeats expire without a message
 KEEPALIVE = 15.0  # a comment this often keeps proxies from closing an idle stream
-RESUBSCRIBE = 2.0  # seconds between attempts while Redis is away
 RETRY_MS = 2000  # what the browser waits before reconnecting
+
+
+def next_expiry(status: Status) -> list[tuple[str, float]]:
+    """When the status will change with no message: per reporting node, the time
+    its heartbeat key expires (the hub recomputes then, cluster/hub.py)."""
+    return [
+        (node.name, node.last_seen + statekeys.HEARTBEAT_TTL)
+        for node in status.nodes
+        if node.reporting and node.last_seen is not None
+    ]
 
 
 def sse(event: str, data: Mapping[str, Any]) -> str:
@@ -608,106 +613,35 @@ def sse(event: str, data: Mapping[str, Any]) -> str:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-async def event_stream(redis_url: str) -> AsyncGenerator[str, None]:
-    """``status`` events (the body of ``GET /api/v1/status/`` plus ``trigger``)
-    on connect, after each batch of ``carp:events`` messages and whenever the
-    once-a-second recomputation differs; ``transition`` events as the engines
-    send them. Redis going away is survived: the status says so, and the
-    stream resubscribes when it returns."""
-    recompute = sync_to_async(lambda: compute_status().as_dict())
-    client = async_redis_client(redis_url)
-    pubsub: Any = None
-    next_subscribe = 0.0
+async def event_stream(redis_url: str, hub: Any = None) -> AsyncGenerator[str, None]:
+    """``status`` events (the body of ``GET /api/v1/status/`` plus ``trigger``,
+    the messages that led to it) on connect and at each change, ``transition``
+    events as the engines send them. Nothing is computed here: the process's
+    status hub (cluster/hub.py) computes once for every stream and hands each
+    the newest status; a stream that falls behind skips to it. Redis going away
+    is survived by the hub: the status says so until it returns."""
+    from cluster import hub as hubs
+
+    status_hub = hub if hub is not None else hubs.ensure_shared(redis_url)
     loop = asyncio.get_running_loop()
-    try:
+    with status_hub.subscribe() as updates:
         yield f"retry: {RETRY_MS}\n\n"
-        status = await recompute()
-        shown = fingerprint(status)
-        yield sse("status", {**status, "trigger": []})
-        last_sent = last_computed = loop.time()
+        first = await status_hub.wait_latest()
+        if first is None:  # only with a timeout, which is not given here
+            return
+        shown = first.seq
+        yield sse("status", {**first.data, "trigger": []})
+        last_sent = loop.time()
         while True:
-            if pubsub is None and loop.time() >= next_subscribe:
-                pubsub = await _subscribe(client)
-                next_subscribe = loop.time() + RESUBSCRIBE
-            batch: list[statekeys.Message] = []
-            try:
-                batch = await _next_batch(pubsub) if pubsub else await _sleep(TICK)
-            except (RedisError, OSError, TimeoutError) as exc:
-                log.warning("event stream lost Redis: %r", exc)
-                await _close(pubsub)
-                pubsub = None
-            for message in batch:
-                if isinstance(message, statekeys.TransitionMessage):
-                    yield sse("transition", statekeys.message_dict(message))
-            # Heartbeats come every second from every node: they wait for the
-            # tick (a node coming back shows within a second); anything else
-            # is shown at once, with the messages that caused it.
-            news = any(not isinstance(m, statekeys.HeartbeatMessage) for m in batch)
-            if news or loop.time() - last_computed >= TICK:
-                status = await recompute()
-                last_computed = loop.time()
-                now_shown = fingerprint(status)
-                if news or now_shown != shown:
-                    shown = now_shown
-                    trigger = [statekeys.message_dict(m) for m in batch]
-                    yield sse("status", {**status, "trigger": trigger})
-                    last_sent = loop.time()
-            if loop.time() - last_sent >= KEEPALIVE:
+            update = await updates.get(timeout=max(0.0, KEEPALIVE - (loop.time() - last_sent)))
+            if update is None:
                 yield ": keepalive\n\n"
                 last_sent = loop.time()
-    finally:
-        await _close(pubsub)
-        await client.aclose()
-
-
-async def _subscribe(client: Any) -> Any:
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
-    try:
-        async with asyncio.timeout(REDIS_TIMEOUT * 2):
-            await pubsub.subscribe(statekeys.EVENTS_CHANNEL)
-    except (RedisError, OSError, TimeoutError) as exc:
-        log.warning("event stream cannot subscribe: %s", exc)
-        await _close(pubsub)
-        return None
-    return pubsub
-
-
-async def _close(pubsub: Any) -> None:
-    if pubsub is not None:
-        with contextlib.suppress(RedisError, OSError):
-            await pubsub.aclose()
-
-
-async def _sleep(seconds: float) -> list[statekeys.Message]:
-    await asyncio.sleep(seconds)
-    return []
-
-
-async def _next_batch(pubsub: Any) -> list[statekeys.Message]:
-    """The messages of the next second: the first one, and those that follow
-    it within ``COALESCE``; none when the second passes quietly.
-
-    Bounded by a timeout of its own: redis-py's pub/sub retries a lost
-    connection with backoff inside ``get_message`` (seconds), while the page
-    should say "unavailable" within about a second.
-    """
-    async with asyncio.timeout(TICK + COALESCE + REDIS_TIMEOUT):
-        batch: list[statekeys.Message] = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + TICK
-        while (left := deadline - loop.time()) > 0:
-            message = await pubsub.get_message(timeout=left)
-            if message is None:
-                if batch:
-                    return batch
-                continue  # a subscribe confirmation, or the quiet second has passed
-            if message.get("type") != "message":
                 continue
-            try:
-                batch.append(statekeys.decode_message(message["data"]))
-            except ValueError as exc:
-                log.warning("ignoring a message that is not ours (%s): %.200r", exc,
-                            message["data"])  # fmt: skip
-            if len(batch) == 1:
-                deadline = loop.time() + COALESCE
-        return batch
+            if update.seq <= shown:
+                continue  # the first status, queued while it was being sent
+            shown = update.seq
+            for message in update.transitions:
+                yield sse("transition", statekeys.message_dict(message))
+            yield update.sse_status()
+            last_sent = loop.time()

@@ -861,7 +861,9 @@ def _audit(
 
 
 def _apply_on_commit(node_names: Iterable[str]) -> None:
-    """After the commit, tell each node to converge to its desired state."""
+    """After the commit, tell each node to converge to its desired state, and the
+    status hubs that the desired state changed."""
+    transaction.on_commit(dispatch.announce_desired_change, robust=True)
     names = sorted(set(node_names))
     if not names:
         return

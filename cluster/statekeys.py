@@ -35,8 +35,9 @@ Pub/sub channel ``carp:events``: one JSON object per message, with ``"kind"``:
 `VhostMessage` (``"vhost"``: the hash after it changed, plus ``at``),
 `TransitionMessage` (``"transition"``; its ``at`` is the engine's wall-clock
 time of the transition itself: the latency benchmark measures from it),
-`HeartbeatMessage` (``"heartbeat"``, at most one per ``HEARTBEAT_INTERVAL``)
-and `NodeMessage` (``"node"``: ``"started"`` or ``"stopped"``).
+`HeartbeatMessage` (``"heartbeat"``, at most one per ``HEARTBEAT_INTERVAL``),
+`NodeMessage` (``"node"``: ``"started"`` or ``"stopped"``) and `DesiredMessage`
+(``"desired"``: the web changed the desired state; the status hubs recompute).
 
 Channel ``carp:demo:control`` (demo mode only): ``{"action": "fail" | "restore",
 "node": name, "at"}``, from the status page's buttons or ``make demo-fail`` to
@@ -126,6 +127,22 @@ def _time(data: Mapping[str, Any], key: str) -> float | None:
         raise Unreadable(key, f"not a time: {str(value)[:40]!r}") from None
     if not math.isfinite(number) or not 0 <= number <= _LATEST:
         raise Unreadable(key, f"not a time: {str(value)[:40]!r}")
+    return number
+
+
+def _seconds(data: Mapping[str, Any], key: str) -> float | None:
+    """A duration in seconds (at most a day), or None when absent."""
+    value: Any = data.get(key)
+    if _missing(value):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise Unreadable(key, f"not a duration: {str(value)[:40]!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise Unreadable(key, f"not a duration: {str(value)[:40]!r}") from None
+    if not math.isfinite(number) or not 0 <= number <= 86_400:
+        raise Unreadable(key, f"not a duration: {str(value)[:40]!r}")
     return number
 
 
@@ -374,10 +391,13 @@ class TransitionMessage:
     reason: str
     at: float
     source: str = ""
+    # A takeover: seconds since the last advert of the master it replaced (the
+    # failover time of the metrics); absent otherwise.
+    silence: float | None = None
     kind: ClassVar[str] = "transition"
 
     def fields(self) -> dict[str, Any]:
-        return {
+        fields = {
             "node": self.node,
             "interface": self.interface,
             "vhid": self.vhid,
@@ -387,6 +407,9 @@ class TransitionMessage:
             "source": self.source,
             "at": self.at,
         }
+        if self.silence is not None:
+            fields["silence"] = self.silence
+        return fields
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> Self:
@@ -402,6 +425,7 @@ class TransitionMessage:
             reason=_str(data, "reason"),
             at=_time(data, "at") or 0.0,
             source=_str(data, "source"),
+            silence=_seconds(data, "silence"),
         )
 
 
@@ -438,9 +462,25 @@ class NodeMessage:
         return cls(_str(data, "node"), _str(data, "status"), _time(data, "at") or 0.0)
 
 
-Message = VhostMessage | TransitionMessage | HeartbeatMessage | NodeMessage
+@dataclass(frozen=True)
+class DesiredMessage:
+    """``desired``: a change of the desired state was committed (cluster/dispatch.py)."""
+
+    at: float
+    kind: ClassVar[str] = "desired"
+
+    def fields(self) -> dict[str, Any]:
+        return {"at": self.at}
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any]) -> Self:
+        return cls(_time(data, "at") or 0.0)
+
+
+Message = VhostMessage | TransitionMessage | HeartbeatMessage | NodeMessage | DesiredMessage
 _MESSAGES: dict[str, type[Message]] = {
-    m.kind: m for m in (VhostMessage, TransitionMessage, HeartbeatMessage, NodeMessage)
+    m.kind: m
+    for m in (VhostMessage, TransitionMessage, HeartbeatMessage, NodeMessage, DesiredMessage)
 }
 
 

@@ -51,9 +51,12 @@ class FakeEngines:
         config_source: str = "database",
         demotion: Sequence[DemotionSource] = (),
         problems: Sequence[statekeys.ConfigProblem] = (),
+        at: float | None = None,
+        ttl: float = statekeys.HEARTBEAT_TTL,
     ) -> None:
-        """One heartbeat of ``node``, as its engine sends every second."""
-        now = time.time()
+        """One heartbeat of ``node``, as its engine sends every second (``at``:
+        as if sent then; ``ttl``: seconds its key lives from now)."""
+        now = time.time() if at is None else at
         beat = statekeys.Heartbeat(
             node=node,
             at=now,
@@ -64,7 +67,7 @@ class FakeEngines:
             problems=tuple(problems),
         )
         key = statekeys.heartbeat_key(node)
-        self.client.set(key, beat.encode(), ex=statekeys.HEARTBEAT_TTL)
+        self.client.set(key, beat.encode(), px=int(ttl * 1000))
 
     def beat_raw(self, node: str, raw: str) -> None:
         """A heartbeat key holding ``raw`` as it is: what no engine would write."""

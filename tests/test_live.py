@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncGenerator
+import time
+from collections.abc import AsyncGenerator, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -15,7 +16,7 @@ from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from cluster import live, services, statekeys
+from cluster import hub, live, services, statekeys
 from cluster.models import IPAlias, Node, Transition
 from tests.factories import alias_data
 
@@ -246,8 +247,16 @@ def test_a_master_killed_without_a_transition_keeps_its_span(alias, nodes):
     ]
 
 
-# The event stream, driven as the ASGI server drives it. async_to_sync runs
-# the sync_to_async reads back on this thread, inside the test's transaction.
+# The event stream, driven as the ASGI server drives it. The status hub
+# computes in a thread of its own, which sees only committed rows: these tests
+# use the transactional database, and forget the process's hub afterwards
+# (its loop ends with the test).
+
+
+@pytest.fixture
+def stream_hub(transactional_db: None) -> Iterator[None]:
+    yield
+    hub.reset_shared()
 
 
 async def next_event(stream: AsyncGenerator[str, None], timeout: float = 5.0) -> tuple[str, Any]:
@@ -273,7 +282,7 @@ async def until_subscribed(url: str) -> None:
 
 
 def test_the_stream_sends_the_status_then_each_transition_and_the_new_status(
-    engines, redis_url, alias
+    stream_hub, engines, redis_url, alias
 ):
     for node, state in (("node1", "MASTER"), ("node2", "BACKUP"), ("node3", "BACKUP")):
         engines.report(node, {1: state})
@@ -314,16 +323,23 @@ def test_the_stream_sends_the_status_then_each_transition_and_the_new_status(
     assert set(third_data) == set(live.compute_status().as_dict()) | {"trigger"}
 
 
-def test_the_stream_turns_a_node_not_reporting_without_any_message(engines, redis_url, alias):
+def test_the_stream_turns_a_node_not_reporting_when_its_heartbeat_expires_without_any_message(
+    stream_hub, engines, redis_url, alias
+):
     engines.report("node1", {1: "MASTER"})
+    # The node's last heartbeat, 0.6 s before its key expires (as Redis's TTL
+    # counts it): then the node falls silent. No message says so.
+    engines.beat("node1", at=time.time() - statekeys.HEARTBEAT_TTL + 0.6, ttl=0.6)
 
     async def scenario() -> dict[str, Any]:
         stream = live.event_stream(redis_url)
         try:
-            await next_event(stream)
-            # The heartbeat expires (deleted here): no message is published.
-            await asyncio.to_thread(engines.report, "node1", {1: "MASTER"}, heartbeat=False)
+            first = (await next_event(stream))[1]
+            assert first["nodes"][0]["reporting"] is True
+            started = time.monotonic()
             name, data = await next_event(stream, timeout=3)
+            # Recomputed at the expiry, not a tick later.
+            assert time.monotonic() - started < 1.0
             assert name == "status"
             return dict(data)
         finally:
@@ -335,7 +351,7 @@ def test_the_stream_turns_a_node_not_reporting_without_any_message(engines, redi
     assert row_of(data)["cells"][0]["state"] == live.NOT_REPORTING
 
 
-def test_the_stream_starts_and_goes_on_without_redis(settings, alias):
+def test_the_stream_starts_and_goes_on_without_redis(stream_hub, settings, alias):
     settings.REDIS_URL = "redis+socket:///nonexistent/redis.sock"
 
     async def scenario() -> tuple[str, Any]:

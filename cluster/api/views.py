@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from cluster import access, live, notify, services
+from cluster import access, hub, notify, services
 from cluster.api.filters import (
     AliasFilterSet,
     EventFilterSet,
@@ -86,12 +86,13 @@ class StatusView(APIView):
     engine's state, expected and actual owner, and alerts (``cluster.live``).
 
     Always 200: when Redis cannot be reached, ``available`` is false and every
-    cell's state is ``unknown``.
+    cell's state is ``unknown``. Read from the process's status hub, which
+    computes it once per change for every reader (cluster/hub.py).
     """
 
     @extend_schema(responses=StatusSerializer)
     def get(self, request: Request) -> Response:
-        return Response(live.compute_status().as_dict())
+        return Response(hub.current_data())
 
 
 class TransitionViewSet(viewsets.ReadOnlyModelViewSet[Transition]):

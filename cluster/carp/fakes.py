@@ -181,6 +181,7 @@ class FakePublisher:
         old: State | None = None,
         at: float | None = None,
         source: str = "",
+        silence: float | None = None,
     ) -> None:
         self.published.append(Published(interface, vhid, state, reason, old, at, source))
 

@@ -124,6 +124,7 @@ class VirtualHost:
         self._takeover_at: float | None = None
         self._takeover_reason = Reason.PREEMPTED
         self._last_heard = 0.0  # BACKUP: last valid advert (or becoming BACKUP)
+        self._last_advert: float | None = None  # BACKUP: last advert of a master, if any
         self._adverts_until_gratuitous: int | None = None  # MASTER: the repeat after takeover
 
     # ---- read-only views ----
@@ -272,6 +273,7 @@ class VirtualHost:
         theirs = _ticks(advert.advbase, advert.advskew)
         ours = _ticks(self._config.advbase, self.advskew)
         if self._state is State.BACKUP:
+            self._last_advert = now  # a bow-out is the master's last advert too
             if advert.is_bow_out:
                 # OpenBSD's graceful stop: the master is leaving; take over (after our delay).
                 return self._plan_takeover(now, Reason.BOW_OUT)
@@ -414,7 +416,8 @@ class VirtualHost:
         """Takeover (CARP.md): advertise at once, add the addresses, gratuitous ARP/NA
         at once and again two adverts later. The advert goes first: the other
         backups stand down on hearing it, and adding an address takes longer."""
-        transitioned = self._transition(State.MASTER, reason)
+        silence = now - self._last_advert if self._last_advert is not None else None
+        transitioned = self._transition(State.MASTER, reason, silence=silence)
         self._adverts_until_gratuitous = timers.GRATUITOUS_REPEAT_ADVERTS
         return [
             self._advert(now),
@@ -437,7 +440,9 @@ class VirtualHost:
         actions: list[Action] = [RemoveAddresses(self.vhid, self._config.addresses)]
         return actions + self._become_backup(now, reason, source)
 
-    def _transition(self, new: State, reason: Reason, source: str = "") -> Transitioned:
+    def _transition(
+        self, new: State, reason: Reason, source: str = "", silence: float | None = None
+    ) -> Transitioned:
         """Enforce TRANSITIONS, switch state, reset the other state's timers."""
         old = self._state
         check_transition(old, new, reason)
@@ -447,4 +452,6 @@ class VirtualHost:
         self._takeover_at = None
         if new is not State.MASTER:
             self._adverts_until_gratuitous = None
-        return Transitioned(self.vhid, old, new, reason, source)
+        if new is not State.BACKUP:
+            self._last_advert = None  # the next takeover measures from a master heard after it
+        return Transitioned(self.vhid, old, new, reason, source, silence)

@@ -70,10 +70,12 @@ class StatePublisher(Protocol):
         old: State,
         at: float,
         source: str = "",
+        silence: float | None = None,
     ) -> None:
         """The virtual host went from ``old`` to ``state`` for ``reason``; ``at`` is the
         wall-clock time (time.time()) at which the loop saw it; ``source`` names the
-        demotion source that caused it, if one did."""
+        demotion source that caused it, if one did; ``silence`` (a takeover) the
+        seconds since the replaced master's last advert (`Transitioned.silence`)."""
 
     def changed(self, interface: str, vhid: int) -> None:
         """Something else in the host's snapshot changed (the master seen in adverts,

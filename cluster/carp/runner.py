@@ -920,6 +920,7 @@ class Runner:
                     old=action.old,
                     at=host.last_at,
                     source=action.source,
+                    silence=action.silence,
                 )
             except Exception:
                 self._port_error("publish", config.interface)

@@ -319,13 +319,17 @@ class SendGratuitous:
 @dataclass(frozen=True, slots=True)
 class Transitioned:
     """The virtual host went from `old` to `new` for `reason` (log it, publish it);
-    `source` names the demotion source when a demotion caused it."""
+    `source` names the demotion source when a demotion caused it. `silence`:
+    for a takeover (BACKUP -> MASTER), the seconds since the last advert heard
+    from the master it replaces (None when none was heard); the failover time
+    the metrics report. Not compared: it is a measurement, not the transition."""
 
     vhid: int
     old: State
     new: State
     reason: Reason
     source: str = ""
+    silence: float | None = field(default=None, compare=False)
 
 
 Action = SendAdvert | AddAddresses | RemoveAddresses | SendGratuitous | Transitioned

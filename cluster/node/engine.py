@@ -62,8 +62,11 @@ class NodePublisher:
         old: State,
         at: float,
         source: str = "",
+        silence: float | None = None,
     ) -> None:
-        self.state.publish(interface, vhid, state, reason, old=old, at=at, source=source)
+        self.state.publish(
+            interface, vhid, state, reason, old=old, at=at, source=source, silence=silence
+        )
         self.history.add(interface, vhid, str(old), str(state), str(reason), at, source)
 
     def changed(self, interface: str, vhid: int) -> None:

@@ -121,9 +121,10 @@ class RedisStatePublisher:
         old: State,
         at: float,
         source: str = "",
+        silence: float | None = None,
     ) -> None:
         message = statekeys.TransitionMessage(
-            self.node, interface, vhid, old, state, str(reason), at, source
+            self.node, interface, vhid, old, state, str(reason), at, source, silence
         )
         self._put(("transition", message))
 

@@ -1,0 +1,648 @@
+"""One live computation per process, fanned out to every viewer (issue 11).
+
+`StatusHub` is one asyncio task that subscribes to ``carp:events`` and
+recomputes ``live.compute_status()`` in a worker thread of its own (never the
+server's thread for synchronous views) once per change:
+
+- a message on ``carp:events`` (a transition, a virtual host's new values, an
+  engine started or stopped, a ``desired`` change written by the services);
+- a heartbeat that says something new (a node back, a new demotion or
+  configuration; the once-a-second refresh of the same heartbeat is no change);
+- a heartbeat expiring: the recomputation is scheduled at the moment the
+  oldest reporting node's heartbeat key expires (``live.next_expiry``), not on
+  a blind tick;
+- a desired-state change made in this process (``desired_changed()``, called by
+  the services after the commit; it also reaches other processes over Redis);
+- Redis coming back (the hub resubscribes every ``RESUBSCRIBE`` seconds while
+  it is away; the status meanwhile says ``available: false``).
+
+Messages that arrive within ``COALESCE`` of each other, or while a computation
+runs, make one computation. Each new status (one whose ``live.fingerprint``
+differs, or that came with transitions) is fanned out to every subscriber
+through a one-place queue: a slow subscriber finds only the newest status
+there, with the transitions of those it missed merged in; the hub never waits
+for a subscriber.
+
+Readers:
+
+- the status page's event stream (``live.event_stream``) subscribes;
+- ``GET /api/v1/status/`` and ``/metrics`` read ``current_update()`` (the
+  newest status, computed by nobody in the request), falling back to a
+  computation of their own when no hub runs in this process (the test client,
+  a management command);
+- another process (the notifier) runs a hub of its own.
+
+The interface, for another process::
+
+    from cluster.hub import StatusHub
+
+    async def main() -> None:
+        hub = StatusHub(settings.REDIS_URL)
+        hub.start()                      # in the running loop; stop with await hub.stop()
+        with hub.subscribe() as statuses:
+            first = await hub.wait_latest()      # the status at start
+            async for update in statuses:        # each new status, newest first if behind
+                update.status                    # live.Status (dataclasses)
+                update.data                      # the same as a dict (GET /api/v1/status/)
+                update.transitions               # statekeys.TransitionMessage since the last one
+                update.trigger                   # every message that led to it
+                update.seq                       # increasing, per hub
+
+or from synchronous code, a hub in a thread of its own::
+
+    hub = BackgroundHub(settings.REDIS_URL)      # starts it
+    for update in hub.updates(timeout=1.0):      # yields None when nothing came in time
+        ...
+    hub.close()
+
+The web process runs one hub, started by the ASGI application
+(``appliance/asgi.py``) at the server's start-up or at its first request
+(``ensure_shared``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import itertools
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Self
+
+from redis.exceptions import RedisError
+
+from cluster import live, statekeys
+from cluster.checks import CheckStatus
+
+log = logging.getLogger(__name__)
+
+COALESCE = 0.005  # seconds to wait for more messages after one before recomputing
+RESUBSCRIBE = 2.0  # seconds between attempts while Redis is away
+RETRY_AFTER_FAILURE = 1.0  # seconds before computing again when a computation failed
+MIN_GAP = 0.1  # an expiry that was due but had not happened yet is looked at this much later
+EXPIRY_MARGIN = 0.02  # Redis expires the key a little after the heartbeat's own time + TTL
+TRIGGER_LIMIT = 500  # messages kept in one update's trigger (a slow subscriber's merge)
+
+Listener = Callable[[statekeys.Message], None]
+
+
+@dataclass(frozen=True)
+class Update:
+    """One computed status, as every subscriber gets it."""
+
+    seq: int
+    status: live.Status
+    data: dict[str, Any]
+    status_json: str  # ``data`` as JSON, encoded once for every stream
+    trigger: tuple[statekeys.Message, ...]
+    computed_at: float  # time.time() when the computation finished
+    desired_generation: int = 0  # ``desired_changed()`` calls it had seen when it began
+
+    @property
+    def transitions(self) -> list[statekeys.TransitionMessage]:
+        return [m for m in self.trigger if isinstance(m, statekeys.TransitionMessage)]
+
+    @cached_property
+    def trigger_json(self) -> str:
+        messages = [statekeys.message_dict(m) for m in self.trigger]
+        return json.dumps(messages, separators=(",", ":"))
+
+    def sse_status(self) -> str:
+        """The stream's ``status`` event: the status plus ``trigger``, without
+        encoding the status again (it is the same text for every stream)."""
+        body = self.status_json[:-1] + ',"trigger":' + self.trigger_json + "}"
+        return f"event: status\ndata: {body}\n\n"
+
+    def after(self, missed: Update) -> Update:
+        """This update for a subscriber that never got ``missed``: its trigger too."""
+        trigger = (missed.trigger + self.trigger)[-TRIGGER_LIMIT:]
+        return dataclasses.replace(self, trigger=trigger)
+
+
+class Subscription:
+    """A subscriber's one-place queue; iterate it (async) for each new update."""
+
+    def __init__(self, hub: StatusHub) -> None:
+        self._hub = hub
+        self._queue: asyncio.Queue[Update] = asyncio.Queue(maxsize=1)
+        self.skipped = 0  # updates replaced by a newer one before this subscriber took them
+
+    def offer(self, update: Update) -> None:
+        """Called by the hub; never waits. A waiting update is replaced by the new one."""
+        with contextlib.suppress(asyncio.QueueEmpty):
+            update = update.after(self._queue.get_nowait())
+            self.skipped += 1
+        self._queue.put_nowait(update)
+
+    async def get(self, timeout: float | None = None) -> Update | None:
+        """The next update, or None after ``timeout`` seconds without one."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._queue.get()
+        except TimeoutError:
+            return None
+
+    def close(self) -> None:
+        self._hub._subscribers.discard(self)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __aiter__(self) -> AsyncIterator[Update]:
+        return self
+
+    async def __anext__(self) -> Update:
+        return await self._queue.get()
+
+
+# Desired-state changes made by this process (``desired_changed``): a reader that
+# just wrote waits for a status computed after its write (read-your-writes).
+_desired = itertools.count(1)
+_desired_generation = 0
+_desired_lock = threading.Lock()
+
+
+@dataclass
+class StatusHub:
+    """The one computation of the live status in a process; see the module doc."""
+
+    redis_url: str
+    compute: Callable[[], live.Status] = live.compute_status
+    coalesce: float = COALESCE
+    resubscribe: float = RESUBSCRIBE
+    listeners: list[Listener] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.computations = 0  # how many times the status was computed
+        self.latest: Update | None = None
+        self._subscribers: set[Subscription] = set()
+        self._seq = 0
+        self._shown = ""
+        self._pending: list[statekeys.Message] = []
+        self._heartbeats: dict[str, str] = {}  # node -> what its heartbeat says, time aside
+        self._expiries: dict[str, float] = {}  # node -> when its heartbeat key expires
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._changed = threading.Condition()
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="status-hub"
+        )
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the hub's task in the running event loop."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._task = self._loop.create_task(self.run(), name="status-hub")
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._task = None
+        await asyncio.get_running_loop().run_in_executor(self._executor, _close_db)
+        self._executor.shutdown(wait=False)
+
+    def close(self) -> None:
+        """Release the worker thread (and its database connection) from any thread,
+        for a hub whose loop has ended."""
+        with contextlib.suppress(RuntimeError):
+            self._executor.submit(_close_db).result(timeout=5)
+        self._executor.shutdown(wait=False)
+
+    # ---- readers -----------------------------------------------------------------------
+    def subscribe(self) -> Subscription:
+        """A new subscriber (in the hub's loop); ``close()`` it, or use ``with``."""
+        subscription = Subscription(self)
+        self._subscribers.add(subscription)
+        return subscription
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    async def wait_latest(self, timeout: float | None = None) -> Update | None:
+        """The newest update, waiting for the first one if there is none yet."""
+        if self.latest is not None:
+            return self.latest
+        with self.subscribe() as subscription:
+            if self.latest is not None:
+                return self.latest
+            return await subscription.get(timeout)
+
+    def current(self, timeout: float = 1.0) -> Update | None:
+        """The newest update for a reader in another thread (a synchronous view):
+        one computed after this process's last desired-state change, waiting up to
+        ``timeout`` for it; None when there is none in time."""
+        wanted = desired_generation()
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                latest = self.latest
+                if latest is not None and latest.desired_generation >= wanted:
+                    return latest
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.running:
+                    return None
+                self._changed.wait(left)
+
+    def desired_changed(self) -> None:
+        """Thread-safe: the desired state changed in this process; recompute."""
+        if self._loop is not None and self._wake is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._wake.set)
+
+    # ---- the task ----------------------------------------------------------------------
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        client = statekeys.async_client(self.redis_url, timeout=live.REDIS_TIMEOUT)
+        pubsub: Any = None
+        next_subscribe = 0.0
+        dirty = True
+        not_before = 0.0  # after a failed computation, when to try again
+        try:
+            while True:
+                if pubsub is None and loop.time() >= next_subscribe:
+                    pubsub = await _subscribe(client)
+                    next_subscribe = loop.time() + self.resubscribe
+                    # Messages were lost while unsubscribed: look again.
+                    dirty = dirty or pubsub is not None
+                if dirty and loop.time() >= not_before:
+                    if await self._recompute():
+                        dirty = False
+                    else:
+                        not_before = loop.time() + RETRY_AFTER_FAILURE
+                timeout = self._timeout(loop, dirty, not_before, pubsub, next_subscribe)
+                try:
+                    batch = await self._wait(pubsub, timeout)
+                except (RedisError, OSError, TimeoutError) as exc:
+                    log.warning("the status hub lost Redis: %r", exc)
+                    await _close(pubsub)
+                    pubsub, dirty = None, True
+                    continue
+                if self._wake.is_set():
+                    self._wake.clear()
+                    dirty = True
+                if batch:
+                    dirty = await self._news(client, batch) or dirty
+                if self._expired():
+                    dirty = True
+        finally:
+            await _close(pubsub)
+            with contextlib.suppress(RedisError, OSError):
+                await client.aclose()
+
+    def _timeout(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        dirty: bool,
+        not_before: float,
+        pubsub: Any,
+        next_subscribe: float,
+    ) -> float:
+        """How long to wait for messages: until the next heartbeat expiry, a retry
+        after a failure, or the next attempt to subscribe."""
+        waits = [3600.0]
+        if dirty:
+            waits.append(not_before - loop.time())
+        if pubsub is None:
+            waits.append(next_subscribe - loop.time())
+        if self._expiries:
+            waits.append(min(self._expiries.values()) + EXPIRY_MARGIN - time.time())
+        return max(0.0, min(waits))
+
+    def _expired(self) -> bool:
+        expiries = self._expiries.values()
+        return bool(expiries) and time.time() >= min(expiries) + EXPIRY_MARGIN
+
+    async def _wait(self, pubsub: Any, timeout: float) -> list[statekeys.Message]:
+        """The next batch of messages (the first and those within ``coalesce`` of it),
+        or none after ``timeout``; returns early when ``desired_changed`` wakes us."""
+        assert self._wake is not None
+        if pubsub is None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            return []
+        wake = asyncio.ensure_future(self._wake.wait())
+        try:
+            batch: list[statekeys.Message] = []
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            # Bounded by a timeout of its own: redis-py's pub/sub retries a lost
+            # connection inside get_message, for seconds.
+            async with asyncio.timeout(timeout + self.coalesce + live.REDIS_TIMEOUT + 1):
+                while (left := deadline - loop.time()) > 0 and not wake.done():
+                    message = await pubsub.get_message(timeout=min(left, 0.25))
+                    if message is None or message.get("type") != "message":
+                        if batch and loop.time() >= deadline:
+                            break
+                        continue
+                    try:
+                        batch.append(statekeys.decode_message(message["data"]))
+                    except ValueError as exc:
+                        log.warning("ignoring a message that is not ours (%s): %.200r", exc,
+                                    message["data"])  # fmt: skip
+                        continue
+                    if len(batch) == 1:
+                        deadline = loop.time() + self.coalesce
+            return batch
+        finally:
+            wake.cancel()
+
+    async def _news(self, client: Any, batch: Sequence[statekeys.Message]) -> bool:
+        """Whether ``batch`` changes the status; keeps what it says for the trigger."""
+        for message in batch:
+            for listener in self.listeners:
+                try:
+                    listener(message)
+                except Exception:
+                    log.exception("a status hub listener failed")
+        beats = [m for m in batch if isinstance(m, statekeys.HeartbeatMessage)]
+        news: list[statekeys.Message] = [
+            m for m in batch if not isinstance(m, statekeys.HeartbeatMessage)
+        ]
+        for beat in beats:
+            self._expiries[beat.node] = beat.at + statekeys.HEARTBEAT_TTL
+        changed = await self._changed_heartbeats(client, {b.node for b in beats})
+        news.extend(b for b in beats if b.node in changed)
+        self._pending.extend(news)
+        del self._pending[:-TRIGGER_LIMIT]
+        return bool(news)
+
+    async def _changed_heartbeats(self, client: Any, nodes: set[str]) -> set[str]:
+        """The nodes whose heartbeat says something new (its time and counters aside)."""
+        if not nodes:
+            return set()
+        names = sorted(nodes)
+        try:
+            async with asyncio.timeout(live.REDIS_TIMEOUT * 2):
+                pipe = client.pipeline(transaction=False)
+                for name in names:
+                    pipe.get(statekeys.heartbeat_key(name))
+                replies = await pipe.execute()
+        except (RedisError, OSError, TimeoutError):
+            return set(names)  # cannot tell: recompute
+        changed = set()
+        for name, raw in zip(names, replies, strict=True):
+            said = _what_it_says(raw)
+            if self._heartbeats.get(name) != said:
+                self._heartbeats[name] = said
+                changed.add(name)
+        return changed
+
+    async def _recompute(self) -> bool:
+        """One computation in the worker thread, then the fan-out; False if it failed."""
+        trigger, self._pending = tuple(self._pending), []
+        generation = desired_generation()
+        loop = asyncio.get_running_loop()
+        try:
+            status, data, text, shown = await loop.run_in_executor(self._executor, self._compute)
+        except Exception:
+            log.exception("the live status could not be computed")
+            self._pending[:0] = trigger
+            return False
+        self.computations += 1
+        # A key due to expire that had not yet (Redis's clock) is looked at again soon.
+        soon = time.time() + MIN_GAP
+        self._expiries = {node: max(at, soon) for node, at in live.next_expiry(status)}
+        for node in status.nodes:
+            if not node.reporting:
+                self._heartbeats.pop(node.name, None)  # its next heartbeat is news
+        if (
+            self.latest is not None
+            and shown == self._shown
+            and not any(isinstance(m, statekeys.TransitionMessage) for m in trigger)
+        ):
+            # Nothing to show: keep the update (the readers' generation moves on).
+            update = dataclasses.replace(
+                self.latest, desired_generation=generation, computed_at=time.time()
+            )
+            self._publish(update, fan_out=False)
+            return True
+        self._shown = shown
+        self._seq += 1
+        update = Update(self._seq, status, data, text, trigger, time.time(), generation)
+        self._publish(update, fan_out=True)
+        return True
+
+    def _compute(self) -> tuple[live.Status, dict[str, Any], str, str]:
+        from django.db import close_old_connections
+
+        close_old_connections()
+        status = self.compute()
+        data = status.as_dict()
+        return status, data, json.dumps(data, separators=(",", ":")), live.fingerprint(data)
+
+    def _publish(self, update: Update, fan_out: bool) -> None:
+        with self._changed:
+            self.latest = update
+            self._changed.notify_all()
+        if fan_out:
+            for subscription in list(self._subscribers):
+                subscription.offer(update)
+
+
+def _what_it_says(raw: str | None) -> str:
+    """A heartbeat without what changes at every beat: its time, its packet
+    counters, and its health checks' times and counts (a check's result, its
+    demotion and its gating are news)."""
+    if raw is None:
+        return ""
+    try:
+        beat = statekeys.Heartbeat.decode(raw)
+    except statekeys.Unreadable:
+        return raw  # unreadable: any new text is news
+    checks = sorted((c.name, c.kind, c.passing, c.demotion, c.gating) for c in metrics_checks(beat))
+    changes: dict[str, Any] = {"at": 0.0, "drops": {}, "port_errors": {}}
+    if hasattr(beat, "checks"):
+        changes["checks"] = type(beat.checks)()
+    return repr((dataclasses.replace(beat, **changes), checks))
+
+
+def metrics_checks(beat: statekeys.Heartbeat) -> list[CheckStatus]:
+    """The health checks a heartbeat reports (``Heartbeat.checks``, when the
+    engine sends them: a sequence or a mapping of `CheckStatus`)."""
+    found: Any = getattr(beat, "checks", None) or ()
+    if isinstance(found, dict):
+        found = found.values()
+    return [c for c in found if isinstance(c, CheckStatus)]
+
+
+def _close_db() -> None:
+    from django.db import connections
+
+    connections.close_all()
+
+
+async def _subscribe(client: Any) -> Any:
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    try:
+        async with asyncio.timeout(live.REDIS_TIMEOUT * 2):
+            await pubsub.subscribe(statekeys.EVENTS_CHANNEL)
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning("the status hub cannot subscribe: %s", exc)
+        await _close(pubsub)
+        return None
+    return pubsub
+
+
+async def _close(pubsub: Any) -> None:
+    if pubsub is not None:
+        with contextlib.suppress(RedisError, OSError):
+            await pubsub.aclose()
+
+
+# ---- the process's hub ------------------------------------------------------------------
+_shared: StatusHub | None = None
+_shared_lock = threading.Lock()
+
+
+def ensure_shared(redis_url: str | None = None) -> StatusHub:
+    """The process's hub, started in the running loop unless it runs already (in
+    this loop). The ASGI application calls it; so does the event stream."""
+    global _shared
+    from django.conf import settings
+
+    url = redis_url or settings.REDIS_URL
+    loop = asyncio.get_running_loop()
+    with _shared_lock:
+        hub = _shared
+        if hub is not None and hub.running and hub._loop is loop and hub.redis_url == url:
+            return hub
+        if hub is not None:
+            hub.close()  # its loop has ended (a test's), or another Redis was asked for
+        hub = StatusHub(url, listeners=_default_listeners())
+        hub.start()
+        _shared = hub
+        return hub
+
+
+def shared() -> StatusHub | None:
+    """The process's running hub, or None (no server loop runs one here)."""
+    hub = _shared
+    return hub if hub is not None and hub.running else None
+
+
+async def stop_shared() -> None:
+    global _shared
+    with _shared_lock:
+        hub, _shared = _shared, None
+    if hub is not None:
+        await hub.stop()
+
+
+def reset_shared() -> None:
+    """Forget the process's hub (tests, whose loops end with each test)."""
+    global _shared
+    with _shared_lock:
+        hub, _shared = _shared, None
+    if hub is not None:
+        hub.close()
+
+
+def _default_listeners() -> list[Listener]:
+    from cluster import metrics
+
+    return [metrics.observe_message]
+
+
+def desired_generation() -> int:
+    return _desired_generation
+
+
+def desired_changed() -> None:
+    """The services call this after a commit that changed the desired state."""
+    global _desired_generation
+    with _desired_lock:
+        _desired_generation = next(_desired)
+    hub = _shared
+    if hub is not None:
+        hub.desired_changed()
+
+
+def current_status() -> live.Status:
+    """The newest status for a synchronous reader: the hub's when one runs in this
+    process, else computed here (the test client, runserver without a stream yet)."""
+    hub = shared()
+    update = hub.current() if hub is not None else None
+    return update.status if update is not None else live.compute_status()
+
+
+def current_data() -> dict[str, Any]:
+    """``current_status().as_dict()``, without converting the hub's again."""
+    hub = shared()
+    update = hub.current() if hub is not None else None
+    return update.data if update is not None else live.compute_status().as_dict()
+
+
+# ---- a hub in a thread of its own, for synchronous code ------------------------------
+class BackgroundHub:
+    """A `StatusHub` on an event loop in a daemon thread; `updates()` yields each
+    new update to synchronous code (a slow reader gets the newest)."""
+
+    def __init__(self, redis_url: str, **options: Any) -> None:
+        self._updates: queue.Queue[Update] = queue.Queue(maxsize=1)
+        self._ready = threading.Event()
+        self._stopping: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.hub = StatusHub(redis_url, **options)
+        self._thread = threading.Thread(target=self._run, name="status-hub-loop", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        self.hub.start()
+        with self.hub.subscribe() as subscription:
+            self._ready.set()
+            forward = asyncio.ensure_future(self._forward(subscription))
+            await self._stopping.wait()
+            forward.cancel()
+        await self.hub.stop()
+
+    async def _forward(self, subscription: Subscription) -> None:
+        async for update in subscription:
+            with contextlib.suppress(queue.Empty):
+                update = update.after(self._updates.get_nowait())
+            self._updates.put_nowait(update)
+
+    def updates(self, timeout: float | None = None) -> Iterator[Update | None]:
+        """Each new update; None when ``timeout`` passes without one."""
+        while self._thread.is_alive():
+            try:
+                yield self._updates.get(timeout=timeout)
+            except queue.Empty:
+                yield None
+
+    def latest(self) -> Update | None:
+        return self.hub.latest
+
+    def close(self) -> None:
+        if self._loop is not None and self._stopping is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._stopping.set)
+        self._thread.join(timeout=10)

@@ -1,0 +1,329 @@
+"""The status hub (cluster/hub.py): one computation per change, fanned out.
+
+The hub runs against the private test Redis. Its computation is a stand-in
+that counts its calls (the live status itself is tested in test_live.py), so
+that "once per change, however many subscribers" is counted, not assumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+
+from cluster import hub, live, statekeys
+from cluster.carp.types import DemotionSource, State
+from cluster.lab.redisd import RedisServer
+from tests.livestate import FakeEngines
+
+
+class CountingCompute:
+    """A computation that counts its calls; each result differs from the last
+    (its alert names the call), so every computation is a change to show."""
+
+    def __init__(self, node_last_seen: float | None = None) -> None:
+        self.calls = 0
+        self.node_last_seen = node_last_seen
+
+    def __call__(self) -> live.Status:
+        self.calls += 1
+        nodes = []
+        if self.node_last_seen is not None:
+            nodes.append(
+                live.NodeStatus("node1", 1, False, True, self.node_last_seen, "database", None, "")
+            )
+        alert = live.Alert(live.NO_MASTER, f"computation {self.calls}")
+        return live.Status(True, "", time.time(), nodes, [], [alert])
+
+
+def transition(vhid: int, at: float = 1000.0) -> str:
+    message = statekeys.TransitionMessage(
+        "node2", "eth0", vhid, State.BACKUP, State.MASTER, "master_down", at
+    )
+    return statekeys.encode_message(message)
+
+
+def run(scenario: Callable[[], Awaitable[Any]]) -> Any:
+    return async_to_sync(scenario)()
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.01)
+
+
+async def subscribed(url: str) -> None:
+    client = statekeys.async_client(url)
+    try:
+        for _ in range(500):
+            if (await client.pubsub_numsub(statekeys.EVENTS_CHANNEL))[0][1] > 0:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the hub never subscribed")
+    finally:
+        await client.aclose()
+
+
+async def started(redis_url: str, compute: Any, **options: Any) -> hub.StatusHub:
+    status_hub = hub.StatusHub(redis_url, compute, **options)
+    status_hub.start()
+    assert await status_hub.wait_latest(timeout=5) is not None
+    await subscribed(redis_url)
+    return status_hub
+
+
+def test_a_hundred_subscribers_cost_one_computation_per_change(redis_url, engines):
+    compute = CountingCompute()
+
+    async def scenario() -> tuple[tuple[int, int], list[list[int]]]:
+        status_hub = await started(redis_url, compute)
+        try:
+            subscriptions = [status_hub.subscribe() for _ in range(100)]
+            before = compute.calls
+            await asyncio.to_thread(engines.client.publish, statekeys.EVENTS_CHANNEL, transition(1))
+            firsts = [await s.get(timeout=5) for s in subscriptions]
+            await asyncio.sleep(0.2)  # time for any extra computation to show up
+            after = compute.calls
+            await asyncio.to_thread(engines.client.publish, statekeys.EVENTS_CHANNEL, transition(2))
+            seconds = [await s.get(timeout=5) for s in subscriptions]
+            await asyncio.sleep(0.2)
+            assert all(u is not None for u in firsts + seconds)
+            vhids = [[t.vhid for u in (f, s) if u for t in u.transitions] for f, s in
+                     zip(firsts, seconds, strict=True)]  # fmt: skip
+            return (after - before, compute.calls - after), vhids
+        finally:
+            await status_hub.stop()
+
+    (first_change, second_change), vhids = run(scenario)
+    assert (first_change, second_change) == (1, 1)
+    assert vhids == [[1, 2]] * 100  # every subscriber got both, each in its own update
+
+
+def test_a_burst_of_messages_is_one_computation_with_every_message_in_its_trigger(
+    redis_url, engines
+):
+    compute = CountingCompute()
+
+    async def scenario() -> tuple[int, list[int]]:
+        status_hub = await started(redis_url, compute, coalesce=0.05)
+        try:
+            with status_hub.subscribe() as updates:
+                before = compute.calls
+                pipe = engines.client.pipeline(transaction=False)
+                for vhid in range(1, 21):
+                    pipe.publish(statekeys.EVENTS_CHANNEL, transition(vhid))
+                await asyncio.to_thread(pipe.execute)
+                update = await updates.get(timeout=5)
+                await asyncio.sleep(0.3)
+                assert update is not None
+                return compute.calls - before, [t.vhid for t in update.transitions]
+        finally:
+            await status_hub.stop()
+
+    computations, vhids = run(scenario)
+    assert computations == 1
+    assert vhids == list(range(1, 21))
+
+
+def test_a_slow_subscriber_gets_the_newest_status_with_the_transitions_it_missed(
+    redis_url, engines
+):
+    compute = CountingCompute()
+
+    async def scenario() -> tuple[Any, Any, int]:
+        status_hub = await started(redis_url, compute)
+        try:
+            with status_hub.subscribe() as slow, status_hub.subscribe() as quick:
+                for vhid in (1, 2, 3):
+                    await asyncio.to_thread(
+                        engines.client.publish, statekeys.EVENTS_CHANNEL, transition(vhid)
+                    )
+                    # The quick one reads each update; the slow one reads none yet.
+                    assert (await quick.get(timeout=5)) is not None
+                update = await slow.get(timeout=1)
+                return update, status_hub.latest, slow.skipped
+        finally:
+            await status_hub.stop()
+
+    update, latest, skipped = run(scenario)
+    assert update.seq == latest.seq  # the newest, not the first it missed
+    assert [t.vhid for t in update.transitions] == [1, 2, 3]
+    assert skipped == 2
+
+
+def test_the_same_heartbeat_again_is_no_change_and_a_new_demotion_is(redis_url, engines):
+    compute = CountingCompute()
+    heartbeat = statekeys.encode_message(statekeys.HeartbeatMessage("node1", time.time()))
+
+    async def beat(**options: Any) -> None:
+        await asyncio.to_thread(engines.beat, "node1", **options)
+        await asyncio.to_thread(engines.client.publish, statekeys.EVENTS_CHANNEL, heartbeat)
+
+    async def scenario() -> list[int]:
+        status_hub = await started(redis_url, compute)
+        try:
+            counts = []
+            await beat()  # the first heartbeat the hub sees from node1: news
+            await asyncio.sleep(0.3)
+            counts.append(compute.calls)
+            for _ in range(3):  # the once-a-second refresh: no news
+                await beat()
+            await asyncio.sleep(0.3)
+            counts.append(compute.calls)
+            await beat(demotion=[DemotionSource("maintenance", 240, "maintenance")])
+            await until(lambda: compute.calls > counts[-1])
+            await asyncio.sleep(0.3)
+            counts.append(compute.calls)
+            return counts
+        finally:
+            await status_hub.stop()
+
+    first, refreshed, demoted = run(scenario)
+    assert refreshed == first
+    assert demoted == first + 1
+
+
+def test_the_hub_recomputes_when_a_heartbeat_expires_and_not_before(redis_url):
+    # The status says node1 last beat 3.7 s ago: its key expires in 0.3 s.
+    compute = CountingCompute(node_last_seen=time.time() - statekeys.HEARTBEAT_TTL + 0.3)
+
+    async def scenario() -> list[float]:
+        status_hub = await started(redis_url, compute)
+        try:
+            began = time.monotonic()
+            first = compute.calls
+            await until(lambda: compute.calls > first, timeout=3)
+            return [time.monotonic() - began]
+        finally:
+            await status_hub.stop()
+
+    (waited,) = run(scenario)
+    assert 0.1 < waited < 1.0
+
+
+def test_a_desired_change_in_this_process_is_read_back_by_a_synchronous_reader(redis_url):
+    compute = CountingCompute()
+
+    async def scenario() -> tuple[int, int]:
+        status_hub = await started(redis_url, compute)
+        try:
+            before = compute.calls
+            hub._shared, saved = status_hub, hub._shared
+            try:
+                hub.desired_changed()
+                # What GET /api/v1/status/ does, in its thread: a status computed
+                # after the change, waited for, not computed by the reader.
+                update = await asyncio.to_thread(status_hub.current, 5.0)
+            finally:
+                hub._shared = saved
+            assert update is not None
+            assert update.desired_generation >= hub.desired_generation()
+            return before, compute.calls
+        finally:
+            await status_hub.stop()
+
+    before, after = run(scenario)
+    assert after == before + 1
+
+
+def test_the_status_view_reads_the_running_hub_without_computing(
+    redis_url, monkeypatch, alice, client
+):
+    compute = CountingCompute()
+    background = hub.BackgroundHub(redis_url, compute=compute)
+    try:
+        assert next(background.updates(timeout=5)) is not None
+        monkeypatch.setattr(hub, "_shared", background.hub)
+
+        def refuse() -> live.Status:
+            raise AssertionError("the view computed the status itself")
+
+        monkeypatch.setattr(live, "compute_status", refuse)
+        calls = compute.calls
+        client.force_login(alice)
+        answer = client.get("/api/v1/status/")
+        assert answer.status_code == 200
+        assert answer.json()["alerts"][0]["message"] == f"computation {calls}"
+        assert compute.calls == calls
+    finally:
+        background.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own, to stop and start again."""
+    with RedisServer(tmp_path) as server:
+        yield server
+
+
+def test_the_hub_survives_losing_redis_and_resubscribes_when_it_returns(own_redis):
+    compute = CountingCompute()
+
+    async def scenario() -> tuple[int, list[int]]:
+        status_hub = await started(own_redis.url, compute, resubscribe=0.2)
+        try:
+            with status_hub.subscribe() as updates:
+                await asyncio.to_thread(own_redis.stop)
+                await asyncio.sleep(1.0)  # it notices, and keeps trying
+                assert status_hub.running
+                await asyncio.to_thread(own_redis.start)
+                await subscribed(own_redis.url)
+                # Back: a message reaches it again.
+                while (await updates.get(timeout=0.01)) is not None:
+                    pass  # the recomputations of the outage and of the return
+                engines = FakeEngines(own_redis.url)
+                try:
+                    await asyncio.to_thread(
+                        engines.client.publish, statekeys.EVENTS_CHANNEL, transition(7)
+                    )
+                finally:
+                    engines.close()
+                update = await updates.get(timeout=5)
+                assert update is not None
+                return compute.calls, [t.vhid for t in update.transitions]
+        finally:
+            await status_hub.stop()
+
+    calls, vhids = run(scenario)
+    assert vhids == [7]
+    assert calls >= 3  # at start, on the return (messages were lost), and for the message
+
+
+def test_a_background_hub_hands_synchronous_code_each_update(redis_url, engines):
+    compute = CountingCompute()
+    background = hub.BackgroundHub(redis_url, compute=compute)
+    try:
+        updates = background.updates(timeout=5)
+        first = next(updates)
+        assert first is not None
+        # Subscribed before it handed out its first status.
+        engines.client.publish(statekeys.EVENTS_CHANNEL, transition(4))
+        second = next(updates)
+        assert second is not None
+        assert [t.vhid for t in second.transitions] == [4]
+        assert json.loads(second.status_json) == second.data
+    finally:
+        background.close()
+
+
+def test_an_update_is_a_status_event_with_its_trigger_without_encoding_the_status_again():
+    compute = CountingCompute()
+    status = compute()
+    data = status.as_dict()
+    message = statekeys.decode_message(transition(9))
+    update = hub.Update(1, status, data, json.dumps(data), (message,), time.time())
+    head, body = update.sse_status().split("\n", 2)[:2]
+    assert head == "event: status"
+    assert json.loads(body.removeprefix("data: ")) == {
+        **data,
+        "trigger": [statekeys.message_dict(message)],
+    }
