@@ -1,12 +1,13 @@
 """The notifier process (``manage.py notifier``): detect cluster events, deliver them.
 
-Two threads, each with its own database connection:
+Two threads (and the status hub's), each with its own database connection:
 
-- *detection*: a new live status on every ``carp:events`` message (the engines
-  publish each transition and heartbeat there) and at least once a second (a
-  heartbeat expires without a message); ``cluster.events.detect`` compares it with
-  the previous one and with what was stored last; ``cluster.notify.store_events``
-  stores each event once, with its deliveries, and wakes the sender.
+- *detection*: each new live status of the process's status hub (cluster/hub.py
+  computes it once per change: a message on ``carp:events``, a heartbeat that
+  says something new or expires, a desired change), and the newest again at least
+  once a second; ``cluster.events.detect`` compares it with the previous one and
+  with what was stored last; ``cluster.notify.store_events`` stores each event
+  once, with its deliveries, and wakes the sender.
 - *delivery*: claims due deliveries by compare-and-set and sends them, with
   retries and back-off; it also polls, so that a retry comes due, and a delivery
   stored by another notifier, or before this one started, is sent.
@@ -18,7 +19,6 @@ each delivery sent once. SIGTERM or SIGINT stops it after the delivery in hand.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import logging
 import threading
 import time
@@ -27,9 +27,9 @@ from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection
-from redis.exceptions import RedisError
 
-from cluster import events, live, notify, services, statekeys
+from cluster import events, live, notify, services
+from cluster.hub import BackgroundHub
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +65,15 @@ class Notifier:
         self._memory_at = 0.0
 
     # -- detection --------------------------------------------------------------
-    def detect_once(self) -> list[Any]:
-        """One status, its events stored; returns the stored rows."""
+    def detect_once(self, status: dict[str, Any] | None = None) -> list[Any]:
+        """Detection on ``status`` (computed here when None), its events stored;
+        returns the stored rows."""
         now = time.time()
         if now - self._memory_at >= MEMORY_EVERY:
             self.memory = notify.load_memory()
             self._memory_at = now
-        status = self._status()
+        if status is None:
+            status = self._status()
         # The desired versions are read every few seconds, and again at once when a
         # node is seen running a version other than the one read: a node that applied
         # a change before this notifier read it must not look drifted. A node that
@@ -106,56 +108,29 @@ class Notifier:
         }
 
     def _detection_loop(self) -> None:
-        client: Any = None
-        pubsub: Any = None
-        while not self.stop.is_set():
-            try:
-                if pubsub is None:
-                    client = statekeys.sync_client(settings.REDIS_URL, timeout=TICK + 1)
-                    pubsub = client.pubsub(ignore_subscribe_messages=True)
-                    pubsub.subscribe(statekeys.EVENTS_CHANNEL)
-                self._wait_for_news(pubsub)
-            except (RedisError, OSError) as exc:
-                log.warning("notifier lost Redis: %s", exc)
-                pubsub = self._close(client, pubsub)
-                self.stop.wait(TICK)
-            if self.stop.is_set():
-                break
-            try:
-                self.detect_once()
-            except Exception:
-                # The database or a status that will not compute: try again next tick,
-                # with a fresh connection.
-                log.exception("event detection failed")
-                close_old_connections()
-                connection.close()
-                self.stop.wait(TICK)
-        self._close(client, pubsub)
-        connection.close()
-
-    def _wait_for_news(self, pubsub: Any) -> None:
-        """Until a message other than a heartbeat arrives, or a tick has passed."""
-        deadline = time.monotonic() + TICK
-        while (left := deadline - time.monotonic()) > 0 and not self.stop.is_set():
-            message = pubsub.get_message(timeout=min(left, 0.25))
-            if message is None or message.get("type") != "message":
-                continue
-            try:
-                decoded = statekeys.decode_message(message["data"])
-            except ValueError:
-                continue
-            if not isinstance(decoded, statekeys.HeartbeatMessage):
-                # Drain what came with it (a handover is several messages) briefly.
-                self.stop.wait(0.005)
-                return
-
-    @staticmethod
-    def _close(client: Any, pubsub: Any) -> None:
-        with contextlib.suppress(RedisError, OSError, AttributeError):
-            if pubsub is not None:
-                pubsub.close()
-            if client is not None:
-                client.close()
+        """Detection on each status the process's hub computes (one computation per
+        change: a transition, a heartbeat that says something new or expires, a
+        desired change; cluster/hub.py), and on the newest one at least once a
+        second, so that the hold and grace periods run out on time."""
+        statuses = BackgroundHub(settings.REDIS_URL)
+        try:
+            for update in statuses.updates(timeout=TICK):
+                if self.stop.is_set():
+                    break
+                newest = update or statuses.latest()
+                if newest is None:
+                    continue
+                try:
+                    self.detect_once(newest.data)
+                except Exception:
+                    # The database away: try again at the next status, on a new connection.
+                    log.exception("event detection failed")
+                    close_old_connections()
+                    connection.close()
+                    self.stop.wait(TICK)
+        finally:
+            statuses.close()
+            connection.close()
 
     # -- delivery ---------------------------------------------------------------
     def _delivery_loop(self) -> None:
