@@ -70,3 +70,10 @@ def test_the_cluster_page_lists_the_events(alice_client, db):
     html = alice_client.get("/system/cluster/").content.decode()
     assert 'id="cluster-event-list"' in html
     assert "VHID 1 on eth0: owner node1 → node2." in html
+
+
+def test_a_channel_change_shows_in_the_audit_log_without_its_secret(alice_client, db):
+    alice_client.post(f"{URL}add/", add_form())
+    html = alice_client.get("/system/audit/").content.decode()
+    assert "notificationchannel</span><br>ops</td>" in html
+    assert SECRET not in html
