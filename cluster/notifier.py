@@ -28,14 +28,14 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from cluster import events, live, notify, services
+from cluster import events, live, notify, services, statekeys
 from cluster.hub import BackgroundHub
 
 log = logging.getLogger(__name__)
 
 TICK = 1.0  # detection at least this often
 DELIVERY_POLL = 1.0  # the sender looks for due deliveries at least this often
-DESIRED_EVERY = 5.0  # seconds between two reads of the desired configuration versions
+DESIRED_EVERY = 30.0  # seconds between two reads of the desired versions with no news
 MEMORY_EVERY = 30.0  # re-read what was stored last per subject (other notifiers store too)
 SENDERS = 4  # deliveries sent side by side
 
@@ -65,28 +65,18 @@ class Notifier:
         self._memory_at = 0.0
 
     # -- detection --------------------------------------------------------------
-    def detect_once(self, status: dict[str, Any] | None = None) -> list[Any]:
+    def detect_once(
+        self, status: dict[str, Any] | None = None, desired_changed: bool = False
+    ) -> list[Any]:
         """Detection on ``status`` (computed here when None), its events stored;
-        returns the stored rows."""
+        returns the stored rows. ``desired_changed``: a ``desired`` message came
+        with it (the desired versions are read again)."""
         now = time.time()
         if now - self._memory_at >= MEMORY_EVERY:
             self.memory = notify.load_memory()
             self._memory_at = now
         if status is None:
             status = self._status()
-        # The desired versions are read every few seconds, and again at once when a
-        # node is seen running a version other than the one read: a node that applied
-        # a change before this notifier read it must not look drifted. A node that
-        # stays drifted is not read again for it (the same versions are known).
-        differing = self._differing(status)
-        stale = self._desired is None or now - self._desired_at >= DESIRED_EVERY
-        if stale or not differing <= self._verified:
-            try:
-                self._desired = services.desired_versions()
-                self._desired_at = now
-                self._verified = self._differing(status)
-            except Exception:  # the database away: no drift detection this round
-                log.exception("cannot read the desired configuration versions")
         found = events.detect(
             self.previous, status, now, self.memory, self.state, self._desired, self.drift_grace
         )
@@ -94,6 +84,20 @@ class Notifier:
         stored = notify.store_events(found, self.memory)
         if stored:
             self.wake.set()
+        # Then, off the path of the events just stored, the desired versions: read
+        # again after a desired change, every DESIRED_EVERY, and at once when a node
+        # is seen on a version other than the one read (a node that applied a change
+        # before this notifier read it must not look drifted: the drift's grace
+        # period has only begun). A node that stays drifted is not read again for it.
+        differing = self._differing(status)
+        stale = self._desired is None or now - self._desired_at >= DESIRED_EVERY
+        if stale or desired_changed or not differing <= self._verified:
+            try:
+                self._desired = services.desired_versions()
+                self._desired_at = now
+                self._verified = self._differing(status)
+            except Exception:  # the database away: no drift detection this round
+                log.exception("cannot read the desired configuration versions")
         return stored
 
     def _differing(self, status: dict[str, Any]) -> set[tuple[str, str]]:
@@ -120,8 +124,11 @@ class Notifier:
                 newest = update or statuses.latest()
                 if newest is None:
                     continue
+                desired = update is not None and any(
+                    isinstance(m, statekeys.DesiredMessage) for m in update.trigger
+                )
                 try:
-                    self.detect_once(newest.data)
+                    self.detect_once(newest.data, desired_changed=desired)
                 except Exception:
                     # The database away: try again at the next status, on a new connection.
                     log.exception("event detection failed")
