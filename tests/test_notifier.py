@@ -46,7 +46,7 @@ def test_a_node_that_does_not_apply_a_change_is_drifted_after_the_grace_period(a
     services.update_alias(alice, alias, {"description": "changed"}, partial=True)
     desired = services.desired_versions()
     applied.update({n: v for n, v in desired.items() if n != "node2"})  # node2 lags
-    found = []
+    found: list[Any] = []
     while not found and time.time() - changed < 3:
         found = notifier.detect_once(desired_changed=True)
         time.sleep(0.05)
