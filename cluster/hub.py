@@ -9,8 +9,10 @@ server's thread for synchronous views) once per change:
 - a heartbeat that says something new (a node back, a new demotion or
   configuration; the once-a-second refresh of the same heartbeat is no change);
 - a heartbeat expiring: the recomputation is scheduled at the moment the
-  oldest reporting node's heartbeat key expires (``live.next_expiry``), not on
-  a blind tick;
+  first reporting node's heartbeat key expires, not on a blind tick. The moment
+  is Redis's own (the keys' remaining TTL after each computation, and a full
+  TTL from each heartbeat message's arrival), never a node's clock: a node
+  whose clock is off must not make the hub recompute in a loop;
 - a desired-state change made in this process (``desired_changed()``, called by
   the services after the commit; it also reaches other processes over Redis);
 - Redis coming back (the hub resubscribes every ``RESUBSCRIBE`` seconds while
@@ -87,8 +89,8 @@ log = logging.getLogger(__name__)
 COALESCE = 0.005  # seconds to wait for more messages after one before recomputing
 RESUBSCRIBE = 2.0  # seconds between attempts while Redis is away
 RETRY_AFTER_FAILURE = 1.0  # seconds before computing again when a computation failed
-MIN_GAP = 0.1  # an expiry that was due but had not happened yet is looked at this much later
-EXPIRY_MARGIN = 0.02  # Redis expires the key a little after the heartbeat's own time + TTL
+MIN_GAP = 0.05  # an expiry already due is looked at again no sooner than this
+EXPIRY_MARGIN = 0.01  # past the key's TTL, so that Redis reads it as gone
 TRIGGER_LIMIT = 500  # messages kept in one update's trigger (a slow subscriber's merge)
 
 Listener = Callable[[statekeys.Message], None]
@@ -192,6 +194,7 @@ class StatusHub:
         self._pending: list[statekeys.Message] = []
         self._heartbeats: dict[str, str] = {}  # node -> what its heartbeat says, time aside
         self._expiries: dict[str, float] = {}  # node -> when its heartbeat key expires
+        self._client: Any = None
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -209,7 +212,13 @@ class StatusHub:
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        loop = self._loop
+        return (
+            self._task is not None
+            and not self._task.done()
+            and loop is not None
+            and not loop.is_closed()
+        )
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -250,7 +259,9 @@ class StatusHub:
     def current(self, timeout: float = 1.0) -> Update | None:
         """The newest update for a reader in another thread (a synchronous view):
         one computed after this process's last desired-state change, waiting up to
-        ``timeout`` for it; None when there is none in time."""
+        ``timeout`` for it; None when there is none in time. The only wait is a
+        request that follows this process's own write: one computation at most,
+        so that an API client reads back what it just changed."""
         wanted = desired_generation()
         deadline = time.monotonic() + timeout
         with self._changed:
@@ -275,6 +286,7 @@ class StatusHub:
         if self._wake is None:
             self._wake = asyncio.Event()
         client = statekeys.async_client(self.redis_url, timeout=live.REDIS_TIMEOUT)
+        self._client = client
         pubsub: Any = None
         next_subscribe = 0.0
         dirty = True
@@ -382,7 +394,8 @@ class StatusHub:
             m for m in batch if not isinstance(m, statekeys.HeartbeatMessage)
         ]
         for beat in beats:
-            self._expiries[beat.node] = beat.at + statekeys.HEARTBEAT_TTL
+            # Its key was just set with a full TTL (the arrival, on our clock).
+            self._expiries[beat.node] = time.time() + statekeys.HEARTBEAT_TTL
         changed = await self._changed_heartbeats(client, {b.node for b in beats})
         news.extend(b for b in beats if b.node in changed)
         self._pending.extend(news)
@@ -410,6 +423,28 @@ class StatusHub:
                 changed.add(name)
         return changed
 
+    async def _key_expiries(self, nodes: list[str]) -> dict[str, float]:
+        """When each node's heartbeat key expires, from Redis's remaining TTLs
+        (counted from their arrival: late rather than early)."""
+        if not nodes:
+            return {}
+        try:
+            async with asyncio.timeout(live.REDIS_TIMEOUT * 2):
+                pipe = self._client.pipeline(transaction=False)
+                for name in nodes:
+                    pipe.pttl(statekeys.heartbeat_key(name))
+                replies = await pipe.execute()
+        except (RedisError, OSError, TimeoutError, AttributeError):
+            return {name: time.time() + statekeys.HEARTBEAT_TTL for name in nodes}
+        now = time.time()
+        expiries = {}
+        for name, left in zip(nodes, replies, strict=True):
+            if left == -1:
+                continue  # no TTL: it will not expire by itself
+            # -2: gone already (it was there during the computation): look again soon.
+            expiries[name] = now + max(int(left), 0) / 1000 + (MIN_GAP if left < 0 else 0)
+        return expiries
+
     async def _recompute(self) -> bool:
         """One computation in the worker thread, then the fan-out; False if it failed."""
         trigger, self._pending = tuple(self._pending), []
@@ -422,12 +457,23 @@ class StatusHub:
             self._pending[:0] = trigger
             return False
         self.computations += 1
-        # A key due to expire that had not yet (Redis's clock) is looked at again soon.
-        soon = time.time() + MIN_GAP
-        self._expiries = {node: max(at, soon) for node, at in live.next_expiry(status)}
+        self._fan_out(status, data, text, shown, trigger, generation)
+        # After the fan-out: the readers need not wait for this round trip.
+        self._expiries = await self._key_expiries([n.name for n in status.nodes if n.reporting])
         for node in status.nodes:
             if not node.reporting:
                 self._heartbeats.pop(node.name, None)  # its next heartbeat is news
+        return True
+
+    def _fan_out(
+        self,
+        status: live.Status,
+        data: dict[str, Any],
+        text: str,
+        shown: str,
+        trigger: tuple[statekeys.Message, ...],
+        generation: int,
+    ) -> None:
         if (
             self.latest is not None
             and shown == self._shown
@@ -438,18 +484,21 @@ class StatusHub:
                 self.latest, desired_generation=generation, computed_at=time.time()
             )
             self._publish(update, fan_out=False)
-            return True
+            return
         self._shown = shown
         self._seq += 1
         update = Update(self._seq, status, data, text, trigger, time.time(), generation)
         self._publish(update, fan_out=True)
-        return True
 
     def _compute(self) -> tuple[live.Status, dict[str, Any], str, str]:
-        from django.db import close_old_connections
-
-        close_old_connections()
-        status = self.compute()
+        # The thread keeps its database connection from one computation to the
+        # next (reconnecting each time cost milliseconds); one that failed is
+        # closed, and the next computation opens a new one.
+        try:
+            status = self.compute()
+        except Exception:
+            _close_db()
+            raise
         data = status.as_dict()
         return status, data, json.dumps(data, separators=(",", ":")), live.fingerprint(data)
 

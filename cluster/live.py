@@ -598,16 +598,6 @@ KEEPALIVE = 15.0  # a comment this often keeps proxies from closing an idle stre
 RETRY_MS = 2000  # what the browser waits before reconnecting
 
 
-def next_expiry(status: Status) -> list[tuple[str, float]]:
-    """When the status will change with no message: per reporting node, the time
-    its heartbeat key expires (the hub recomputes then, cluster/hub.py)."""
-    return [
-        (node.name, node.last_seen + statekeys.HEARTBEAT_TTL)
-        for node in status.nodes
-        if node.reporting and node.last_seen is not None
-    ]
-
-
 def sse(event: str, data: Mapping[str, Any]) -> str:
     """One server-sent event; the JSON is on one line, as ``data:`` requires."""
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"

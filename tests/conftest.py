@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +66,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 # The named actors every Django test uses (healthchecks' hc/test.py style): alice is
 # an administrator, sam has the support role, charlie is logged in with no role.
 # Imports stay inside the fixtures so the engine's tests run without Django.
+
+
+@pytest.fixture(autouse=True)
+def _no_status_hub_left() -> Iterator[None]:
+    """A test that opened an event stream started the process's status hub in its
+    own event loop, which ends with it: forget the hub, and close its thread's
+    database connection, before the next test."""
+    yield
+    hub = sys.modules.get("cluster.hub")
+    if hub is not None:
+        hub.reset_shared()
 
 
 @pytest.fixture

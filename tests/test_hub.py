@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 
-from cluster import hub, live, statekeys
+from cluster import hub, live, services, statekeys
 from cluster.carp.types import DemotionSource, State
 from cluster.lab.redisd import RedisServer
+from tests.factories import alias_data
 from tests.livestate import FakeEngines
 
 
@@ -27,13 +28,21 @@ class CountingCompute:
     """A computation that counts its calls; each result differs from the last
     (its alert names the call), so every computation is a change to show."""
 
-    def __init__(self, node_last_seen: float | None = None) -> None:
+    def __init__(self, node_last_seen: float | None = None, redis_url: str = "") -> None:
         self.calls = 0
+        self.times: list[float] = []  # time.monotonic() of each call
         self.node_last_seen = node_last_seen
+        self.redis_url = redis_url  # node1 reports while its heartbeat key is there
 
     def __call__(self) -> live.Status:
         self.calls += 1
+        self.times.append(time.monotonic())
         nodes = []
+        if self.redis_url:
+            client = statekeys.sync_client(self.redis_url)
+            if not client.exists(statekeys.heartbeat_key("node1")):
+                self.node_last_seen = None
+            client.close()
         if self.node_last_seen is not None:
             nodes.append(
                 live.NodeStatus("node1", 1, False, True, self.node_last_seen, "database", None, "")
@@ -192,22 +201,29 @@ def test_the_same_heartbeat_again_is_no_change_and_a_new_demotion_is(redis_url, 
     assert demoted == first + 1
 
 
-def test_the_hub_recomputes_when_a_heartbeat_expires_and_not_before(redis_url):
-    # The status says node1 last beat 3.7 s ago: its key expires in 0.3 s.
-    compute = CountingCompute(node_last_seen=time.time() - statekeys.HEARTBEAT_TTL + 0.3)
+def test_the_hub_recomputes_when_a_heartbeat_expires_and_not_before(redis_url, engines):
+    # node1 reports; its heartbeat key expires in 0.8 s (Redis's TTL). Its own
+    # clock is a minute behind: the hub must not go by it.
+    beaten = time.monotonic()
+    engines.beat("node1", at=time.time() - 60, ttl=0.8)
+    compute = CountingCompute(node_last_seen=time.time() - 60, redis_url=redis_url)
 
     async def scenario() -> list[float]:
         status_hub = await started(redis_url, compute)
         try:
-            began = time.monotonic()
+            assert compute.node_last_seen is not None  # it started while node1 reported
             first = compute.calls
             await until(lambda: compute.calls > first, timeout=3)
-            return [time.monotonic() - began]
+            waited = compute.times[first] - beaten
+            await asyncio.sleep(1.0)
+            return [waited, compute.calls - first]
         finally:
             await status_hub.stop()
 
-    (waited,) = run(scenario)
-    assert 0.1 < waited < 1.0
+    waited, computations = run(scenario)
+    assert compute.node_last_seen is None  # the recomputation found the key gone
+    assert waited < 1.5
+    assert computations == 1  # once at the expiry, then nothing more to wait for
 
 
 def test_a_desired_change_in_this_process_is_read_back_by_a_synchronous_reader(redis_url):
@@ -327,3 +343,23 @@ def test_an_update_is_a_status_event_with_its_trigger_without_encoding_the_statu
         **data,
         "trigger": [statekeys.message_dict(message)],
     }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_committed_change_of_the_desired_state_is_announced_to_every_hub(engines, alice, nodes):
+    listener = engines.client.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(statekeys.EVENTS_CHANNEL)
+    try:
+        generation = hub.desired_generation()
+        services.create_alias(alice, alias_data(5))
+        # This process's hub: at once, with no Redis round trip.
+        assert hub.desired_generation() > generation
+        # The others: a ``desired`` message on carp:events.
+        message = None
+        deadline = time.monotonic() + 5
+        while message is None and time.monotonic() < deadline:
+            message = listener.get_message(timeout=0.5)
+        assert message is not None
+        assert isinstance(statekeys.decode_message(message["data"]), statekeys.DesiredMessage)
+    finally:
+        listener.close()

@@ -192,17 +192,21 @@ def test_the_checks_a_heartbeat_reports_are_exported(engines):
             CheckStatus("web", "http"),  # no result yet
         ),
     )
-    snapshot = live._Snapshot({"node1": beat}, {"node1": {}})
-    text = "".join(
-        f"{s.name} {s.labels} {s.value}\n"
-        for family in metrics._counter_metrics(snapshot)
-        for s in family.samples
-    )
-    assert "carp_check_passing {'node': 'node1', 'check': 'smtp', 'kind': 'tcp'} 0" in text
-    assert "carp_check_passing {'node': 'node1', 'check': 'disk', 'kind': 'disk'} 1" in text
-    assert "carp_check_passing {'node': 'node1', 'check': 'web'" not in text
-    assert "carp_check_demotion {'node': 'node1', 'check': 'smtp', 'kind': 'tcp'} 240" in text
-    assert "carp_adverts_dropped_total {'node': 'node1', 'reason': 'bad_hmac'} 3" in text
+    snapshot = metrics.Counters({"node1": beat}, {})
+    text = "".join(family.text() for family in metrics._counter_metrics(snapshot))
+    found = samples(text)
+    check = {"node": "node1", "kind": "tcp", "check": "smtp"}
+    assert value(found, "carp_check_passing", **check) == 0
+    assert value(found, "carp_check_demotion", **check) == 240
+    assert value(found, "carp_check_passing", node="node1", check="disk", kind="disk") == 1
+    assert value(found, "carp_check_passing", node="node1", check="web", kind="http") is None
+    assert value(found, "carp_adverts_dropped_total", node="node1", reason="bad_hmac") == 3
+
+
+def test_label_values_are_escaped_as_the_text_format_asks():
+    family = metrics.gauge("carp_test", "A test.")
+    family.add(metrics.labels(node='a"b\\c\nd'), 1)
+    assert list(samples(family.text())) == [("carp_test", frozenset({("node", 'a"b\\c\nd')}))]
 
 
 def test_without_redis_the_scrape_says_the_live_state_is_unavailable(scrape_token, settings, alias):

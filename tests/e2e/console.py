@@ -327,7 +327,10 @@ class EventStream:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.connection.sock and self.connection.sock.shutdown(socket.SHUT_RDWR)
-        self.connection.close()
+        # The reader thread may be closing the same response (its read ended):
+        # http.client is not thread-safe there.
+        with contextlib.suppress(OSError, AttributeError):
+            self.connection.close()
         self.thread.join(timeout=5)
 
 
