@@ -191,6 +191,23 @@ if not DEBUG and (urlsplit(REDIS_URL).password or "").startswith(PLACEHOLDER_PRE
         "REDIS_URL still has the placeholder password of .env.example; use Redis's requirepass."
     )
 
+# Notifications (cluster/notify.py, sent by `manage.py notifier`). E-mail goes
+# through Django's SMTP backend with these; EMAIL_PASSWORD has a _FILE variant.
+EMAIL_BACKEND = envstr("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = envstr("EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = envstr("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = envsecret("EMAIL_PASSWORD") or ""
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = envbool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = envint("EMAIL_TIMEOUT", 10, minimum=1, maximum=300)
+DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "cluster@localhost")
+# Seconds a webhook receiver has to answer; a slower one is a failed attempt.
+NOTIFY_WEBHOOK_TIMEOUT = envint("NOTIFY_WEBHOOK_TIMEOUT", 5, minimum=1, maximum=60)
+# Seconds a node's applied configuration may differ from the desired one before
+# the notifier reports configuration drift.
+NOTIFY_DRIFT_GRACE_SECONDS = envint("NOTIFY_DRIFT_GRACE_SECONDS", 30, minimum=1)
+
 # Celery (appliance/celery.py reads every CELERY_* setting). JSON only: a
 # pickle payload from the broker would be code execution on every node.
 CELERY_BROKER_URL = REDIS_URL

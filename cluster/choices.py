@@ -157,3 +157,38 @@ class CheckScope(models.TextChoices):
 
     ALL = "all", "All nodes"
     NODES = "nodes", "Chosen nodes"
+
+
+class EventKind(models.TextChoices):
+    """What happened in the cluster (cluster.events detects them, once per occurrence)."""
+
+    OWNER_CHANGED = "owner_changed", "Owner changed"
+    FLAPPING = "flapping", "Owner flapping"
+    SPLIT_BRAIN = "split_brain", "Split brain"
+    NO_MASTER = "no_master", "No master"
+    MASTER_RESTORED = "master_restored", "One master again"
+    NODE_NOT_REPORTING = "node_not_reporting", "Node not reporting"
+    NODE_REPORTING = "node_reporting", "Node reporting again"
+    CHECK_FAILING = "check_failing", "Health check failing"
+    CHECK_PASSING = "check_passing", "Health check passing again"
+    CONFIG_DRIFT = "config_drift", "Configuration drift"
+    CONFIG_CONVERGED = "config_converged", "Configuration applied again"
+    TEST = "test", "Test notification"
+
+
+class ChannelKind(models.TextChoices):
+    EMAIL = "email", "E-mail"
+    WEBHOOK = "webhook", "Webhook"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+
+
+CHANNEL_NAME_MAX_LENGTH: Final = 64
+CHANNEL_URL_MAX_LENGTH: Final = 500
+CHANNEL_RECIPIENTS_MAX: Final = 20
+CHANNEL_SECRET_MAX_LENGTH: Final = 200

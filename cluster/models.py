@@ -393,3 +393,151 @@ class HealthCheck(models.Model):
         if self.kind == choices.CheckKind.SMTP and self.starttls:
             return f"{text} (STARTTLS)"
         return text
+
+
+class ClusterEvent(models.Model):
+    """Something that happened to the cluster, once per occurrence however many
+    detectors (notifier processes) saw it.
+
+    ``subject`` names what the event is about (``owner:eth0:1``, ``node:node2``,
+    ``check:node1:smtp``...) and ``seq`` counts that subject's events: a detector
+    stores the next one only when the subject's condition differs from its last
+    stored one, and ``(subject, seq)`` is unique, so two detectors racing to store
+    the same change store it once (``dedup_key`` is the two in one string).
+    ``condition`` is the subject's state after this event (the new owner, ``down``,
+    ``failing``...), what the next detection compares with.
+    """
+
+    kind = models.CharField(max_length=32, choices=choices.EventKind.choices, db_index=True)
+    subject = models.CharField(max_length=128)
+    seq = models.PositiveIntegerField()
+    dedup_key = models.CharField(max_length=160, unique=True)
+    condition = models.CharField(max_length=128, blank=True)
+    vhid = models.PositiveSmallIntegerField("VHID", null=True, blank=True)
+    interface = models.CharField(max_length=choices.INTERFACE_MAX_LENGTH, blank=True)
+    node = models.CharField(max_length=choices.NODE_NAME_MAX_LENGTH, blank=True)
+    old_owner = models.CharField(max_length=choices.NODE_NAME_MAX_LENGTH, blank=True)
+    new_owner = models.CharField(max_length=choices.NODE_NAME_MAX_LENGTH, blank=True)
+    cause = models.CharField(max_length=255, blank=True)
+    message = models.CharField(max_length=500)
+    detail = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = "cluster event"
+        verbose_name_plural = "cluster events"
+        ordering = ["-at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["subject", "seq"], name="clusterevent_subject_seq"),
+        ]
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class EventBaseline(models.Model):
+    """A subject's condition first seen with no event to say so (the owner of a VIP
+    when it came up, or when the first notifier started): what detection compares
+    with until the subject's first event. Written once per subject, never notified;
+    a notifier that was down then reports the owner change it missed."""
+
+    subject = models.CharField(max_length=128, unique=True)
+    condition = models.CharField(max_length=128, blank=True)
+    at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.subject}: {self.condition}"
+
+
+class NotificationChannel(models.Model):
+    """Where events are sent: an e-mail address list or a webhook URL.
+
+    Desired state, written through ``cluster.notify`` (validated, audited). The
+    webhook's signing secret is encrypted at rest (``cluster.crypto``, as the alias
+    passwords) and never shown back. ``events`` lists the event kinds the channel
+    gets; empty means all of them.
+    """
+
+    name = models.CharField(max_length=choices.CHANNEL_NAME_MAX_LENGTH, unique=True)
+    kind = models.CharField(max_length=16, choices=choices.ChannelKind.choices)
+    url = models.CharField("URL", max_length=choices.CHANNEL_URL_MAX_LENGTH, blank=True)
+    recipients = models.JSONField(default=list, blank=True)
+    secret_encrypted = models.TextField(blank=True, editable=False)
+    events = models.JSONField(default=list, blank=True)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "notification channel"
+        verbose_name_plural = "notification channels"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def set_secret(self, raw: str) -> None:
+        self.secret_encrypted = crypto.encrypt(raw) if raw else ""
+
+    def get_secret(self) -> str:
+        """The plaintext, to sign a webhook body only. Never render it."""
+        return crypto.decrypt(self.secret_encrypted) if self.secret_encrypted else ""
+
+    def wants(self, kind: str) -> bool:
+        return not self.events or kind in self.events or kind == choices.EventKind.TEST
+
+
+class Delivery(models.Model):
+    """One event to one channel: delivered exactly once.
+
+    ``(event, channel)`` is unique. A notifier claims a row by compare-and-set
+    (``cluster.notify.claim``: pending and due, or a sending claim whose lease has
+    run out, to sending with its name), sends, and records the result; a failure
+    goes back to pending with ``next_at`` backed off, until ``MAX_ATTEMPTS``.
+    """
+
+    event = models.ForeignKey(ClusterEvent, on_delete=models.CASCADE, related_name="deliveries")
+    channel = models.ForeignKey(
+        NotificationChannel, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    status = models.CharField(
+        max_length=16,
+        choices=choices.DeliveryStatus.choices,
+        default=choices.DeliveryStatus.PENDING,
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    next_at = models.DateTimeField(default=timezone.now)
+    last_error = models.CharField(max_length=500, blank=True)
+    claimed_by = models.CharField(max_length=128, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["event", "channel"], name="delivery_once"),
+        ]
+        indexes = [models.Index(fields=["status", "next_at"], name="delivery_due")]
+
+    def __str__(self) -> str:
+        return f"event {self.event_id} to {self.channel_id}: {self.status}"
+
+
+class DeliveryAttempt(models.Model):
+    """One try of one delivery, with its result: the delivery log."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="log")
+    number = models.PositiveIntegerField()
+    notifier = models.CharField(max_length=128)
+    ok = models.BooleanField()
+    result = models.CharField(max_length=500)
+    duration_ms = models.PositiveIntegerField(default=0)
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"delivery {self.delivery_id} #{self.number}: {self.result}"

@@ -38,6 +38,8 @@ Error keys are the input keys (``vhid``, ``interface``, ``advbase``,
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -78,6 +80,7 @@ __all__ = [
     "alias_views",
     "aliases_with_relations",
     "change_own_password",
+    "config_version",
     "create_account",
     "create_alias",
     "create_node",
@@ -85,6 +88,7 @@ __all__ = [
     "delete_alias",
     "delete_node",
     "desired_node",
+    "desired_versions",
     "flag_message",
     "grant_token",
     "node_snapshot",
@@ -369,6 +373,58 @@ def desired_node(node_name: str) -> DesiredNode:
         frozenset(elsewhere),
         desired_checks(node_name),
     )
+
+
+def config_version(desired: DesiredNode) -> str:
+    """A digest of what the node runs, without the passwords: the version the node
+    host applies (cluster/node/apply.py) and reports in its heartbeat, and what the
+    event detector compares it with (configuration drift). Here, not in the node
+    host, so that the web side computes the same digest without loading it.
+
+    An alias's ``version`` goes up on every change of the alias, its password
+    included, and starts over at 1 when the alias is deleted and created again, so
+    the alias's id goes in with it; advskew depends on the node's ordinal and the
+    source on the node's address, which the alias version does not see, so the
+    virtual host's public data (the ``[[vhost]]`` table less its password) is
+    digested too. A hash of a password would let anyone who reads Redis (the
+    heartbeat carries the version) try passwords offline, so it stays out.
+    """
+    address = desired.address or ""
+    facts = sorted([v.alias_id, v.version, public_vhost_data(v, address)] for v in desired.vhosts)
+    left_out = sorted([a.alias_id, a.version] for a in desired.left_out)
+    # A check's whole settings (no secret among them: a command check's arguments
+    # are shown on its page too), so that editing one is a new version.
+    checks = sorted((c.to_data() for c in desired.checks), key=lambda c: str(c["name"]))
+    text = json.dumps(
+        [facts, left_out, address, desired.maintenance, checks],
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def public_vhost_data(vhost: DesiredVirtualHost, address: str) -> dict[str, Any]:
+    """The node's ``[[vhost]]`` table (cluster/node/apply._plain) less its password:
+    what the version digests, and what the node runs with the password added."""
+    return {
+        "vhid": vhost.vhid,
+        "interface": vhost.interface,
+        "srcip": [address] if address else [],
+        "addresses": sorted(vhost.addresses),
+        "advbase": vhost.advbase,
+        "advskew": vhost.advskew,
+        "preempt": vhost.preempt,
+        "peers": list(vhost.peers),
+        "strict_counters": bool(vhost.peers),
+    }
+
+
+def desired_versions() -> dict[str, str]:
+    """Every node's desired configuration version (``config_version``), by name."""
+    return {
+        name: config_version(desired_node(name))
+        for name in Node.objects.values_list("name", flat=True)
+    }
 
 
 def alias_form_data(alias: IPAlias) -> AliasData:

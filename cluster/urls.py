@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import path, re_path, reverse_lazy
 
-from cluster import views
+from cluster import views, views_notify
 
 app_name = "console"
 
@@ -40,6 +40,31 @@ urlpatterns = [
         r"^system/cluster/nodes/(?P<name>[-a-z0-9]+)/(?P<action>fail|restore|mail-stop|mail-start)$",
         views.node_demo_action,
         name="node-demo",
+    ),
+    path(
+        "system/cluster/notifications/",
+        views_notify.channel_list,
+        name="notification-list",
+    ),
+    path(
+        "system/cluster/notifications/add/",
+        views_notify.channel_add,
+        name="notification-add",
+    ),
+    path(
+        "system/cluster/notifications/<int:pk>/edit/",
+        views_notify.channel_edit,
+        name="notification-edit",
+    ),
+    path(
+        "system/cluster/notifications/<int:pk>/delete/",
+        views_notify.channel_delete,
+        name="notification-delete",
+    ),
+    path(
+        "system/cluster/notifications/<int:pk>/test/",
+        views_notify.channel_test,
+        name="notification-test",
     ),
     path("system/audit/", views.audit_log, name="audit-log"),
     # Health checks (issue 10)

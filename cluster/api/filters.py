@@ -15,7 +15,7 @@ from rest_framework.filters import OrderingFilter, SearchFilter
 from rest_framework.request import Request
 
 from cluster import choices, services
-from cluster.models import HealthCheck, IPAlias, Node, Transition
+from cluster.models import ClusterEvent, HealthCheck, IPAlias, Node, Transition
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
@@ -162,6 +162,20 @@ class TransitionFilterSet(django_filters.FilterSet):  # type: ignore[misc]
     class Meta:
         model = Transition
         fields = ["node", "vhid", "interface", "since", "until"]
+
+
+class EventFilterSet(django_filters.FilterSet):  # type: ignore[misc]
+    """``?kind=owner_changed&since=2026-01-01T00:00:00Z&node=node2&vhid=1``: a
+    malformed value is a 400 that names its parameter."""
+
+    kind = django_filters.MultipleChoiceFilter(choices=choices.EventKind.choices, label="Kind")
+    vhid = ranged_filter("vhid", choices.VHID_MIN, choices.VHID_MAX, "VHID")
+    since = InstantFilter(field_name="at", lookup_expr="gte", label="At or after (ISO 8601)")
+    until = InstantFilter(field_name="at", lookup_expr="lt", label="Before (ISO 8601)")
+
+    class Meta:
+        model = ClusterEvent
+        fields = ["kind", "node", "vhid", "interface", "since", "until"]
 
 
 class StableOrderingFilter(OrderingFilter):

@@ -19,9 +19,16 @@ from rest_framework import serializers
 from rest_framework.fields import empty
 from rest_framework.settings import api_settings
 
-from cluster import choices, live, services
+from cluster import choices, live, notify, services
 from cluster.choices import Priority
-from cluster.models import HealthCheck, IPAlias, Node, Transition
+from cluster.models import (
+    ClusterEvent,
+    HealthCheck,
+    IPAlias,
+    Node,
+    NotificationChannel,
+    Transition,
+)
 
 
 @extend_schema_field({"type": "string", "enum": list(Priority.values)})
@@ -477,3 +484,63 @@ class HealthCheckSerializer(ServiceInput, serializers.Serializer[HealthCheck]):
     def update(self, instance: HealthCheck, validated_data: dict[str, Any]) -> HealthCheck:
         user = self.context["request"].user
         return services.update_check(user, instance, validated_data, partial=self.partial)
+
+
+class ClusterEventSerializer(serializers.ModelSerializer[ClusterEvent]):
+    class Meta:
+        model = ClusterEvent
+        fields = [
+            "id", "kind", "message", "at", "vhid", "interface", "node", "old_owner",
+            "new_owner", "cause", "detail", "dedup_key",
+        ]  # fmt: skip
+
+
+class NotificationChannelSerializer(ServiceInput, serializers.Serializer[NotificationChannel]):
+    """A notification channel; written through ``cluster.notify`` (its rules, its
+    messages). The secret is write-only: ``has_secret`` says whether one is set."""
+
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(max_length=choices.CHANNEL_NAME_MAX_LENGTH)
+    kind = serializers.ChoiceField(choices=choices.ChannelKind.choices)
+    url = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=choices.CHANNEL_URL_MAX_LENGTH,
+        help_text="webhook: the http(s) URL to POST to; empty for e-mail.",
+    )
+    recipients = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        max_length=choices.CHANNEL_RECIPIENTS_MAX,
+        help_text="e-mail: the addresses; empty for a webhook.",
+    )
+    secret = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        max_length=choices.CHANNEL_SECRET_MAX_LENGTH,
+        style={"input_type": "password"},
+        help_text=f"webhook: the HMAC-SHA256 key ({notify.SECRET_MIN_LENGTH} characters or"
+        " more), required on create; blank or absent on update keeps it. Never shown back.",
+    )
+    has_secret = serializers.SerializerMethodField()
+    events = serializers.ListField(
+        child=serializers.ChoiceField(choices=notify.EVENT_KINDS),
+        required=False,
+        help_text="The event kinds this channel gets; empty for all.",
+    )
+    enabled = serializers.BooleanField(required=False, help_text="Default true.")
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+
+    def get_has_secret(self, channel: NotificationChannel) -> bool:
+        return bool(channel.secret_encrypted)
+
+    def create(self, validated_data: dict[str, Any]) -> NotificationChannel:
+        return notify.create_channel(self.context["request"].user, validated_data)
+
+    def update(
+        self, instance: NotificationChannel, validated_data: dict[str, Any]
+    ) -> NotificationChannel:
+        return notify.update_channel(self.context["request"].user, instance, validated_data)

@@ -13,6 +13,10 @@ router.register("aliases", views.AliasViewSet, basename="ipalias")
 router.register("transitions", views.TransitionViewSet, basename="transition")
 # Health checks (issue 10)
 router.register("health-checks", views.HealthCheckViewSet, basename="healthcheck")
+router.register("events", views.ClusterEventViewSet, basename="clusterevent")
+router.register(
+    "notification-channels", views.NotificationChannelViewSet, basename="notificationchannel"
+)
 
 urlpatterns = [
     # POST username and password, get a new token (shown this once): how automation

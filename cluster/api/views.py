@@ -14,21 +14,31 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from cluster import access, hub, services
+from cluster import access, hub, notify, services
 from cluster.api.filters import (
     AliasFilterSet,
+    EventFilterSet,
     HealthCheckFilterSet,
     NodeFilterSet,
     TransitionFilterSet,
 )
 from cluster.api.serializers import (
     AliasSerializer,
+    ClusterEventSerializer,
     HealthCheckSerializer,
     NodeSerializer,
+    NotificationChannelSerializer,
     StatusSerializer,
     TransitionSerializer,
 )
-from cluster.models import HealthCheck, IPAlias, Node, Transition
+from cluster.models import (
+    ClusterEvent,
+    HealthCheck,
+    IPAlias,
+    Node,
+    NotificationChannel,
+    Transition,
+)
 
 
 class AliasViewSet(viewsets.ModelViewSet[IPAlias]):
@@ -103,6 +113,33 @@ class TransitionViewSet(viewsets.ReadOnlyModelViewSet[Transition]):
 
     def get_queryset(self) -> QuerySet[Transition]:
         return Transition.objects.select_related("node").order_by("-at", "-id")
+
+
+class ClusterEventViewSet(viewsets.ReadOnlyModelViewSet[ClusterEvent]):
+    """Cluster events (owner changed, split brain, no master, node silent, check
+    failing, drift, flapping), each stored once however many notifiers saw it;
+    newest first. ``?kind=`` (repeatable) and ``?since=`` filter them."""
+
+    serializer_class = ClusterEventSerializer
+    filterset_class = EventFilterSet
+    ordering_fields = ["at"]
+
+    def get_queryset(self) -> QuerySet[ClusterEvent]:
+        return ClusterEvent.objects.order_by("-at", "-id")
+
+
+class NotificationChannelViewSet(viewsets.ModelViewSet[NotificationChannel]):
+    """Where events are sent: e-mail recipients or a signed webhook."""
+
+    serializer_class = NotificationChannelSerializer
+    search_fields = ["name", "url"]
+    ordering_fields = ["name"]
+
+    def get_queryset(self) -> QuerySet[NotificationChannel]:
+        return NotificationChannel.objects.order_by("name")
+
+    def perform_destroy(self, instance: NotificationChannel) -> None:
+        notify.delete_channel(self.request.user, instance)
 
 
 _swagger = SpectacularSwaggerView.as_view(url_name="api-schema")

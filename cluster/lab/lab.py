@@ -142,6 +142,7 @@ class Lab(Built):
         self.mail_dir = self.workdir / "mail"
         self.web: Proc | None = None
         self.web_port = web_port
+        self.notifiers: dict[str, Proc] = {}
 
     # -- names ---------------------------------------------------------------------
     @property
@@ -430,6 +431,32 @@ class Lab(Built):
             self.web = None
             logger.info("web stopped")
 
+    def start_notifier(
+        self, name: str = "notifier", env: Mapping[str, str] | None = None, wait: bool = True
+    ) -> Proc:
+        """``manage.py notifier`` on the host, beside the console (README,
+        "Notifications"): a webhook receiver on the host's 127.0.0.1 gets its posts.
+        Several may run (``name`` tells them apart); each event is still sent once."""
+        argv = [PYTHON, "manage.py", "notifier", "--name", name]
+        proc = self.notifiers[name] = self._spawn(name, argv, None, env)
+        logger.info("%s started (pid %d)", name, proc.pid)
+        if wait:
+            wait_until(lambda: self._notifier_running(proc), 30, interval=0.1, what=name)
+        return proc
+
+    def _notifier_running(self, proc: Proc) -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the notifier exited ({proc.returncode}); see its log:\n"
+                               + self.processes.log_text(proc)[-3000:])  # fmt: skip
+        text = self.processes.log_text(proc)
+        return "running" in text[text.rfind("--- ") :]  # this run's part of the log
+
+    def stop_notifier(self, name: str = "notifier", timeout: float = 10) -> None:
+        """SIGTERM: it finishes the delivery in hand and exits."""
+        if name in self.notifiers:
+            self.processes.stop(self.notifiers.pop(name), signal.SIGTERM, timeout)
+            logger.info("%s stopped", name)
+
     # -- teardown ------------------------------------------------------------------
     def close(self, grace: float = 0) -> None:
         """Stop every process (with ``grace`` s for a clean exit after SIGTERM, so the
@@ -442,6 +469,7 @@ class Lab(Built):
             self.workers.clear()
             self.smtp.clear()
             self.web = None
+            self.notifiers.clear()
             if self.redis is not None:
                 self.redis.stop()
         finally:

@@ -292,6 +292,7 @@ def run_demo(var_dir: Path, nodes: int, port: int, redis_url: str | None) -> Non
             for node in lab.node_names:
                 lab.wait_worker_ready(node)
             lab.start_web(port)
+            lab.start_notifier()  # beside the console, in the host's namespace
             supervisor.write_state()
             print(setup.stdout.rstrip("\n"))
             print(instructions(lab, var_dir), flush=True)

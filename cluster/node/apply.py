@@ -15,7 +15,6 @@ A virtual host is turned into plain data in one place only,
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -61,51 +60,16 @@ class NodeConfig:
 
 
 def config_version(desired: services.DesiredNode) -> str:
-    """A digest of what the node runs, without the passwords.
-
-    An alias's ``version`` goes up on every change of the alias, its password
-    included, and starts over at 1 when the alias is deleted and created again, so
-    the alias's id goes in with it; advskew depends on the node's ordinal and the
-    source on the node's address, which the alias version does not see, so the
-    virtual host's plain data (less its password) is digested too. A hash of a
-    password would let anyone who reads Redis (the heartbeat carries the version)
-    try passwords offline, so it stays out.
-    """
-    facts = sorted(
-        [v.alias_id, v.version, _public_data(v, desired.address or "")] for v in desired.vhosts
-    )
-    left_out = sorted([a.alias_id, a.version] for a in desired.left_out)
-    # A check's whole settings (no secret among them: a command check's arguments
-    # are shown on its page too), so that editing one is a new version.
-    checks = sorted((c.to_data() for c in desired.checks), key=lambda c: str(c["name"]))
-    text = json.dumps(
-        [facts, left_out, desired.address or "", desired.maintenance, checks],
-        separators=(",", ":"),
-        sort_keys=True,
-    )
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """The version that names ``desired`` (``services.config_version``: the web side
+    computes the same digest to tell a node that did not apply its configuration)."""
+    return services.config_version(desired)
 
 
 def _plain(vhost: services.DesiredVirtualHost, address: str) -> dict[str, Any]:
-    """One desired virtual host as a ``[[vhost]]`` table (cluster.carp.config)."""
-    return {
-        "vhid": vhost.vhid,
-        "interface": vhost.interface,
-        "srcip": [address] if address else [],
-        "password": vhost.password,
-        "addresses": sorted(vhost.addresses),
-        "advbase": vhost.advbase,
-        "advskew": vhost.advskew,
-        "preempt": vhost.preempt,
-        # Hardening: adverts only from the other members, and no counter twice; our
-        # nodes count up from a clock-derived start, so the check can be strict.
-        "peers": list(vhost.peers),
-        "strict_counters": bool(vhost.peers),
-    }
-
-
-def _public_data(vhost: services.DesiredVirtualHost, address: str) -> dict[str, Any]:
-    return {k: v for k, v in _plain(vhost, address).items() if k != "password"}
+    """One desired virtual host as a ``[[vhost]]`` table (cluster.carp.config): its
+    public data (``services.public_vhost_data``, what the version digests) and its
+    password."""
+    return {**services.public_vhost_data(vhost, address), "password": vhost.password}
 
 
 def node_config(desired: services.DesiredNode) -> NodeConfig:
