@@ -228,6 +228,9 @@ class Scene:
                 config_source="database", demotion=tuple(demotion), client=client,
             )  # fmt: skip
             pipe.set(statekeys.heartbeat_key(node), heartbeat.encode(), ex=statekeys.HEARTBEAT_TTL)
+            # As the node host does: the status hub learns of news from these.
+            message = statekeys.HeartbeatMessage(node, now)
+            pipe.publish(statekeys.EVENTS_CHANNEL, statekeys.encode_message(message))
         else:
             pipe.delete(statekeys.heartbeat_key(node))
         pipe.execute()
