@@ -199,8 +199,21 @@ class StableOrderingFilter(OrderingFilter):
 # Health checks (issue 10)
 
 
+class StrictChoiceField(django_filters.fields.ChoiceField):  # type: ignore[misc]
+    """A choice given blank (``?kind=``) is a 400 naming the choices, not "absent"."""
+
+    def to_python(self, value: Any) -> Any:
+        names = ", ".join(str(key) for key, _ in self.choices if key)
+        refuse_blank(value, f"Choose one of: {names}.")
+        return super().to_python(value)
+
+
+class StrictChoiceFilter(django_filters.ChoiceFilter):  # type: ignore[misc]
+    field_class = StrictChoiceField
+
+
 class HealthCheckFilterSet(django_filters.FilterSet):  # type: ignore[misc]
-    kind = django_filters.ChoiceFilter(choices=choices.CheckKind.choices, label="Kind")
+    kind = StrictChoiceFilter(choices=choices.CheckKind.choices, label="Kind")
     enabled = FlagFilter(field_name="enabled", label="Enabled (true or false)")
 
     class Meta:

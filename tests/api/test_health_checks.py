@@ -136,6 +136,9 @@ def test_the_list_filters_by_kind_and_enabled(admin_api, check) -> None:
     names = [c["name"] for c in admin_api.get(URL, {"enabled": "true"}).json()["results"]]
     assert names == ["smtp-25"]
     assert admin_api.get(URL, {"kind": "ping"}).status_code == 400
+    blank = admin_api.get(URL, {"kind": ""})
+    assert blank.status_code == 400
+    assert "Choose one of: smtp, tcp, http, disk, command." in str(blank.json())
 
 
 def test_the_schema_carries_the_checks_ranges(admin_api) -> None:
