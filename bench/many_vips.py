@@ -56,6 +56,7 @@ from netwatch import (
     advert_deviation,
     capture_drops,
     cpu_seconds,
+    daemon_checkout,
     median,
     p95,
     p99,
@@ -281,12 +282,8 @@ def main() -> int:
     parser.add_argument("--json", help="also write every trial and the summary here")
     parser.add_argument("--workdir", type=Path, help="keep the configs and daemon logs here")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("needs root (network namespaces)", file=sys.stderr)
-        return 2
-    code = args.code.resolve()
-    if not (code / "cluster" / "carp" / "__main__.py").exists():
-        print(f"{code}: no cluster/carp here", file=sys.stderr)
+    code = daemon_checkout(args.code)
+    if code is None:
         return 2
     began = time.time()
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -112,6 +112,19 @@ class AddressMonitor:
             sock.close()
 
 
+def daemon_checkout(code: Path) -> Path | None:
+    """The checkout a daemon benchmark runs (``--code``), once root is known to be
+    there; None, with the reason on stderr, when it cannot run."""
+    if os.geteuid() != 0:
+        print("needs root (network namespaces)", file=sys.stderr)
+        return None
+    code = code.resolve()
+    if not (code / "cluster" / "carp" / "__main__.py").exists():
+        print(f"{code}: no cluster/carp here", file=sys.stderr)
+        return None
+    return code
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 

@@ -44,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from netwatch import LanBench, advert_deviation, cpu_seconds, median, p95, p99
+from netwatch import LanBench, advert_deviation, cpu_seconds, daemon_checkout, median, p95, p99
 
 from tests.carp.netns import PYTHON, REPO, node_ip, sh
 
@@ -218,12 +218,8 @@ def main() -> int:
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--workdir", type=Path, help="keep the configs and daemon logs here")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("needs root (network namespaces)", file=sys.stderr)
-        return 2
-    code = args.code.resolve()
-    if not (code / "cluster" / "carp" / "__main__.py").exists():
-        print(f"{code}: no cluster/carp here", file=sys.stderr)
+    code = daemon_checkout(args.code)
+    if code is None:
         return 2
     try:
         first, second = (int(x) for x in args.skews.split("/"))
