@@ -18,9 +18,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "appliance.settings")
 django_application = get_asgi_application()
 
 from appliance.startup import warm_up_and_freeze  # noqa: E402 - needs Django set up
-from cluster import hub  # noqa: E402 - needs Django set up
+from cluster import hub, metrics  # noqa: E402 - needs Django set up
 
 warm_up_and_freeze()
+# /metrics' failover histogram observes each takeover the hub hears of.
+hub.add_default_listener(metrics.observe_message)
 
 
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:

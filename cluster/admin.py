@@ -791,7 +791,3 @@ class HealthCheckAdmin(RoleAwareAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[HealthCheck]) -> None:
         for check in queryset:
             services.delete_check(request.user, check)
-
-
-# Events, notification channels and deliveries (their own module, registered here).
-from cluster import admin_notify  # noqa: E402, F401

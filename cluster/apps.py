@@ -15,7 +15,11 @@ class ClusterConfig(AppConfig):
     def ready(self) -> None:
         checks.register(check_development_secrets, checks.Tags.security)
         # Connects the audit of each login lockout to axes's signal.
-        from cluster import lockout  # noqa: F401
+        # The events', channels' and deliveries' admin (it builds on cluster.admin).
+        from cluster import (
+            admin_notify,  # noqa: F401
+            lockout,  # noqa: F401
+        )
 
 
 def check_development_secrets(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:

@@ -29,9 +29,9 @@ def announce_desired_change() -> None:
     most ``DESIRED_TIMEOUT``."""
     import time
 
-    from cluster import hub
+    from cluster import desired
 
-    hub.desired_changed()
+    desired.changed()
     try:
         client = statekeys.sync_client(settings.REDIS_URL, timeout=DESIRED_TIMEOUT)
         try:

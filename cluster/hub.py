@@ -68,20 +68,19 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
-import itertools
 import json
 import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Self
 
 from redis.exceptions import RedisError
 
-from cluster import live, statekeys
+from cluster import desired, live, statekeys
 from cluster.checks import CheckStatus
 
 log = logging.getLogger(__name__)
@@ -170,9 +169,6 @@ class Subscription:
 
 # Desired-state changes made by this process (``desired_changed``): a reader that
 # just wrote waits for a status computed after its write (read-your-writes).
-_desired = itertools.count(1)
-_desired_generation = 0
-_desired_lock = threading.Lock()
 
 
 @dataclass
@@ -633,24 +629,37 @@ def reset_shared() -> None:
         hub.close()
 
 
-def _default_listeners() -> list[Listener]:
-    from cluster import metrics
+_default: list[Listener] = []
 
-    return [metrics.observe_message]
+
+def add_default_listener(listener: Listener) -> None:
+    """Every hub this process shares gets ``listener`` (the ASGI application adds
+    the metrics' observer: ``cluster.metrics`` reads this module, not the reverse)."""
+    if listener not in _default:
+        _default.append(listener)
+
+
+def _default_listeners() -> list[Listener]:
+    return list(_default)
 
 
 def desired_generation() -> int:
-    return _desired_generation
+    return desired.generation()
 
 
 def desired_changed() -> None:
-    """The services call this after a commit that changed the desired state."""
-    global _desired_generation
-    with _desired_lock:
-        _desired_generation = next(_desired)
+    """The services call this after a commit that changed the desired state
+    (through ``cluster.desired``, which the dispatch imports instead of this module)."""
+    desired.changed()
+
+
+def _wake_shared() -> None:
     hub = _shared
     if hub is not None:
         hub.desired_changed()
+
+
+desired.listen(_wake_shared)
 
 
 def current_status() -> live.Status:
@@ -666,6 +675,42 @@ def current_data() -> dict[str, Any]:
     hub = shared()
     update = hub.current() if hub is not None else None
     return update.data if update is not None else live.compute_status().as_dict()
+
+
+# ---- the status page's stream -----------------------------------------------------------
+async def event_stream(
+    redis_url: str, status_hub: StatusHub | None = None
+) -> AsyncGenerator[str, None]:
+    """``status`` events (the body of ``GET /api/v1/status/`` plus ``trigger``,
+    the messages that led to it) on connect and at each change, ``transition``
+    events as the engines send them. Nothing is computed here: the process's
+    status hub (cluster/hub.py) computes once for every stream and hands each
+    the newest status; a stream that falls behind skips to it. Redis going away
+    is survived by the hub: the status says so until it returns."""
+    if status_hub is None:
+        status_hub = ensure_shared(redis_url)
+    loop = asyncio.get_running_loop()
+    with status_hub.subscribe() as updates:
+        yield f"retry: {live.RETRY_MS}\n\n"
+        first = await status_hub.wait_latest()
+        if first is None:  # only with a timeout, which is not given here
+            return
+        shown = first.seq
+        yield live.sse("status", {**first.data, "trigger": []})
+        last_sent = loop.time()
+        while True:
+            update = await updates.get(timeout=max(0.0, live.KEEPALIVE - (loop.time() - last_sent)))
+            if update is None:
+                yield ": keepalive\n\n"
+                last_sent = loop.time()
+                continue
+            if update.seq <= shown:
+                continue  # the first status, queued while it was being sent
+            shown = update.seq
+            for message in update.transitions:
+                yield live.sse("transition", statekeys.message_dict(message))
+            yield update.sse_status()
+            last_sent = loop.time()
 
 
 # ---- a hub in a thread of its own, for synchronous code ------------------------------

@@ -16,11 +16,10 @@ ever sees an exception from it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -738,37 +737,3 @@ RETRY_MS = 2000  # what the browser waits before reconnecting
 def sse(event: str, data: Mapping[str, Any]) -> str:
     """One server-sent event; the JSON is on one line, as ``data:`` requires."""
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
-
-
-async def event_stream(redis_url: str, hub: Any = None) -> AsyncGenerator[str, None]:
-    """``status`` events (the body of ``GET /api/v1/status/`` plus ``trigger``,
-    the messages that led to it) on connect and at each change, ``transition``
-    events as the engines send them. Nothing is computed here: the process's
-    status hub (cluster/hub.py) computes once for every stream and hands each
-    the newest status; a stream that falls behind skips to it. Redis going away
-    is survived by the hub: the status says so until it returns."""
-    from cluster import hub as hubs
-
-    status_hub = hub if hub is not None else hubs.ensure_shared(redis_url)
-    loop = asyncio.get_running_loop()
-    with status_hub.subscribe() as updates:
-        yield f"retry: {RETRY_MS}\n\n"
-        first = await status_hub.wait_latest()
-        if first is None:  # only with a timeout, which is not given here
-            return
-        shown = first.seq
-        yield sse("status", {**first.data, "trigger": []})
-        last_sent = loop.time()
-        while True:
-            update = await updates.get(timeout=max(0.0, KEEPALIVE - (loop.time() - last_sent)))
-            if update is None:
-                yield ": keepalive\n\n"
-                last_sent = loop.time()
-                continue
-            if update.seq <= shown:
-                continue  # the first status, queued while it was being sent
-            shown = update.seq
-            for message in update.transitions:
-                yield sse("transition", statekeys.message_dict(message))
-            yield update.sse_status()
-            last_sent = loop.time()

@@ -34,7 +34,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 from redis.exceptions import RedisError
 
-from cluster import access, choices, live, services, statekeys
+from cluster import access, choices, hub, live, services, statekeys
 from cluster.checks import CheckStatus
 from cluster.forms import (
     AliasForm,
@@ -244,7 +244,7 @@ def cluster_overview(request: HttpRequest) -> HttpResponse:
 
 
 async def cluster_events(request: HttpRequest) -> HttpResponseBase:
-    """The live status as server-sent events (``live.event_stream``).
+    """The live status as server-sent events (``hub.event_stream``).
 
     Session-authenticated like the pages, but answers 403 rather than a
     redirect to the login page: an EventSource cannot follow one usefully.
@@ -253,7 +253,7 @@ async def cluster_events(request: HttpRequest) -> HttpResponseBase:
     if not await sync_to_async(access.can_view)(user):
         return HttpResponseForbidden("Log in with a role in this cluster.")
     response = StreamingHttpResponse(
-        live.event_stream(settings.REDIS_URL), content_type="text/event-stream"
+        hub.event_stream(settings.REDIS_URL), content_type="text/event-stream"
     )
     # identity: GZipMiddleware (or a proxy) buffered every event (NOTES.md);
     # X-Accel-Buffering: nginx would buffer it too.

@@ -421,7 +421,7 @@ def test_the_stream_sends_the_status_then_each_transition_and_the_new_status(
         engines.report(node, {1: state})
 
     async def scenario() -> list[tuple[str, Any]]:
-        stream = live.event_stream(redis_url)
+        stream = hub.event_stream(redis_url)
         try:
             seen = [await next_event(stream)]
             pending = asyncio.ensure_future(next_event(stream))
@@ -465,7 +465,7 @@ def test_the_stream_turns_a_node_not_reporting_when_its_heartbeat_expires_withou
     engines.beat("node1", at=time.time() - statekeys.HEARTBEAT_TTL + 0.6, ttl=0.6)
 
     async def scenario() -> dict[str, Any]:
-        stream = live.event_stream(redis_url)
+        stream = hub.event_stream(redis_url)
         try:
             first = (await next_event(stream))[1]
             assert first["nodes"][0]["reporting"] is True
@@ -488,7 +488,7 @@ def test_the_stream_starts_and_goes_on_without_redis(stream_hub, settings, alias
     settings.REDIS_URL = "redis+socket:///nonexistent/redis.sock"
 
     async def scenario() -> tuple[str, Any]:
-        stream = live.event_stream(settings.REDIS_URL)
+        stream = hub.event_stream(settings.REDIS_URL)
         try:
             return await next_event(stream)
         finally:
