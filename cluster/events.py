@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cluster.checks import SOURCE_PREFIX as HEALTH_PREFIX  # a failing check's demotion source
+
 # The kinds (cluster.choices.EventKind has the same values and their labels; this
 # module stays free of Django).
 OWNER_CHANGED = "owner_changed"
@@ -39,7 +41,6 @@ CONFIG_DRIFT = "config_drift"
 CONFIG_CONVERGED = "config_converged"
 
 MASTER = "MASTER"
-HEALTH_PREFIX = "health:"  # cluster.checks.SOURCE_PREFIX: a failing check's demotion source
 
 # A split brain or a missing master must last this long to be an event: a bow-out
 # heard by several backups leaves two holders for tens of milliseconds, and
