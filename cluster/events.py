@@ -24,8 +24,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cluster.checks import SOURCE_PREFIX as HEALTH_PREFIX  # a failing check's demotion source
-
 # The kinds (cluster.choices.EventKind has the same values and their labels; this
 # module stays free of Django).
 OWNER_CHANGED = "owner_changed"
@@ -46,6 +44,10 @@ MASTER = "MASTER"
 # heard by several backups leaves two holders for tens of milliseconds, and
 # maintenance on a three-tier alias for about 1.1 s (NOTES.md), by design.
 HOLD_SECONDS = 2.0
+# A check that fails while boot gating holds its node demoted must have failed this
+# long before it is an event: a mail service that starts after the node's worker
+# fails its first probes, and gating exists so that it may, by design.
+BOOT_GRACE_SECONDS = 30.0
 # A node's applied configuration may differ from the desired one this long (the
 # apply task's round trip, a worker restarting) before it is drift.
 DRIFT_GRACE_SECONDS = 30.0
@@ -287,27 +289,72 @@ def _node_events(
         events.append(Event(NODE_REPORTING, subject, "up", message, now, node=name))
     if node.get("unreadable"):
         return events  # what it says about checks and configuration cannot be read
-    failing = {
-        str(d["source"])[len(HEALTH_PREFIX) :]: str(d.get("reason") or "")
-        for d in (node.get("demotion") or {}).get("sources") or []
-        if str(d.get("source", "")).startswith(HEALTH_PREFIX)
-    }
-    for check, reason in sorted(failing.items()):
+    events.extend(_check_events(node, now, memory))
+    events.extend(_drift_events(node, now, memory, state, desired, drift_grace))
+    return events
+
+
+def _check_condition(check: Mapping[str, Any], now: float) -> str | None:
+    """``failing`` or ``passing`` by the check's own verdict, as its heartbeat reports
+    it (cluster.checks.CheckStatus); None while there is nothing to say yet.
+
+    Outside boot gating a check demotes its node exactly while it is failing by its
+    rise and fall counts (cluster.health: the level is the weight, at least 1, while
+    failing), so its demotion is the verdict: one probe that fails below ``fall`` is
+    no event, nor is one pass below ``rise``. While boot gating holds the node
+    demoted the demotion says nothing about failure (a node starts demoted until each
+    check has passed), and the status does not carry ``fall``: a check that has
+    failed since the boot for BOOT_GRACE_SECONDS is failing, one that has not is
+    still starting.
+    """
+    passing = check.get("passing")
+    if passing is None:
+        return None  # no result yet: booting, or a check just added
+    if check.get("gating"):
+        if passing:
+            return None  # passed, but not yet the times gating needs: still starting
+        since = check.get("changed_at")  # the first failure of this run, the node's clock
+        failed_for = now - float(since) if since is not None else 0.0
+        return "failing" if failed_for >= BOOT_GRACE_SECONDS else None
+    return "failing" if int(check.get("demotion") or 0) > 0 else "passing"
+
+
+def _check_events(node: Mapping[str, Any], now: float, memory: Mapping[str, str]) -> list[Event]:
+    """Per node and check (subject ``check:<node>:<check>``): a node's failing check
+    demotes that node alone, with its own cause, so a check failing on three nodes is
+    three occurrences, each stored once however many notifiers see it."""
+    name = str(node["name"])
+    events: list[Event] = []
+    running = {str(c["name"]): c for c in node.get("checks") or []}
+    for check, status in sorted(running.items()):
         subject = f"check:{name}:{check}"
-        if memory.get(subject) != "failing":
-            message = f"Health check {check} on {name} is failing" + (
-                f": {reason}." if reason else "."
-            )
+        condition = _check_condition(status, now)
+        last = memory.get(subject)
+        detail: dict[str, Any] = {"check": check, "kind": status.get("kind") or "",
+                                  "count": status.get("count")}  # fmt: skip
+        if condition == "failing" and last != "failing":
+            reason = str(status.get("message") or "")
+            if status.get("gating"):
+                detail["boot"] = True
+                message = f"Health check {check} on {name} has not passed since the node started"
+            else:
+                message = f"Health check {check} on {name} is failing"
+            message += f": {reason}." if reason else "."
             events.append(Event(CHECK_FAILING, subject, "failing", message, now, node=name,
-                                cause=reason[:255], detail={"check": check}))  # fmt: skip
+                                cause=reason[:255], detail=detail))  # fmt: skip
+        elif condition == "passing" and last == "failing":
+            message = f"Health check {check} on {name} is passing again."
+            events.append(Event(CHECK_PASSING, subject, "passing", message, now, node=name,
+                                detail=detail))  # fmt: skip
+    # A failing check the node no longer runs (deleted, disabled, out of its scope)
+    # has stopped failing; closing it lets a later failure of the same name be news.
     prefix = f"check:{name}:"
     for subject, condition in sorted(memory.items()):
         check = subject[len(prefix) :]
-        if subject.startswith(prefix) and condition == "failing" and check not in failing:
-            message = f"Health check {check} on {name} is passing again."
-            events.append(Event(CHECK_PASSING, subject, "passing", message, now, node=name,
-                                detail={"check": check}))  # fmt: skip
-    events.extend(_drift_events(node, now, memory, state, desired, drift_grace))
+        if subject.startswith(prefix) and condition == "failing" and check not in running:
+            message = f"Health check {check} on {name} is no longer run there; it was failing."
+            events.append(Event(CHECK_PASSING, subject, "removed", message, now, node=name,
+                                detail={"check": check, "removed": True}))  # fmt: skip
     return events
 
 

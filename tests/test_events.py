@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from cluster import events
+from cluster.checks import CheckSpec, source_name
 from cluster.events import DetectorState, detect, remember
+from cluster.health import CheckTracker
 
 T0 = 1_800_000_000.0
 
@@ -235,24 +237,155 @@ def test_a_node_not_reporting_and_back_are_one_event_each():
     assert detector.see(up, T0 + 10) == []
 
 
-def test_a_failing_health_check_is_reported_by_its_demotion_source_and_so_is_its_recovery():
-    detector = Detector()
-    failing = status([node("node1", demotion=[("health:smtp", "smtp: connection refused")])], [])
-    passing = status([node("node1")], [])
-    detector.see(passing, T0)
-    found = detector.see(failing, T0 + 1)
-    assert [(e.kind, e.subject, e.cause) for e in found] == [
-        (events.CHECK_FAILING, "check:node1:smtp", "smtp: connection refused")
+def smtp(boot: bool = False, **spec: Any) -> CheckTracker:
+    """The node host's tracker of one check (cluster/health.py): the tests feed it
+    probe results, and the heartbeat reports what it says."""
+    check = CheckSpec("smtp", "smtp", **{"rise": 2, "fall": 3, **spec})
+    return CheckTracker.at_boot(check) if boot else CheckTracker(check)
+
+
+def checked(name: str, *trackers: CheckTracker) -> dict[str, Any]:
+    """A reporting node whose heartbeat carries these checks' statuses and, as the
+    runner would, each demoting check's source ``health:<name>``."""
+    sources = [(source_name(t.spec.name), t.demotion()[1]) for t in trackers if t.level]
+    reported: dict[str, Any] = node(name, demotion=sources)
+    reported["checks"] = [t.status().to_data() for t in trackers]
+    return reported
+
+
+def probes(tracker: CheckTracker, results: str, start: float) -> float:
+    """Feed ``results`` ("x" fail, "." pass) one second apart; the time of the last."""
+    for i, result in enumerate(results):
+        ok = result == "."
+        tracker.record(ok, "250 mail ready" if ok else "connection refused", start + i)
+    return start + len(results) - 1
+
+
+def test_a_check_failing_by_its_fall_count_is_one_failing_event_and_its_recovery_one_passing():
+    detector, check = Detector(), smtp()
+    at = probes(check, "..", T0)
+    assert detector.see(status([checked("node1", check)], []), at) == []
+    at = probes(check, "xx", at + 1)  # below fall (3): not failing yet
+    assert detector.see(status([checked("node1", check)], []), at) == []
+    at = probes(check, "x", at + 1)
+    found = detector.see(status([checked("node1", check)], []), at)
+    assert [(e.kind, e.subject, e.condition, e.cause) for e in found] == [
+        (events.CHECK_FAILING, "check:node1:smtp", "failing", "connection refused")
     ]
-    assert detector.see(failing, T0 + 2) == []
-    assert kinds(detector.see(passing, T0 + 3)) == [events.CHECK_PASSING]
+    assert "smtp on node1 is failing" in found[0].message
+    at = probes(check, "x.", at + 1)  # one pass is below rise (2): still failing
+    assert detector.see(status([checked("node1", check)], []), at) == []
+    at = probes(check, ".", at + 1)
+    found = detector.see(status([checked("node1", check)], []), at)
+    assert [(e.kind, e.subject, e.condition) for e in found] == [
+        (events.CHECK_PASSING, "check:node1:smtp", "passing")
+    ]
+    assert detector.see(status([checked("node1", check)], []), at + 1) == []
+
+
+def test_a_single_failed_probe_below_the_fall_count_is_no_event():
+    detector, check = Detector(), smtp()
+    at = probes(check, "..x..x.", T0)
+    for i in range(7):
+        assert detector.see(status([checked("node1", check)], []), at + i) == []
+
+
+def test_a_plain_boot_with_gating_raises_no_check_event():
+    detector = Detector()
+    check = smtp(boot=True)
+    booting = checked("node1", check)
+    # Demoted by its health source without any result: gating, not failing.
+    assert booting["demotion"]["sources"][0]["source"] == "health:smtp"
+    assert detector.see(status([booting], []), T0) == []
+    assert detector.see(status([booting], []), T0 + events.BOOT_GRACE_SECONDS + 1) == []
+    at = probes(check, ".", T0 + events.BOOT_GRACE_SECONDS + 2)
+    assert not check.gating
+    assert detector.see(status([checked("node1", check)], []), at) == []
+    assert detector.memory == {}
+
+
+def test_boot_gating_that_needs_rise_passes_is_no_event_while_it_still_holds():
+    detector, check = Detector(), smtp(boot=True, boot_needs_rise=True, rise=3)
+    for i in range(3):
+        assert check.gating
+        at = probes(check, ".", T0 + i)
+        assert detector.see(status([checked("node1", check)], []), at) == []
+    assert not check.gating
+
+
+def test_a_service_slow_to_start_fails_at_boot_then_passes_within_the_grace_and_is_no_event():
+    detector, check = Detector(), smtp(boot=True)
+    at = probes(check, "xxxx", T0)  # past fall, but within the boot grace
+    assert check.gating
+    assert check.status().passing is False
+    assert detector.see(status([checked("node1", check)], []), at) == []
+    at = probes(check, "..", at + 1)
+    assert detector.see(status([checked("node1", check)], []), at) == []
+    assert detector.memory == {}
+
+
+def test_a_check_failing_since_the_boot_is_failing_after_the_grace_and_passing_once_it_recovers():
+    detector, check = Detector(), smtp(boot=True)
+    probes(check, "x", T0)
+    assert detector.see(status([checked("node1", check)], []), T0 + 1) == []
+    at = probes(check, "x" * int(events.BOOT_GRACE_SECONDS), T0 + 1)
+    found = detector.see(status([checked("node1", check)], []), at)
+    assert [(e.kind, e.condition, e.detail.get("boot")) for e in found] == [
+        (events.CHECK_FAILING, "failing", True)
+    ]
+    assert "has not passed since the node started" in found[0].message
+    assert detector.see(status([checked("node1", check)], []), at + 1) == []
+    at = probes(check, ".", at + 1)  # ungated, but failing until rise (2) passes
+    assert detector.see(status([checked("node1", check)], []), at) == []
+    at = probes(check, ".", at + 1)
+    assert kinds(detector.see(status([checked("node1", check)], []), at)) == [events.CHECK_PASSING]
+
+
+def test_a_node_rebooted_while_its_check_failed_says_nothing_until_the_check_has_a_verdict():
+    detector = Detector()
+    detector.memory = {"check:node1:smtp": "failing"}
+    check = smtp(boot=True)
+    assert detector.see(status([checked("node1", check)], []), T0) == []
+    at = probes(check, ".", T0 + 1)
+    assert kinds(detector.see(status([checked("node1", check)], []), at)) == [events.CHECK_PASSING]
+
+
+def test_a_check_failing_on_three_nodes_is_one_event_per_node_and_two_detectors_agree():
+    names = ["node1", "node2", "node3"]
+    trackers = {n: smtp() for n in names}
+    for tracker in trackers.values():
+        probes(tracker, "xxx", T0)
+    failing = status([checked(n, trackers[n]) for n in names], [])
+    first, second = Detector(), Detector()
+    a, b = first.see(failing, T0 + 3), second.see(failing, T0 + 3.5)
+    assert [(e.kind, e.subject, e.node) for e in a] == [
+        (events.CHECK_FAILING, f"check:{n}:smtp", n) for n in names
+    ]
+    assert [(e.subject, e.condition) for e in a] == [(e.subject, e.condition) for e in b]
+    assert first.see(failing, T0 + 4) == []
+
+
+def test_a_failing_check_the_node_no_longer_runs_is_closed_once_and_a_new_failure_is_news():
+    detector, check = Detector(), smtp()
+    at = probes(check, "xxx", T0)
+    assert kinds(detector.see(status([checked("node1", check)], []), at)) == [events.CHECK_FAILING]
+    removed = detector.see(status([checked("node1")], []), at + 1)
+    assert [(e.kind, e.subject, e.condition) for e in removed] == [
+        (events.CHECK_PASSING, "check:node1:smtp", "removed")
+    ]
+    assert detector.see(status([checked("node1")], []), at + 2) == []
+    again = smtp()
+    at = probes(again, "xxx", at + 3)
+    assert kinds(detector.see(status([checked("node1", again)], []), at)) == [events.CHECK_FAILING]
 
 
 def test_a_node_that_stops_reporting_does_not_make_its_failing_check_pass():
-    detector = Detector()
-    detector.see(status([node("node1", demotion=[("health:smtp", "down")])], []), T0)
-    found = detector.see(status([node("node1", reporting=False)], []), T0 + 5)
+    detector, check = Detector(), smtp()
+    at = probes(check, "xxx", T0)
+    detector.see(status([checked("node1", check)], []), at)
+    found = detector.see(status([node("node1", reporting=False)], []), at + 5)
     assert kinds(found) == [events.NODE_NOT_REPORTING]
+    assert detector.memory["check:node1:smtp"] == "failing"
 
 
 def test_configuration_drift_is_reported_after_the_grace_period_only():
