@@ -207,6 +207,11 @@ NOTIFY_WEBHOOK_TIMEOUT = envint("NOTIFY_WEBHOOK_TIMEOUT", 5, minimum=1, maximum=
 # Seconds a node's applied configuration may differ from the desired one before
 # the notifier reports configuration drift.
 NOTIFY_DRIFT_GRACE_SECONDS = envint("NOTIFY_DRIFT_GRACE_SECONDS", 30, minimum=1)
+# Days cluster events and notification deliveries (with their attempt log) are
+# kept; the notifier prunes hourly (cluster/retention.py, manage.py prune_events).
+# At most a century: the cut-off is a date.
+EVENT_RETENTION_DAYS = envint("EVENT_RETENTION_DAYS", 90, minimum=1, maximum=36500)
+DELIVERY_RETENTION_DAYS = envint("DELIVERY_RETENTION_DAYS", 30, minimum=1, maximum=36500)
 
 # Celery (appliance/celery.py reads every CELERY_* setting). JSON only: a
 # pickle payload from the broker would be code execution on every node.

@@ -10,7 +10,8 @@ Two threads (and the status hub's), each with its own database connection:
   once, with its deliveries, and wakes the sender.
 - *delivery*: claims due deliveries by compare-and-set and sends them, with
   retries and back-off; it also polls, so that a retry comes due, and a delivery
-  stored by another notifier, or before this one started, is sent.
+  stored by another notifier, or before this one started, is sent; and, at most
+  once an hour, it prunes old events and deliveries (cluster/retention.py).
 
 Any number may run (say one beside each web server): each event is stored once and
 each delivery sent once. SIGTERM or SIGINT stops it after the delivery in hand.
@@ -28,7 +29,7 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from cluster import events, live, notify, services, statekeys
+from cluster import events, live, notify, retention, services, statekeys
 from cluster.hub import BackgroundHub
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ class Notifier:
     # -- delivery ---------------------------------------------------------------
     def _delivery_loop(self) -> None:
         # Each sender thread keeps its own database connection (Django's are per thread).
+        pruning = retention.Schedule()  # old events and deliveries, at most hourly
         with concurrent.futures.ThreadPoolExecutor(SENDERS, "notifier-send") as pool:
             while not self.stop.is_set():
                 self.wake.clear()
@@ -150,6 +152,7 @@ class Notifier:
                 except Exception:
                     log.exception("delivery round failed")
                     close_old_connections()
+                pruning.run()
                 self.wake.wait(DELIVERY_POLL)
             list(pool.map(lambda _: connection.close(), range(SENDERS)))
         connection.close()
