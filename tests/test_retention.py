@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime
 import io
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ from cluster.models import (
     EventBaseline,
     NotificationChannel,
 )
+from cluster.notifier import Notifier
 from tests.test_settings import start
 
 NOW = timezone.now()
@@ -185,3 +188,22 @@ def test_the_retention_settings_refuse_a_value_below_one_day_naming_the_variable
         result = start(DEBUG="1", **{name: "0"})
         assert result.returncode != 0
         assert f"{name} must be between 1 and 36500; got 0." in result.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_running_notifiers_delivery_loop_prunes_at_its_first_round(alice: Any) -> None:
+    notify.create_channel(alice, {"name": "m", "kind": "email", "recipients": ["o@example.com"]})
+    stored("node:node2", "down", 200)
+    stored("node:node2", "up", 100)
+    notifier = Notifier("t", status=dict)
+    sender = threading.Thread(target=notifier._delivery_loop)
+    sender.start()
+    try:
+        deadline = time.monotonic() + 30  # a busy machine: what matters is that it happens
+        while ClusterEvent.objects.count() > 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        notifier.shutdown()
+        sender.join(30)
+    assert left() == [("node:node2", 2)]
+    assert not sender.is_alive()
