@@ -20,6 +20,13 @@ from tests.factories import make_alias
 from tests.test_hub import subscribed
 
 
+@pytest.fixture(autouse=True)
+def _no_redis(settings: Any, tmp_path: Path) -> None:
+    """No Redis unless a test asks for ``redis_url``: the events a notifier stores
+    are announced there, and never to the host's."""
+    settings.REDIS_URL = f"redis+socket://{tmp_path}/no-redis.sock"
+
+
 def status(versions: dict[str, str]) -> dict[str, Any]:
     nodes = [
         {"name": name, "ordinal": i, "maintenance": False, "reporting": True,
@@ -119,9 +126,8 @@ def test_a_stored_event_reaches_an_open_status_stream_as_the_api_shows_it(
 
 
 def test_with_redis_down_events_are_stored_and_detection_goes_on(
-    settings, tmp_path: Path, db, caplog: pytest.LogCaptureFixture
+    db, caplog: pytest.LogCaptureFixture
 ):
-    settings.REDIS_URL = f"redis+socket://{tmp_path}/no-redis.sock"
     notifier = Notifier("t", status=node2_down)
     try:
         with caplog.at_level(logging.WARNING, logger="cluster.notifier"):
