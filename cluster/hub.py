@@ -387,8 +387,12 @@ class StatusHub:
                 except Exception:
                     log.exception("a status hub listener failed")
         beats = [m for m in batch if isinstance(m, statekeys.HeartbeatMessage)]
+        # A stored cluster event changes nothing the status shows: the listeners
+        # (each open stream's, in event_stream) have had it; no recomputation.
         news: list[statekeys.Message] = [
-            m for m in batch if not isinstance(m, statekeys.HeartbeatMessage)
+            m
+            for m in batch
+            if not isinstance(m, statekeys.HeartbeatMessage | statekeys.ClusterEventMessage)
         ]
         for beat in beats:
             # Its key was just set with a full TTL (the arrival, on our clock).
@@ -683,14 +687,16 @@ async def event_stream(
 ) -> AsyncGenerator[str, None]:
     """``status`` events (the body of ``GET /api/v1/status/`` plus ``trigger``,
     the messages that led to it) on connect and at each change, ``transition``
-    events as the engines send them. Nothing is computed here: the process's
+    events as the engines send them, ``cluster_event`` events (one stored cluster
+    event, as ``/api/v1/events/`` shows it) as the notifiers announce them, which
+    recompute nothing. Nothing is computed here: the process's
     status hub (cluster/hub.py) computes once for every stream and hands each
     the newest status; a stream that falls behind skips to it. Redis going away
     is survived by the hub: the status says so until it returns."""
     if status_hub is None:
         status_hub = ensure_shared(redis_url)
     loop = asyncio.get_running_loop()
-    with status_hub.subscribe() as updates:
+    with status_hub.subscribe() as updates, _Announced(status_hub) as announced:
         yield f"retry: {live.RETRY_MS}\n\n"
         first = await status_hub.wait_latest()
         if first is None:  # only with a timeout, which is not given here
@@ -699,10 +705,15 @@ async def event_stream(
         yield live.sse("status", {**first.data, "trigger": []})
         last_sent = loop.time()
         while True:
-            update = await updates.get(timeout=max(0.0, live.KEEPALIVE - (loop.time() - last_sent)))
-            if update is None:
-                yield ": keepalive\n\n"
+            keepalive = max(0.0, live.KEEPALIVE - (loop.time() - last_sent))
+            update, event = await announced.next(updates, keepalive)
+            if event is not None:
+                yield live.sse("cluster_event", event.public())
                 last_sent = loop.time()
+            if update is None:
+                if event is None:
+                    yield ": keepalive\n\n"
+                    last_sent = loop.time()
                 continue
             if update.seq <= shown:
                 continue  # the first status, queued while it was being sent
@@ -711,6 +722,58 @@ async def event_stream(
                 yield live.sse("transition", statekeys.message_dict(message))
             yield update.sse_status()
             last_sent = loop.time()
+
+
+ANNOUNCED_QUEUED = 100  # cluster events a stream holds for its browser, newest kept
+
+
+class _Announced:
+    """A stream's cluster events, as the notifiers announce them: a hub listener
+    (it never waits; a stream that falls behind loses the oldest) while the
+    stream runs, and the stream's wait for the next status or event."""
+
+    def __init__(self, status_hub: StatusHub) -> None:
+        self._hub = status_hub
+        self._queue: asyncio.Queue[statekeys.ClusterEventMessage] = asyncio.Queue(ANNOUNCED_QUEUED)
+        # Both waits are kept from one round to the next: neither is cancelled
+        # half-way while the other answers.
+        self._update: asyncio.Task[Update | None] | None = None
+        self._event: asyncio.Task[statekeys.ClusterEventMessage] | None = None
+
+    def offer(self, message: statekeys.Message) -> None:
+        if isinstance(message, statekeys.ClusterEventMessage):
+            if self._queue.full():
+                self._queue.get_nowait()
+            self._queue.put_nowait(message)
+
+    async def next(
+        self, updates: Subscription, timeout: float
+    ) -> tuple[Update | None, statekeys.ClusterEventMessage | None]:
+        """Whichever came first (both if both did), or (None, None) after ``timeout``."""
+        if self._update is None:
+            self._update = asyncio.ensure_future(updates.get())
+        if self._event is None:
+            self._event = asyncio.ensure_future(self._queue.get())
+        done, _ = await asyncio.wait(
+            (self._update, self._event), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        update = event = None
+        if self._update in done:
+            update, self._update = self._update.result(), None
+        if self._event in done:
+            event, self._event = self._event.result(), None
+        return update, event
+
+    def __enter__(self) -> Self:
+        self._hub.listeners.append(self.offer)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(ValueError):
+            self._hub.listeners.remove(self.offer)
+        for task in (self._update, self._event):
+            if task is not None:
+                task.cancel()
 
 
 # ---- a hub in a thread of its own, for synchronous code ------------------------------

@@ -7,7 +7,9 @@ Two threads (and the status hub's), each with its own database connection:
   says something new or expires, a desired change), and the newest again at least
   once a second; ``cluster.events.detect`` compares it with the previous one and
   with what was stored last; ``cluster.notify.store_events`` stores each event
-  once, with its deliveries, and wakes the sender.
+  once, with its deliveries, and wakes the sender. Each event stored is then
+  announced on ``carp:events`` (`Announcer`, a thread of its own) so that every
+  open status page lists it at once.
 - *delivery*: claims due deliveries by compare-and-set and sends them, with
   retries and back-off; it also polls, so that a retry comes due, and a delivery
   stored by another notifier, or before this one started, is sent; and, at most
@@ -20,17 +22,21 @@ each delivery sent once. SIGTERM or SIGINT stops it after the delivery in hand.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection
+from redis.exceptions import RedisError
 
 from cluster import events, live, notify, retention, services, statekeys
+from cluster.api.serializers import ClusterEventSerializer
 from cluster.hub import BackgroundHub
+from cluster.models import ClusterEvent
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,72 @@ DELIVERY_POLL = 1.0  # the sender looks for due deliveries at least this often
 DESIRED_EVERY = 30.0  # seconds between two reads of the desired versions with no news
 MEMORY_EVERY = 30.0  # re-read what was stored last per subject (other notifiers store too)
 SENDERS = 4  # deliveries sent side by side
+ANNOUNCE_BACKLOG = 100  # batches of stored events waiting to be announced, at most
+
+
+class Announcer:
+    """Tells the status pages about stored events: one ``cluster_event`` message per
+    event on ``carp:events`` (the hubs forward it to each open page's stream).
+
+    In a thread of its own, after the commit: a Redis that is down or slow never
+    holds up detection or fails it (the database is the record; a page shows the
+    event at its next load). A backlog beyond ``ANNOUNCE_BACKLOG`` batches is dropped.
+    """
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis_url = redis_url
+        self.dropped = 0  # batches not announced: Redis too slow for too long
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._client: Any = None
+        # Its thread starts at the first announcement and ends with the executor.
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, "notifier-announce")
+
+    def announce(self, rows: Sequence[ClusterEvent]) -> None:
+        """Queue the announcement of ``rows`` (committed already); never waits."""
+        try:
+            messages = [
+                statekeys.ClusterEventMessage.from_public(ClusterEventSerializer(row).data)
+                for row in rows
+            ]
+        except statekeys.Unreadable:
+            log.exception("a stored event cannot be announced")
+            return
+        with self._lock:
+            if self._pending >= ANNOUNCE_BACKLOG:
+                self.dropped += 1
+                log.warning("%d stored event(s) not announced: Redis is behind", len(rows))
+                return
+            self._pending += 1
+        try:
+            self._executor.submit(self._publish, messages)
+        except RuntimeError:  # closed: the notifier is stopping
+            with self._lock:
+                self._pending -= 1
+
+    def _publish(self, messages: list[statekeys.ClusterEventMessage]) -> None:
+        try:
+            if self._client is None:
+                self._client = statekeys.sync_client(self.redis_url, timeout=live.REDIS_TIMEOUT)
+            pipe = self._client.pipeline(transaction=False)
+            for message in messages:
+                pipe.publish(statekeys.EVENTS_CHANNEL, statekeys.encode_message(message))
+            pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("%d stored event(s) not announced to the pages: %s", len(messages), exc)
+        finally:
+            with self._lock:
+                self._pending -= 1
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait for the announcements queued so far (tests)."""
+        self._executor.submit(lambda: None).result(timeout)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._client is not None:
+            with contextlib.suppress(RedisError, OSError):
+                self._client.close()
 
 
 class Notifier:
@@ -64,6 +136,7 @@ class Notifier:
         self._desired_at = 0.0
         self._verified: set[tuple[str, str]] = set()  # differences seen with fresh versions
         self._memory_at = 0.0
+        self.announcer = Announcer(settings.REDIS_URL)
 
     # -- detection --------------------------------------------------------------
     def detect_once(
@@ -85,6 +158,7 @@ class Notifier:
         stored = notify.store_events(found, self.memory)
         if stored:
             self.wake.set()
+            self.announcer.announce(stored)
         # Then, off the path of the events just stored, the desired versions: read
         # again after a desired change, every DESIRED_EVERY, and at once when a node
         # is seen on a version other than the one read (a node that applied a change
@@ -167,6 +241,7 @@ class Notifier:
             self.stop.set()
             self.wake.set()
             sender.join()
+            self.announcer.close()
             log.info("notifier %s stopped", self.name)
 
     def shutdown(self) -> None:

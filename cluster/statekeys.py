@@ -41,8 +41,11 @@ Pub/sub channel ``carp:events``: one JSON object per message, with ``"kind"``:
 `TransitionMessage` (``"transition"``; its ``at`` is the engine's wall-clock
 time of the transition itself: the latency benchmark measures from it),
 `HeartbeatMessage` (``"heartbeat"``, at most one per ``HEARTBEAT_INTERVAL``),
-`NodeMessage` (``"node"``: ``"started"`` or ``"stopped"``) and `DesiredMessage`
-(``"desired"``: the web changed the desired state; the status hubs recompute).
+`NodeMessage` (``"node"``: ``"started"`` or ``"stopped"``), `DesiredMessage`
+(``"desired"``: the web changed the desired state; the status hubs recompute) and
+`ClusterEventMessage` (``"cluster_event"``: a notifier stored a cluster event, as
+``/api/v1/events/`` shows it under ``"event"``; the status pages list it, no hub
+recomputes for it).
 
 Channel ``carp:demo:control`` (demo mode only): ``{"action": "fail" | "restore" |
 "mail-stop" | "mail-start", "node": name, "at"}``, from the status page's buttons
@@ -54,10 +57,12 @@ its node (`apply_queue`), which only that node's worker consumes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit
 
@@ -536,10 +541,102 @@ class DesiredMessage:
         return cls(_time(data, "at") or 0.0)
 
 
-Message = VhostMessage | TransitionMessage | HeartbeatMessage | NodeMessage | DesiredMessage
+def _opt_int(data: Mapping[str, Any], key: str) -> int | None:
+    return None if _missing(data.get(key)) else _int(data, key)
+
+
+def _iso_time(data: Mapping[str, Any], key: str) -> str:
+    """An ISO 8601 time, kept as the text it came as (the API's form)."""
+    value = _str(data, key)
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise Unreadable(key, f"not an ISO 8601 time: {value[:40]!r}") from None
+    return value
+
+
+@dataclass(frozen=True)
+class ClusterEventMessage:
+    """``cluster_event``: a notifier stored a cluster event (``cluster.models.ClusterEvent``).
+
+    ``public()`` is the event as ``GET /api/v1/events/`` shows it (the notifier
+    fills it from that serializer); on the channel it is nested under ``event``,
+    since the event's own ``kind`` is not the message's. The status hubs do not
+    recompute for it: the status page's stream forwards it (``event: cluster_event``).
+    """
+
+    id: int
+    event_kind: str
+    message: str
+    at: str  # ISO 8601, as the API writes it
+    vhid: int | None = None
+    interface: str = ""
+    node: str = ""
+    old_owner: str = ""
+    new_owner: str = ""
+    cause: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+    dedup_key: str = ""
+    kind: ClassVar[str] = "cluster_event"
+
+    def public(self) -> dict[str, Any]:
+        found = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        found["kind"] = found.pop("event_kind")
+        return found
+
+    def fields(self) -> dict[str, Any]:
+        return {"event": self.public()}
+
+    @classmethod
+    def from_public(cls, event: Mapping[str, Any]) -> Self:
+        """From the API's form of the event; raises `Unreadable` naming the field."""
+        if _missing(event.get("id")):
+            raise Unreadable("id", "missing")
+        identity = _int(event, "id", low=1)
+        detail = event.get("detail") or {}
+        if not isinstance(detail, dict):
+            raise Unreadable("detail", "not an object")
+        return cls(
+            id=identity,
+            event_kind=_str(event, "kind"),
+            message=_str(event, "message"),
+            at=_iso_time(event, "at"),
+            vhid=_opt_int(event, "vhid"),
+            interface=_str(event, "interface"),
+            node=_str(event, "node"),
+            old_owner=_str(event, "old_owner"),
+            new_owner=_str(event, "new_owner"),
+            cause=_str(event, "cause"),
+            detail=dict(detail),
+            dedup_key=_str(event, "dedup_key"),
+        )
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any]) -> Self:
+        event = data.get("event")
+        if not isinstance(event, dict):
+            raise Unreadable("event", "not an object")
+        return cls.from_public(event)
+
+
+Message = (
+    VhostMessage
+    | TransitionMessage
+    | HeartbeatMessage
+    | NodeMessage
+    | DesiredMessage
+    | ClusterEventMessage
+)
 _MESSAGES: dict[str, type[Message]] = {
     m.kind: m
-    for m in (VhostMessage, TransitionMessage, HeartbeatMessage, NodeMessage, DesiredMessage)
+    for m in (
+        VhostMessage,
+        TransitionMessage,
+        HeartbeatMessage,
+        NodeMessage,
+        DesiredMessage,
+        ClusterEventMessage,
+    )
 }
 
 

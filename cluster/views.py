@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -91,13 +91,39 @@ class AliasRow:
         return list(zip(self.cells, self.status.cells, strict=True))
 
 
+def hub_status() -> live.Status | None:
+    """The newest status of this process's status hub (cluster/hub.py: computed
+    once per change for every page and stream), one computed after this
+    process's own last desired change; None when no hub runs here (the test
+    client, a management command) or it has none in time."""
+    shared = hub.shared()
+    update = shared.current() if shared is not None else None
+    return update.status if update is not None else None
+
+
+def page_status(nodes: Sequence[Node], matrix: Sequence[services.MatrixRow]) -> live.Status:
+    """The live status for a page that lists ``nodes`` and ``matrix``: the hub's,
+    when it speaks of the same nodes in the same order (each alias's cells are
+    one per node) and of every alias listed; else computed here from the page's
+    own read of the join (no hub, or a node or alias written by another process
+    that the hub has not seen yet: its ``desired`` message is on its way)."""
+    status = hub_status()
+    if status is not None:
+        same_nodes = [n.name for n in status.nodes] == [n.name for n in nodes]
+        known = {a.id for a in status.aliases}
+        if same_nodes and all(row.alias.pk in known for row in matrix):
+            return status
+    return live.compute_status(nodes, matrix)
+
+
 def alias_rows(nodes: Sequence[Node]) -> tuple[live.Status, list[AliasRow]]:
-    """The live status and every alias's row, from one read of the alias x node join."""
+    """The live status and every alias's row, in the page's order, from one read of
+    the alias x node join; each row joined to its alias's status by id."""
     matrix = services.alias_matrix(nodes)
-    status = live.compute_status(nodes, matrix)
+    status = page_status(nodes, matrix)
+    by_id = {found.id: found for found in status.aliases}
     rows = [
-        AliasRow(row.alias, row.addresses, row.cells, found)
-        for row, found in zip(matrix, status.aliases, strict=True)
+        AliasRow(row.alias, row.addresses, row.cells, by_id.get(row.alias.pk)) for row in matrix
     ]
     return status, rows
 
@@ -226,7 +252,7 @@ def status_rows(rows: Sequence[AliasRow], history: dict[int, live.Timeline]) -> 
 def cluster_overview(request: HttpRequest) -> HttpResponse:
     nodes = list(Node.objects.all())
     status, rows = alias_rows(nodes)
-    history = live.timelines(status.aliases)
+    history = live.timelines([row.status for row in rows if row.status is not None])
     context = {
         "page_title": "Cluster",
         "nav": "cluster",
@@ -317,7 +343,7 @@ def node_demo_action(request: HttpRequest, name: str, action: str) -> HttpRespon
 @view_required
 def node_list(request: HttpRequest) -> HttpResponse:
     nodes = Node.objects.annotate(alias_count=Count("priorities"))
-    heartbeats = {node.name: node for node in live.compute_status().nodes}
+    heartbeats = {node.name: node for node in hub.current_status().nodes}
     context = {
         "page_title": "Cluster nodes",
         "nav": "nodes",
@@ -451,10 +477,19 @@ class CheckRow:
 def live_check_statuses(node_names: Sequence[str]) -> Mapping[str, Mapping[str, CheckStatus]]:
     """Node name → check name → the status its heartbeat reports.
 
-    Read through ``live.check_statuses(node_names)`` once the live side provides
-    it; until then, and whenever it fails, nothing: a page with live parts
-    degrades, it never fails.
+    The process's status hub's newest status when one runs (a node that is not
+    reporting, or whose heartbeat is unreadable, reports nothing); otherwise read
+    through ``live.check_statuses(node_names)``, one round trip to Redis; when
+    that fails, nothing: a page with live parts degrades, it never fails.
     """
+    status = hub_status()
+    if status is not None:
+        wanted = set(node_names)
+        return {
+            node.name: {c.name: CheckStatus.from_data(asdict(c)) for c in node.checks}
+            for node in status.nodes
+            if node.name in wanted and node.reporting and not node.unreadable
+        }
     provider = getattr(live, "check_statuses", None)
     if provider is None:
         return {}

@@ -403,3 +403,42 @@ def test_a_killed_nodes_closed_connection_is_news_at_the_next_heartbeat_of_anoth
         node1.close()
     assert unchanged == 0
     assert after_close == 1
+
+
+def test_an_announced_cluster_event_reaches_each_open_stream_and_computes_nothing(
+    redis_url, engines
+):
+    compute = CountingCompute()
+    event = statekeys.ClusterEventMessage(
+        7, "node_not_reporting", "Node node2 is not reporting.", "2026-12-02T03:32:48Z",
+        node="node2", dedup_key="node:node2#1",
+    )  # fmt: skip
+
+    async def scenario() -> tuple[list[str], int, int]:
+        status_hub = await started(redis_url, compute)
+        streams = [hub.event_stream(redis_url, status_hub) for _ in range(2)]
+        try:
+            for stream in streams:
+                assert (await anext(stream)).startswith("retry:")
+                assert (await anext(stream)).startswith("event: status\n")
+            before = compute.calls
+            raw = statekeys.encode_message(event)
+            await asyncio.to_thread(engines.client.publish, statekeys.EVENTS_CHANNEL, raw)
+            received = [await asyncio.wait_for(anext(s), 5) for s in streams]
+            await asyncio.sleep(0.3)  # time for a computation, if one were made, to show up
+            computations = compute.calls - before
+        finally:
+            for stream in streams:
+                await stream.aclose()
+        try:
+            return received, computations, len(status_hub.listeners)
+        finally:
+            await status_hub.stop()
+
+    received, computations, listeners = run(scenario)
+    for text in received:
+        head, body = text.split("\n")[:2]
+        assert head == "event: cluster_event"
+        assert json.loads(body.removeprefix("data: ")) == event.public()
+    assert computations == 0
+    assert listeners == 0  # a closed stream leaves nothing behind in the hub

@@ -3,13 +3,28 @@ the live status handed in: drift measured against the desired versions it reads.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import time
+from pathlib import Path
 from typing import Any
 
-from cluster import notify, services
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+
+from cluster import hub, live, notify, services
 from cluster.models import ClusterEvent, Delivery
 from cluster.notifier import Notifier
 from tests.factories import make_alias
+from tests.test_hub import subscribed
+
+
+@pytest.fixture(autouse=True)
+def _no_redis(settings: Any, tmp_path: Path) -> None:
+    """No Redis unless a test asks for ``redis_url``: the events a notifier stores
+    are announced there, and never to the host's."""
+    settings.REDIS_URL = f"redis+socket://{tmp_path}/no-redis.sock"
 
 
 def status(versions: dict[str, str]) -> dict[str, Any]:
@@ -60,3 +75,65 @@ def test_a_node_that_does_not_apply_a_change_is_drifted_after_the_grace_period(a
     assert notifier.detect_once() == []  # once
     applied["node2"] = desired["node2"]
     assert [e.kind for e in notifier.detect_once()] == ["config_converged"]
+
+
+def node2_down() -> dict[str, Any]:
+    found = status({"node1": "v1", "node2": "v1"})
+    found["nodes"][1]["reporting"] = False
+    return found
+
+
+def still(calls: list[int]) -> live.Status:
+    """A stand-in computation for the hub (counted): the status itself is not tested here."""
+    calls.append(1)
+    return live.Status(True, "", time.time(), [], [])
+
+
+def test_a_stored_event_reaches_an_open_status_stream_as_the_api_shows_it(
+    settings, redis_url, alice, client
+):
+    settings.REDIS_URL = redis_url
+    calls: list[int] = []
+    notifier = Notifier("t", status=node2_down)
+
+    async def scenario() -> tuple[list[ClusterEvent], str, int]:
+        status_hub = hub.StatusHub(redis_url, lambda: still(calls))
+        status_hub.start()
+        stream = hub.event_stream(redis_url, status_hub)
+        try:
+            assert (await anext(stream)).startswith("retry:")
+            assert (await anext(stream)).startswith("event: status\n")
+            await subscribed(redis_url)
+            before = len(calls)
+            stored = await sync_to_async(notifier.detect_once)()
+            text = await asyncio.wait_for(anext(stream), 5)
+            return stored, text, len(calls) - before
+        finally:
+            await stream.aclose()
+            await status_hub.stop()
+            notifier.announcer.close()
+
+    stored, text, computations = async_to_sync(scenario)()
+    [event] = stored
+    assert event.kind == "node_not_reporting"
+    head, body = text.split("\n")[:2]
+    assert head == "event: cluster_event"
+    client.force_login(alice)
+    assert (
+        json.loads(body.removeprefix("data: ")) == client.get(f"/api/v1/events/{event.pk}/").json()
+    )
+    assert computations == 0
+
+
+def test_with_redis_down_events_are_stored_and_detection_goes_on(
+    db, caplog: pytest.LogCaptureFixture
+):
+    notifier = Notifier("t", status=node2_down)
+    try:
+        with caplog.at_level(logging.WARNING, logger="cluster.notifier"):
+            [event] = notifier.detect_once()
+            notifier.announcer.flush()
+    finally:
+        notifier.announcer.close()
+    assert ClusterEvent.objects.get() == event  # the database is the record
+    assert "1 stored event(s) not announced to the pages" in caplog.text

@@ -201,3 +201,42 @@ def test_messages_round_trip_and_a_foreign_one_is_unreadable() -> None:
     with pytest.raises(statekeys.Unreadable) as caught:
         statekeys.decode_message(json.dumps(bad))
     assert caught.value.field == "to"
+
+
+EVENT = {
+    "id": 7, "kind": "owner_changed", "message": "VHID 1 on eth0: owner node1 → node2.",
+    "at": "2026-12-02T03:32:48.123456Z", "vhid": 1, "interface": "eth0", "node": "",
+    "old_owner": "node1", "new_owner": "node2", "cause": "master_down",
+    "detail": {"silence": 3.1}, "dedup_key": "owner:eth0:1#3",
+}  # fmt: skip
+
+
+def test_a_cluster_event_message_carries_the_event_as_the_api_shows_it() -> None:
+    message = statekeys.ClusterEventMessage.from_public(EVENT)
+    raw = statekeys.encode_message(message)
+    # Nested: the event's kind is not the message's.
+    assert json.loads(raw) == {"kind": "cluster_event", "event": EVENT}
+    decoded = statekeys.decode_message(raw)
+    assert decoded == message
+    assert isinstance(decoded, statekeys.ClusterEventMessage)
+    assert decoded.public() == EVENT
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"id": None}, "id"),
+        ({"id": "seven"}, "id"),
+        ({"at": "yesterday"}, "at"),
+        ({"vhid": 1.5}, "vhid"),
+        ({"detail": ["a"]}, "detail"),
+        ({"message": {"text": "x"}}, "message"),
+    ],
+)
+def test_a_cluster_event_message_that_does_not_parse_is_unreadable_naming_the_field(
+    change: dict[str, object], field: str
+) -> None:
+    raw = json.dumps({"kind": "cluster_event", "event": EVENT | change})
+    with pytest.raises(statekeys.Unreadable) as caught:
+        statekeys.decode_message(raw)
+    assert caught.value.field == field

@@ -1,8 +1,9 @@
 // Live state on the Cluster, IP ALIAS and Cluster nodes pages.
 //
-// The server pushes server-sent events (cluster/live.py, event_stream):
-// "status" carries the whole status (the body of GET /api/v1/status/) and
-// "transition" one engine transition. Every text shown comes from the server
+// The server pushes server-sent events (cluster/hub.py, event_stream):
+// "status" carries the whole status (the body of GET /api/v1/status/),
+// "transition" one engine transition and "cluster_event" one cluster event a
+// notifier stored (as GET /api/v1/events/ shows it). Every text shown comes from the server
 // (summaries, alert messages); this file only puts values where the page's
 // data- attributes say. The page is complete without it: it is rendered with
 // the same status.
@@ -18,6 +19,10 @@
   var reasonLabels = labelsNode ? JSON.parse(labelsNode.textContent) : {};
   var timelinesNode = document.getElementById("cluster-timelines");
   var maxEntries = Number(timelinesNode && timelinesNode.getAttribute("data-max-entries")) || 50;
+  var eventPanel = document.getElementById("cluster-event-list");
+  var kindsNode = document.getElementById("event-kinds");
+  var eventKinds = kindsNode ? JSON.parse(kindsNode.textContent) : {};
+  var maxEvents = Number(eventPanel && eventPanel.getAttribute("data-max-events")) || 20;
   var source = null;
   var retryTimer = null;
 
@@ -224,6 +229,68 @@
     });
   }
 
+  // An event's row as templates/console/_events.html draws it. Its time is the
+  // server's wall clock as the API writes it (ISO 8601 in the server's time
+  // zone), shown as the server shows it: the browser's zone plays no part.
+  function eventRow(event) {
+    var kind = eventKinds[event.kind] || { label: event.kind, flag: "flag-off" };
+    var tr = document.createElement("tr");
+    tr.setAttribute("data-event-kind", event.kind);
+    tr.setAttribute("data-event-id", String(event.id));
+    tr.className = "new";
+    var when = document.createElement("td");
+    when.className = "mono nowrap";
+    var time = document.createElement("time");
+    time.setAttribute("datetime", event.at);
+    time.textContent = event.at.slice(0, 10) + " " + event.at.slice(11, 19);
+    when.appendChild(time);
+    var what = document.createElement("td");
+    var flag = document.createElement("span");
+    flag.className = "flag " + kind.flag;
+    flag.textContent = kind.label;
+    what.appendChild(flag);
+    var message = document.createElement("td");
+    message.textContent = event.message;
+    tr.append(when, what, message);
+    return tr;
+  }
+
+  // Newer first: by time, then by id (the panel's order, "-at", "-id").
+  function newer(event, row) {
+    var at = Date.parse(event.at);
+    var other = Date.parse(row.querySelector("time").getAttribute("datetime"));
+    return at > other || (at === other && event.id > Number(row.getAttribute("data-event-id")));
+  }
+
+  function showClusterEvent(event) {
+    var body = eventPanel && eventPanel.querySelector("tbody");
+    if (!body || event.kind === "test") {
+      return;
+    }
+    var row = eventRow(event);
+    var same = body.querySelector('tr[data-event-id="' + event.id + '"]');
+    if (same) {
+      body.replaceChild(row, same); // the same event again, or updated: in place
+      return;
+    }
+    var empty = body.querySelector("tr.empty-row");
+    if (empty) {
+      empty.remove();
+    }
+    var rows = body.querySelectorAll("tr[data-event-id]");
+    var before = Array.prototype.find.call(rows, function (other) {
+      return newer(event, other);
+    });
+    if (!before && rows.length >= maxEvents) {
+      return; // older than every event the panel holds
+    }
+    body.insertBefore(row, before || null);
+    // As many rows as the server renders: a page left open for days stays short.
+    while (body.querySelectorAll("tr[data-event-id]").length > maxEvents) {
+      body.removeChild(body.lastElementChild);
+    }
+  }
+
   function connect() {
     retryTimer = null;
     setIndicator("connecting", "connecting…");
@@ -237,6 +304,9 @@
     });
     source.addEventListener("transition", function (event) {
       showTransition(JSON.parse(event.data));
+    });
+    source.addEventListener("cluster_event", function (event) {
+      showClusterEvent(JSON.parse(event.data));
     });
     source.addEventListener("error", function () {
       setIndicator("disconnected", "disconnected");

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,46 @@ def test_the_ip_alias_lists_enabled_preempt_and_live_columns_are_in_view_at_1280
         for n in range(len(NODES)):
             assert_in_view(chips.nth(n), f"row {index} {NODES[n]}")
         assert_in_view(row.locator("td.row-actions"), f"row {index} actions")
+
+
+def test_an_announced_cluster_event_is_listed_at_once_in_order_and_the_panel_stays_short(
+    show: Showcase, page: Page
+) -> None:
+    """What a notifier announces after storing an event (tests/test_notifier.py
+    follows one from the database to the stream) is drawn as the server draws it."""
+    assert show.scene is not None
+    client = show.scene.client
+    start = datetime(2026, 12, 2, 3, 0, tzinfo=UTC)
+
+    def announce(pk: int, kind: str, message: str, seconds: int) -> None:
+        at = (start + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+        event = statekeys.ClusterEventMessage(pk, kind, message, at)
+        client.publish(statekeys.EVENTS_CHANNEL, statekeys.encode_message(event))
+
+    open_status(show, page)
+    panel = page.locator("#cluster-event-list")
+    rows = panel.locator("tbody tr[data-event-id]")
+    expect(rows).to_have_count(0)
+    announce(1, "split_brain", "VHID 1 on eth0 has two MASTERs: node1, node2.", 0)
+    expect(rows).to_have_count(1)
+    expect(panel.locator("td.empty")).to_have_count(0)
+    first = rows.first
+    expect(first).to_have_attribute("data-event-kind", "split_brain")
+    expect(first.locator("time")).to_have_text("2026-12-02 03:00:00")
+    expect(first.locator(".flag")).to_have_text("Split brain")
+    expect(first.locator(".flag")).to_have_class("flag flag-warn")
+    expect(first.locator("td").nth(2)).to_have_text("VHID 1 on eth0 has two MASTERs: node1, node2.")
+    announce(2, "master_restored", "VHID 1 on eth0 has one MASTER again: node1.", 5)
+    announce(3, "node_reporting", "Node node2 is reporting again.", -5)  # arrives late
+    expect(rows).to_have_count(3)
+    expect(rows.first.locator(".flag")).to_have_class("flag flag-off")
+    assert rows.evaluate_all("rows => rows.map(r => r.dataset.eventId)") == ["2", "1", "3"]
+    for pk in range(4, 29):
+        announce(pk, "owner_changed", f"VHID 1 on eth0: owner change {pk}.", 10 + pk)
+    expect(rows.first).to_have_attribute("data-event-id", "28")
+    expect(rows).to_have_count(int(panel.get_attribute("data-max-events") or 0))
+    shown = rows.evaluate_all("rows => rows.map(r => r.dataset.eventId)")
+    assert shown == [str(pk) for pk in range(28, 8, -1)]
 
 
 # Last: it kills a node of the module's showcase.
