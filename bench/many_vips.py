@@ -220,8 +220,10 @@ class Bench(LanBench):
                 if v and event.added and event.namespace == backup_ns and v not in taken:
                     taken[v] = event.time
         self.cluster.stop(proc, signal.SIGKILL)  # reap it
-        # The bounds from the capture only now: its thread, in this busy process, may
-        # not have parsed node1's last adverts before the kill when the kill was sent.
+        # The bounds and wire times from the capture only now, and after a pause: its
+        # thread, in this busy process, parses frames late (node1's last adverts when
+        # the kill was sent; node2's ARPs, sent just after the last address appeared).
+        time.sleep(0.5)
         bound_of: dict[int, float] = {}
         last: dict[int, float] = {}
         for advert in self.capture.adverts_from(node_ip(MASTER), killed - 10):
@@ -365,7 +367,8 @@ def format_trial(t: Trial) -> str:
         f"{median([x * 1000 for x in t.claim.values()]):.1f} max "
         f"{max([x * 1000 for x in t.claim.values()], default=nan):.1f} ms, ARP median "
         f"{median([x * 1000 for x in t.announce.values()]):.1f} max "
-        f"{max([x * 1000 for x in t.announce.values()], default=nan):.1f} ms, address monitor "
+        f"{max([x * 1000 for x in t.announce.values()], default=nan):.1f} ms "
+        f"({len(VHIDS) - len(t.announce)} without ARP), address monitor "
         f"median {median([x * 1000 for x in t.monitor.values()]):.1f} ms; capture "
         f"drops {t.capture_drops}; scheduling "
         f"{t.policy.get(MASTER)} / {t.policy.get(BACKUP)}; GC {format_gc(t.gc)}; load "
