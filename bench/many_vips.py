@@ -112,6 +112,7 @@ class Trial:
     claim: dict[int, float] = field(default_factory=dict)  # vhid: node2's first advert - bound
     announce: dict[int, float] = field(default_factory=dict)  # vhid: its first ARP - bound
     monitor: dict[int, float] = field(default_factory=dict)  # vhid: the monitor's stamp - bound
+    daemon: dict[int, float] = field(default_factory=dict)  # vhid: logged silence - master-down
 
 
 class Bench(LanBench):
@@ -242,6 +243,15 @@ class Bench(LanBench):
             said = self.capture.announced(vip(v), killed)
             if said:
                 result.announce[v] = said[0].time - bound_of[v]
+        # The backup's own account, on its monotonic clock: the silence it logged at
+        # each takeover (from the last advert it heard) past its master-down interval.
+        # Unlike every figure above it cannot be moved by a step of the wall clock.
+        for line in re.findall(
+            r'^\{.*"event": "transition".*$', self.cluster.log(self.procs[BACKUP]), re.M
+        ):
+            entry = json.loads(line)
+            if entry.get("new") == "MASTER" and "silence" in entry and entry["at"] >= killed:
+                result.daemon.setdefault(int(entry["vhid"]), entry["silence"] - master_down)
         result.missing = len(VHIDS) - len(taken)
         # Held: the address is there by the monitor's stamp and by the ARP (sent after
         # the address was added). Both are upper bounds; the monitor's may be late
@@ -369,7 +379,9 @@ def format_trial(t: Trial) -> str:
         f"{median([x * 1000 for x in t.announce.values()]):.1f} max "
         f"{max([x * 1000 for x in t.announce.values()], default=nan):.1f} ms "
         f"({len(VHIDS) - len(t.announce)} without ARP), address monitor "
-        f"median {median([x * 1000 for x in t.monitor.values()]):.1f} ms; capture "
+        f"median {median([x * 1000 for x in t.monitor.values()]):.1f} ms; backup's silence -"
+        f" master-down median {median([x * 1000 for x in t.daemon.values()]):.1f} max "
+        f"{max([x * 1000 for x in t.daemon.values()], default=nan):.1f} ms; capture "
         f"drops {t.capture_drops}; scheduling "
         f"{t.policy.get(MASTER)} / {t.policy.get(BACKUP)}; GC {format_gc(t.gc)}; load "
         f"{' '.join(f'{x:.2f}' for x in t.load)}"
@@ -439,6 +451,7 @@ def main() -> int:
     claims = [x * 1000 for t in trials for x in t.claim.values()]
     announces = [x * 1000 for t in trials for x in t.announce.values()]
     monitors = [x * 1000 for t in trials for x in t.monitor.values()]
+    daemon = [x * 1000 for t in trials for x in t.daemon.values()]
     within = sum(x <= WITHIN * 1000 for x in excess)
     total = len(trials) * len(VHIDS)
     idle_backup = [t.idle_cpu[BACKUP] for t in trials]
@@ -452,6 +465,7 @@ def main() -> int:
         ("node2's advert - bound, ms", claims, "-"),
         ("node2's ARP - bound, ms", announces, "-"),
         ("address monitor - bound, ms", monitors, "-"),
+        ("backup's silence - master-down, ms", daemon, "-"),
         ("CPU node2 idle BACKUP, %", idle_backup, f"< {CPU_TARGET:g}"),
         ("CPU node2 MASTER of 255, %", as_master, f"< {CPU_TARGET:g}"),
         ("CPU node1 MASTER (peer up), %", idle_master, "-"),

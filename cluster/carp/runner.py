@@ -1040,6 +1040,9 @@ class Runner:
                 "addresses": [str(a) for a in config.addresses],
                 # When it happened; the line may be written a few ms later (`_flush`).
                 "at": at,
+                # A takeover: seconds since the last advert heard, on the monotonic
+                # clock (the wall clock of "at" may be stepped meanwhile).
+                **({"silence": action.silence} if action.silence is not None else {}),
             },
         )
         if action.new == State.MASTER:
