@@ -16,17 +16,27 @@ Each trial:
   jitter is, per vhid, |gap between consecutive adverts - advert interval|;
 * crash: SIGKILL node1's daemon and remove its 255 VIPs at once (a dead box
   stops answering; a SIGKILLed daemon leaves them, NOTES.md). For each VIP the
-  takeover is when the backup's rtnetlink add arrives (bench/netwatch.py), and
-  its bound is the backup's master-down interval (3 x advbase + advskew/256)
-  counted from the last advert of THAT vhid node1 put on the bridge before the
-  kill. Reported: takeover - bound per VIP (median, max) and how many are
-  within bound + 50 ms;
+  takeover is the earlier of the backup's rtnetlink add as the address monitor
+  stamped it (bench/netwatch.py) and its first gratuitous ARP on the bridge
+  (kernel time; sent after the address is added): the monitor, a thread of this
+  process, stamps a whole read at once and can be late on a busy machine, which
+  made every VIP of a trial look 167-175 ms late once. Its bound is the
+  backup's master-down interval (3 x advbase + advskew/256) counted from the
+  last advert of THAT vhid node1 put on the bridge before the kill. Reported:
+  takeover - bound per VIP (median, max) and how many are within bound + 50
+  ms, with the backup's first advert, first ARP and the monitor's stamp apart;
 * master: ``--window`` s of node2's CPU as MASTER of 255 (node1 dead), and its
   own advert jitter;
 * node1's daemon is started again and preempts: the time until node1 holds all
   255 and node2 none, and node2's state changes meanwhile, are reported; if it
   does not settle within ``--return-timeout`` s (default 30), node2's daemon is
   restarted so that the next trial starts settled.
+
+Each trial also reports the scheduling policy of both daemons, their loop's
+wake-ups per second and their garbage collection pauses (SIGUSR1 dump).
+``--burn N`` runs N busy loops meanwhile (the same load in every run), and
+``--daemon-arg`` passes an option to both daemons (``--realtime-priority=0``,
+``--gc=default``) to measure one lever at a time.
 
 Targets: all 255 within bound + 50 ms; the backup's CPU under 2 % of one core,
 idle-BACKUP and MASTER of 255; the master's advert jitter p99 under 5 ms.
@@ -41,11 +51,13 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -80,6 +92,7 @@ def vip(vhid: int) -> str:
 class Trial:
     number: int
     idle_cpu: dict[int, float] = field(default_factory=dict)  # node: % of one core
+    idle_wakeups: dict[int, float] = field(default_factory=dict)  # node: loop sleeps a second
     master_cpu: float | None = None  # node2 as MASTER of 255
     jitter: list[float] = field(default_factory=list)  # node1's advert deviations, s
     backup_jitter: list[float] = field(default_factory=list)  # node2 as MASTER
@@ -91,11 +104,24 @@ class Trial:
     # --return-timeout s), and node2's state changes logged meanwhile.
     return_settle: float | None = None
     return_transitions: int = 0
+    # Garbage collection pauses of each daemon so far (its SIGUSR1 dump; empty for a
+    # checkout without it): node -> {"count": [g0, g1, g2], "total_ms": [...], ...}.
+    gc: dict[int, dict[str, list[float]]] = field(default_factory=dict)
+    policy: dict[int, str] = field(default_factory=dict)  # node -> scheduling policy
+    load: tuple[float, ...] = ()  # the 1, 5, 15 min load averages at the kill
+    claim: dict[int, float] = field(default_factory=dict)  # vhid: node2's first advert - bound
+    announce: dict[int, float] = field(default_factory=dict)  # vhid: its first ARP - bound
+    monitor: dict[int, float] = field(default_factory=dict)  # vhid: the monitor's stamp - bound
+    daemon: dict[int, float] = field(default_factory=dict)  # vhid: logged silence - master-down
 
 
 class Bench(LanBench):
-    def __init__(self, workdir: Path, code: Path, skew: int, window: float) -> None:
+    def __init__(
+        self, workdir: Path, code: Path, skew: int, window: float, extra: list[str]
+    ) -> None:
         super().__init__(workdir, code, 2)
+        self.extra = extra  # more options for both daemons (--daemon-arg)
+        self.wakeups: dict[int, float] = {}  # node: the loop's sleeps per second (cpu_over)
         self.skews = {MASTER: 0, BACKUP: skew}
         self.window = window
         self.trials: list[Trial] = []
@@ -114,7 +140,7 @@ class Bench(LanBench):
     def start(self, n: int) -> None:
         argv = ["env", "-C", str(self.code), f"PYTHONPATH={self.code}", PYTHON, "-m",
                 "cluster.carp", "run", "--log-format", "json",
-                "--config", str(self.workdir / f"node{n}.toml")]  # fmt: skip
+                "--config", str(self.workdir / f"node{n}.toml"), *self.extra]  # fmt: skip
         self.procs[n] = self.cluster.spawn(n, argv, name="carp")
 
     def remove_vips(self, n: int) -> None:
@@ -144,11 +170,14 @@ class Bench(LanBench):
         return False
 
     def cpu_over(self, nodes: list[int]) -> dict[int, float]:
-        """% of one core each daemon of ``nodes`` used over the next ``window`` s."""
+        """% of one core each daemon of ``nodes`` used over the next ``window`` s; the
+        wake-ups per second of its main thread (the loop) go to ``self.wakeups``."""
         before = {n: cpu_seconds(self.procs[n].pid) for n in nodes}
+        sleeps = {n: loop_sleeps(self.procs[n].pid) for n in nodes}
         began = time.monotonic()
         time.sleep(self.window)
         spent = time.monotonic() - began
+        self.wakeups = {n: (loop_sleeps(self.procs[n].pid) - sleeps[n]) / spent for n in nodes}
         return {n: 100 * (cpu_seconds(self.procs[n].pid) - before[n]) / spent for n in nodes}
 
     def jitter(self, node: int, since: float, until: float) -> list[float]:
@@ -166,20 +195,17 @@ class Bench(LanBench):
         result = Trial(number)
         began = time.time()
         result.idle_cpu = self.cpu_over([MASTER, BACKUP])
+        result.idle_wakeups = dict(self.wakeups)
         result.jitter = self.jitter(MASTER, began, time.time())
+        result.policy = {n: self.policy(n) for n in (MASTER, BACKUP)}
+        result.gc = self.gc_pauses([MASTER, BACKUP])
+        result.load = os.getloadavg()
         # The crash: SIGKILL, then the dead box's addresses go at once.
         proc = self.procs.pop(MASTER)
         killed = time.time()
         self.cluster.send_signal(proc, signal.SIGKILL)
         self.remove_vips(MASTER)
-        bound_of: dict[int, float] = {}
-        last: dict[int, float] = {}
-        for advert in self.capture.adverts_from(node_ip(MASTER), killed - 10):
-            if advert.time <= killed:
-                last[advert.vhid] = max(last.get(advert.vhid, 0.0), advert.time)
         master_down = 3 * ADVBASE + self.skews[BACKUP] / 256
-        for v in VHIDS:
-            bound_of[v] = last.get(v, killed) + master_down
         backup_ns = self.cluster.ns(BACKUP)
         limit = killed + master_down + 15
         taken: dict[int, float] = {}
@@ -195,8 +221,44 @@ class Bench(LanBench):
                 if v and event.added and event.namespace == backup_ns and v not in taken:
                     taken[v] = event.time
         self.cluster.stop(proc, signal.SIGKILL)  # reap it
+        # The bounds and wire times from the capture only now, and after a pause: its
+        # thread, in this busy process, parses frames late (node1's last adverts when
+        # the kill was sent; node2's ARPs, sent just after the last address appeared).
+        time.sleep(0.5)
+        bound_of: dict[int, float] = {}
+        last: dict[int, float] = {}
+        for advert in self.capture.adverts_from(node_ip(MASTER), killed - 10):
+            if advert.time <= killed:
+                last[advert.vhid] = max(last.get(advert.vhid, 0.0), advert.time)
+        for v in VHIDS:
+            bound_of[v] = last.get(v, killed) + master_down
+        # The same takeover seen on the wire, stamped by the kernel: node2's first
+        # advert of each vhid (it claims the VIP; sent before the address is added)
+        # and the first gratuitous ARP (sent after). A monitor stamp far after the
+        # ARP would be the monitor's lateness, not the daemon's.
+        for advert in self.capture.adverts_from(node_ip(BACKUP), killed):
+            if advert.vhid in bound_of and advert.vhid not in result.claim:
+                result.claim[advert.vhid] = advert.time - bound_of[advert.vhid]
+        for v in VHIDS:
+            said = self.capture.announced(vip(v), killed)
+            if said:
+                result.announce[v] = said[0].time - bound_of[v]
+        # The backup's own account, on its monotonic clock: the silence it logged at
+        # each takeover (from the last advert it heard) past its master-down interval.
+        # Unlike every figure above it cannot be moved by a step of the wall clock.
+        for line in re.findall(
+            r'^\{.*"event": "transition".*$', self.cluster.log(self.procs[BACKUP]), re.M
+        ):
+            entry = json.loads(line)
+            if entry.get("new") == "MASTER" and "silence" in entry and entry["at"] >= killed:
+                result.daemon.setdefault(int(entry["vhid"]), entry["silence"] - master_down)
         result.missing = len(VHIDS) - len(taken)
-        result.excess = {v: t - bound_of[v] for v, t in taken.items()}
+        # Held: the address is there by the monitor's stamp and by the ARP (sent after
+        # the address was added). Both are upper bounds; the monitor's may be late
+        # when this process waits for a CPU (one stamp per read, so the whole batch
+        # at once), the capture's is the kernel's: the earlier of the two counts.
+        result.monitor = {v: t - bound_of[v] for v, t in taken.items()}
+        result.excess = {v: min(x, result.announce.get(v, x)) for v, x in result.monitor.items()}
         result.from_kill = {v: t - killed for v, t in taken.items()}
         unknown = len(VHIDS) - len(last)
         if unknown:
@@ -208,6 +270,30 @@ class Bench(LanBench):
         result.backup_jitter = self.jitter(BACKUP, began, time.time())
         result.capture_drops = capture_drops(self.capture.sock)
         return result
+
+    def gc_pauses(self, nodes: list[int]) -> dict[int, dict[str, list[float]]]:
+        """Each daemon's garbage collection pauses so far: SIGUSR1 makes it log them."""
+        for n in nodes:
+            self.cluster.send_signal(self.procs[n], signal.SIGUSR1)
+        time.sleep(0.5)
+        found: dict[int, dict[str, list[float]]] = {}
+        for n in nodes:
+            lines = re.findall(r'^\{.*"event": "gc".*$', self.cluster.log(self.procs[n]), re.M)
+            if lines:
+                entry = json.loads(lines[-1])
+                found[n] = {k: entry[k] for k in ("count", "total_ms", "longest_ms")}
+        return found
+
+    def policy(self, n: int) -> str:
+        """The scheduling policy of node ``n``'s daemon's main thread (e.g. "RR 10")."""
+        pid = self.procs[n].pid
+        names = {os.SCHED_OTHER: "OTHER", os.SCHED_RR: "RR", os.SCHED_FIFO: "FIFO"}
+        try:
+            policy = os.sched_getscheduler(pid) & ~os.SCHED_RESET_ON_FORK
+            priority = os.sched_getparam(pid).sched_priority
+        except OSError:
+            return "?"
+        return f"{names.get(policy, policy)} {priority}"
 
     def transitions(self, n: int) -> int:
         """State changes node ``n``'s daemon has logged so far (JSON log, event "transition")."""
@@ -250,6 +336,24 @@ class Bench(LanBench):
                   f"state changes {result.return_transitions}", flush=True)  # fmt: skip
 
 
+@contextlib.contextmanager
+def burning(count: int) -> Iterator[None]:
+    """``count`` busy-looping processes for the duration, stopped by pid afterwards."""
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for proc in burners:
+            proc.kill()
+            proc.wait()
+
+
+def loop_sleeps(pid: int) -> int:
+    """How often process ``pid``'s main thread (the daemon's loop) went to sleep so far."""
+    status = Path(f"/proc/{pid}/task/{pid}/status").read_text()
+    return int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+
+
 def ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f}"
 
@@ -265,9 +369,33 @@ def format_trial(t: Trial) -> str:
         f" (missing {t.missing}); from kill median "
         f"{median([x * 1000 for x in t.from_kill.values()]):7.1f} ms; CPU idle node1 "
         f"{t.idle_cpu.get(MASTER, nan):.2f} % node2 {t.idle_cpu.get(BACKUP, nan):.2f}"
-        f" %, node2 MASTER {t.master_cpu or nan:.2f} %; node1 jitter p99 "
+        f" % (loop wake-ups/s {t.idle_wakeups.get(MASTER, nan):.0f} / "
+        f"{t.idle_wakeups.get(BACKUP, nan):.0f}), node2 MASTER {t.master_cpu or nan:.2f} %; "
+        "node1 jitter p99 "
         f"{p99(jit):.2f} ms max {max(jit, default=nan):.2f} ms "
-        f"({len(jit)} gaps); capture drops {t.capture_drops}"
+        f"({len(jit)} gaps); on the wire - bound: advert median "
+        f"{median([x * 1000 for x in t.claim.values()]):.1f} max "
+        f"{max([x * 1000 for x in t.claim.values()], default=nan):.1f} ms, ARP median "
+        f"{median([x * 1000 for x in t.announce.values()]):.1f} max "
+        f"{max([x * 1000 for x in t.announce.values()], default=nan):.1f} ms "
+        f"({len(VHIDS) - len(t.announce)} without ARP), address monitor "
+        f"median {median([x * 1000 for x in t.monitor.values()]):.1f} ms; backup's silence -"
+        f" master-down median {median([x * 1000 for x in t.daemon.values()]):.1f} max "
+        f"{max([x * 1000 for x in t.daemon.values()], default=nan):.1f} ms; capture "
+        f"drops {t.capture_drops}; scheduling "
+        f"{t.policy.get(MASTER)} / {t.policy.get(BACKUP)}; GC {format_gc(t.gc)}; load "
+        f"{' '.join(f'{x:.2f}' for x in t.load)}"
+    )
+
+
+def format_gc(pauses: dict[int, dict[str, list[float]]]) -> str:
+    """node: collections per generation, total and longest pause, ms (since the start)."""
+    if not pauses:
+        return "-"
+    return "; ".join(
+        f"node{n} {'/'.join(f'{c:.0f}' for c in p['count'])} collections, total "
+        f"{sum(p['total_ms']):.1f} ms, longest {max(p['longest_ms']):.2f} ms"
+        for n, p in sorted(pauses.items())
     )
 
 
@@ -277,6 +405,19 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=20, help="CPU/jitter window, s")
     parser.add_argument("--skew", type=int, default=100, help="the backup's advskew (or 13)")
     parser.add_argument("--code", type=Path, default=REPO, help="checkout to run the daemon from")
+    parser.add_argument(
+        "--daemon-arg",
+        action="append",
+        default=[],
+        help="one more option for both daemons, e.g. --daemon-arg=--realtime-priority=0",
+    )
+    parser.add_argument(
+        "--burn",
+        type=int,
+        default=0,
+        help="start this many CPU-bound processes (normal priority) for the whole run: a"
+        " busy machine on purpose, the same in every run",
+    )
     parser.add_argument("--return-timeout", type=float, default=30, help="s for node1's return")
     parser.add_argument("--deadline", type=float, default=900, help="seconds; later trials skip")
     parser.add_argument("--json", help="also write every trial and the summary here")
@@ -289,13 +430,15 @@ def main() -> int:
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
         f"code {code}; 2 nodes x 255 vhids in one daemon each, advbase {ADVBASE}, advskew "
-        f"0 / {args.skew}; window {args.window:.0f} s; load {load}",
+        f"0 / {args.skew}; window {args.window:.0f} s; daemon options {args.daemon_arg}; "
+        f"{args.burn} CPU burners; load {load}",
         flush=True,
     )
     status = 0
     with (
         tempfile.TemporaryDirectory(prefix="many-vips-") as tmp,
-        Bench(args.workdir or Path(tmp), code, args.skew, args.window) as bench,
+        Bench(args.workdir or Path(tmp), code, args.skew, args.window, args.daemon_arg) as bench,
+        burning(args.burn),
     ):
         try:
             bench.run(args.trials, began + args.deadline, args.return_timeout)
@@ -305,6 +448,10 @@ def main() -> int:
         trials = bench.trials
     excess = [x * 1000 for t in trials for x in t.excess.values()]
     from_kill = [x * 1000 for t in trials for x in t.from_kill.values()]
+    claims = [x * 1000 for t in trials for x in t.claim.values()]
+    announces = [x * 1000 for t in trials for x in t.announce.values()]
+    monitors = [x * 1000 for t in trials for x in t.monitor.values()]
+    daemon = [x * 1000 for t in trials for x in t.daemon.values()]
     within = sum(x <= WITHIN * 1000 for x in excess)
     total = len(trials) * len(VHIDS)
     idle_backup = [t.idle_cpu[BACKUP] for t in trials]
@@ -315,6 +462,10 @@ def main() -> int:
     rows = [
         ("takeover - bound, ms", excess, "all <= 50"),
         ("takeover from kill, ms", from_kill, "-"),
+        ("node2's advert - bound, ms", claims, "-"),
+        ("node2's ARP - bound, ms", announces, "-"),
+        ("address monitor - bound, ms", monitors, "-"),
+        ("backup's silence - master-down, ms", daemon, "-"),
         ("CPU node2 idle BACKUP, %", idle_backup, f"< {CPU_TARGET:g}"),
         ("CPU node2 MASTER of 255, %", as_master, f"< {CPU_TARGET:g}"),
         ("CPU node1 MASTER (peer up), %", idle_master, "-"),
@@ -342,6 +493,7 @@ def main() -> int:
         f"verdicts: takeover {'yes' if within == total and total else 'NO'}; "
         f"backup CPU {'yes' if ok_cpu else 'NO'}; master jitter {'yes' if ok_jitter else 'NO'}"
     )
+    print("held: the earlier of the address monitor's stamp and node2's first ARP on the bridge")
     print(f"bound: node2's master-down interval from node1's last captured advert of each vhid; "
           f"capture drops {sum(t.capture_drops for t in trials)}")  # fmt: skip
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -34,6 +34,7 @@ from cluster.carp.config import (
     hooks_from_args,
     parse_address,
     read_config_file,
+    realtime_priority_from_args,
 )
 from cluster.carp.ports import AddressManager
 from cluster.carp.types import ConfigError, VirtualHostConfig
@@ -96,6 +97,7 @@ def missing_source(
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `decode` and `--help` work without pyroute2 or root.
+    from cluster.carp.realtime import GcPauses, Realtime, quiet_gc
     from cluster.carp.runner import Hooks, SystemPorts
 
     setup_logging(args.log_format, args.log_level)
@@ -103,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         data = read_config_file(args)
         configs = configs_from_args(args, data)
         upscript, downscript = hooks_from_args(args, data)
+        priority = realtime_priority_from_args(args, data)
     except (ConfigError, OSError) as exc:
         log.error("configuration: %s", exc)
         return 2
@@ -124,9 +127,14 @@ def run(args: argparse.Namespace) -> int:
         log.error("configuration: %s", problem)
         ports.close()
         return 2
+    realtime = Realtime()
     runner = ports.runner(
-        configs, hooks=Hooks(upscript, downscript, xparam=args.xparam), neutral=args.neutral
+        configs,
+        hooks=Hooks(upscript, downscript, xparam=args.xparam),
+        neutral=args.neutral,
+        on_spin=lambda: realtime.leave("the loop stopped sleeping"),
     )
+    gc_pauses = GcPauses()
     signals_seen = 0
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -144,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
 
     def on_dump(signum: int, _frame: FrameType | None) -> None:
         runner.request_dump()
+        gc_pauses.log()
 
     # ucarp's signals: SIGTERM, SIGINT, SIGHUP and SIGQUIT end it (downscript with -z),
     # SIGUSR1 logs the state. Python's defaults for SIGHUP and SIGUSR1/2 would kill us
@@ -179,6 +188,13 @@ def run(args: argparse.Namespace) -> int:
             log.error("no virtual host could start (see above); exiting")
             runner.shutdown()
             return 1
+        # After the start-up (imports, sockets, the first adverts' objects), so that
+        # the threads started so far and the hooks' children stay normal tasks.
+        if args.gc == "tuned":
+            quiet_gc()
+        gc_pauses.install()  # the pauses of the service, not of the start-up
+        if realtime.enter(priority, lock_memory=True):
+            realtime.guard_cpu()
         runner.serve()
     finally:
         ports.close()

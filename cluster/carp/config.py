@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cluster.carp.realtime import DEFAULT_PRIORITY
 from cluster.carp.types import (
     MAX_PASSWORD_BYTES,
     ConfigError,
@@ -167,6 +168,22 @@ def build_parser() -> argparse.ArgumentParser:
         " counter not above the last one accepted (not for ucarp, whose counters are"
         " random)",
     )
+    run.add_argument(
+        "--realtime-priority",
+        type=int,
+        metavar="N",
+        help="run the protocol loop in SCHED_RR at this priority, 1..99, with its memory"
+        " locked (keepalived's vrrp_rt_priority and vrrp_no_swap); 0 turns it off."
+        f" Default {DEFAULT_PRIORITY}, where allowed (root or CAP_SYS_NICE);"
+        " otherwise one log line and normal scheduling",
+    )
+    run.add_argument(
+        "--gc",
+        choices=("tuned", "default"),
+        default="tuned",
+        help="tuned (default): freeze the start-up heap and collect less often; default:"
+        " Python's own settings (to compare)",
+    )
     run.add_argument("--config", help="TOML or JSON file with many virtual hosts")
     run.add_argument("--log-format", choices=("text", "json"), default="text")
     run.add_argument(
@@ -267,7 +284,9 @@ VHOST_KEYS = frozenset(
     {"vhid", "interface", "srcip", "password", "passfile", "addresses", "advbase", "advskew",
      "preempt", "peers", "strict_counters"}
 )  # fmt: skip
-TOP_LEVEL_KEYS = VHOST_KEYS | {"upscript", "downscript", "vhost", "vhosts"}
+TOP_LEVEL_KEYS = VHOST_KEYS | {"upscript", "downscript", "vhost", "vhosts", "realtime_priority"}
+# The top-level keys that are the daemon's, not defaults of every virtual host.
+DAEMON_KEYS = ("upscript", "downscript", "realtime_priority")
 
 
 def _check_keys(table: dict[str, Any], known: frozenset[str], where: str) -> None:
@@ -393,7 +412,7 @@ def configs_from_args(
         entries = data.pop("vhost", data.pop("vhosts", []))
         if not isinstance(entries, list) or not entries:
             raise ConfigError(f"{args.config}: no [[vhost]] entries")
-        defaults = {**cli, **{k: v for k, v in data.items() if k not in ("upscript", "downscript")}}
+        defaults = {**cli, **{k: v for k, v in data.items() if k not in DAEMON_KEYS}}
         for n, entry in enumerate(entries, 1):
             where = f"{args.config} vhost #{n}"
             if not isinstance(entry, dict):
@@ -432,6 +451,16 @@ def hooks_from_args(
         up = up or data.get("upscript")
         down = down or data.get("downscript")
     return _script_path(up), _script_path(down)
+
+
+def realtime_priority_from_args(args: argparse.Namespace, data: dict[str, Any]) -> int:
+    """``--realtime-priority``, else the file's ``realtime_priority``, else the default."""
+    value = args.realtime_priority
+    if value is None:
+        value = _int(data, "realtime_priority", DEFAULT_PRIORITY, args.config or "")
+    if not 0 <= value <= 99:
+        raise ConfigError(f"realtime_priority must be 0..99 (0: off), not {value}")
+    return int(value)
 
 
 def _script_path(script: Any) -> str | None:

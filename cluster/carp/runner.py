@@ -88,6 +88,15 @@ HostKey = tuple[str, int]  # (interface, vhid): a vhid is unique per interface o
 # hooks and publishing of transitions (`_flush`), at most `EFFECTS_MAX_DELAY` s.
 EFFECTS_LOOKAHEAD = 0.010
 EFFECTS_MAX_DELAY = 0.200
+# The loop sleeps in select() between bursts of work; if it has not slept for this
+# long (s), something makes it spin (a socket always readable, a flood, a bug) and
+# ``on_spin`` is called once, e.g. to leave real-time scheduling (`realtime`).
+SPIN_LIMIT = 2.0
+# MASTER adverts due within this long (s) of one that fires go with it (at most an
+# eighth of their interval early): one wake-up for the adverts of many vhids.
+ADVERT_GROUP = 0.010
+# A select() that returned after this long (s), or on its timeout, slept.
+SLEPT = 0.0005
 
 
 class SystemClock:
@@ -328,8 +337,11 @@ class Runner:
         link_state: LinkStateSource | None = None,
         link_state_of: LinkStateReader | None = None,
         neutral: bool = False,
+        on_spin: Callable[[], None] | None = None,
     ) -> None:
         self._open_link = open_link
+        self.on_spin = on_spin
+        self._rested = 0.0  # when the loop last slept in select()
         self.addresses = addresses
         self.gratuitous = gratuitous
         self.publisher = publisher
@@ -477,9 +489,12 @@ class Runner:
     def serve(self) -> None:
         """The loop of an already started runner, then the graceful stop."""
         try:
+            self._rested = time.monotonic()
             while not self._stop_requested.is_set():
                 try:
                     self.step()
+                    if self.on_spin is not None and time.monotonic() - self._rested > SPIN_LIMIT:
+                        self._spun()
                 except Exception:
                     # A bug outside the ports must not end the data plane either; the
                     # pause keeps a persistent failure from spinning the CPU.
@@ -487,6 +502,13 @@ class Runner:
                     time.sleep(0.01)
         finally:
             self.shutdown()
+
+    def _spun(self) -> None:
+        """The loop has not slept for `SPIN_LIMIT` s: tell ``on_spin``, once."""
+        on_spin, self.on_spin = self.on_spin, None
+        log.warning("the CARP loop has not slept for %g s", SPIN_LIMIT, extra={"event": "spinning"})
+        if on_spin is not None:
+            on_spin()
 
     def start(self) -> None:
         """Remove stale VIPs of our vhids, open the links, send `Start` to every machine."""
@@ -583,10 +605,14 @@ class Runner:
                 selectable = False  # an in-memory fake: the test drives the clock
         if not selectable:
             timeout = 0
+        began = time.monotonic()
         try:
             ready, _, _ = select.select(fds, [], [], timeout)
         except InterruptedError:
             return
+        ended = time.monotonic()
+        if ended - began >= SLEPT or (not ready and timeout):
+            self._rested = ended
         if self._wake in ready:
             with contextlib.suppress(BlockingIOError):
                 os.eventfd_read(self._wake)
@@ -789,6 +815,7 @@ class Runner:
     def _fire_deadlines(self, now: float, strictly_before: bool = False) -> None:
         """Fire every deadline due by ``now`` (before it, when ``strictly_before``: a
         packet received at ``now`` is handled before a deadline at that very time)."""
+        fired = False
         while self._heap and (
             self._heap[0][0] < now or (self._heap[0][0] == now and not strictly_before)
         ):
@@ -798,6 +825,35 @@ class Runner:
                 continue
             host.scheduled = None
             self._handle(host, Timeout(), now)
+            fired = True
+        if fired and not strictly_before:
+            self._fire_adverts_early(now)
+
+    def _fire_adverts_early(self, now: float) -> None:
+        """Send now the periodic adverts of MASTERs that fall due within `ADVERT_GROUP`.
+
+        BSD gives each vhid its own callout; 255 masters whose deadlines drifted a few
+        ms apart (taken over, or preempted, one packet after another) would each wake
+        the loop, and a wake-up costs far more than an advert (NOTES.md: 530 us for
+        one, 18 us each for 255 in one). An advert sent a few ms early keeps its
+        schedule: the machine is handed its own deadline as the time, so the next
+        one is an interval after that, and from the next period on the group falls
+        due together. Only adverts: a master-down timer never fires early."""
+        later: list[tuple[float, int, HostKey]] = []
+        while self._heap and self._heap[0][0] <= now + ADVERT_GROUP:
+            entry = heapq.heappop(self._heap)
+            deadline, _seq, key = entry
+            host = self._hosts.get(key)
+            if host is None or host.scheduled != deadline:
+                continue
+            machine = host.machine
+            if machine.state is not State.MASTER or deadline - now > machine.advert_interval / 8:
+                later.append(entry)
+                continue
+            host.scheduled = None
+            self._handle(host, Timeout(), deadline)
+        for entry in later:
+            heapq.heappush(self._heap, entry)
 
     # ---- machines and actions -------------------------------------------------------
     def _handle(self, host: _Host, event: Event, now: float) -> None:
@@ -984,6 +1040,9 @@ class Runner:
                 "addresses": [str(a) for a in config.addresses],
                 # When it happened; the line may be written a few ms later (`_flush`).
                 "at": at,
+                # A takeover: seconds since the last advert heard, on the monotonic
+                # clock (the wall clock of "at" may be stepped meanwhile).
+                **({"silence": action.silence} if action.silence is not None else {}),
             },
         )
         if action.new == State.MASTER:

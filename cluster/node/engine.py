@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from cluster import statekeys
+from cluster.carp.realtime import DEFAULT_PRIORITY, Realtime
 from cluster.carp.runner import Runner, RunnerSnapshot
 from cluster.carp.types import SOURCE_MAINTENANCE, Reason, State, VirtualHostConfig
 from cluster.node.apply import LocalConfigStore, NodeConfig, read_database
@@ -103,8 +104,11 @@ class Engine:
         retry_interval: float = DB_RETRY_INTERVAL,
         resync_interval: float = RESYNC_INTERVAL,
         heartbeat_interval: float = statekeys.HEARTBEAT_INTERVAL,
+        realtime_priority: int = DEFAULT_PRIORITY,
     ) -> None:
         self.node = node
+        self.realtime_priority = realtime_priority
+        self.realtime = Realtime()
         self.ports = ports
         self.store = store
         self.read_config = read_config
@@ -125,7 +129,11 @@ class Engine:
             interval=heartbeat_interval,
             on_reconnect=self.resync_now,
         )
-        self.runner = ports.runner([], publisher=NodePublisher(self.state, self.history))
+        self.runner = ports.runner(
+            [],
+            publisher=NodePublisher(self.state, self.history),
+            on_spin=lambda: self.realtime.leave("the loop stopped sleeping"),
+        )
         # Set from the health thread, as maintenance is from the config thread: the
         # runner's controls are a queue, so neither ever blocks the protocol loop.
         self.health = HealthRunner(self.runner.set_demotion)
@@ -159,7 +167,7 @@ class Engine:
         `startup_timeout` seconds."""
         self.ports.start()
         self.health.start()
-        self._spawn(self.runner.run, "carp-engine", daemon=False)
+        self._spawn(self._serve, "carp-engine", daemon=False)
         self.history.start()
         self.state.start()
         self._spawn(self._config_loop, "carp-config", daemon=True)
@@ -170,6 +178,18 @@ class Engine:
             else:
                 self.saved_version = local.version
                 self._apply(local, "local")
+
+    def _serve(self) -> None:
+        """The engine thread: real-time scheduling for it alone, then the protocol loop.
+
+        As the standalone daemon's loop (`cluster.carp.realtime`), so that a busy node
+        (web, Celery tasks, health checks) does not delay adverts and takeovers; but
+        only this thread: the worker's other threads stay normal tasks, no memory lock
+        (it would pin all of Django and Celery), and no RLIMIT_RTTIME guard (SIGXCPU
+        would go to Celery's main thread): the runner's ``on_spin`` check returns the
+        thread to normal scheduling should the loop stop sleeping."""
+        self.realtime.enter(self.realtime_priority)
+        self.runner.run()
 
     def _spawn(self, target: Callable[[], None], name: str, daemon: bool) -> None:
         thread = threading.Thread(target=target, name=name, daemon=daemon)

@@ -617,6 +617,28 @@ def test_addresses_are_held_exactly_while_master(steps):
             assert vh.link_up
 
 
+@settings(max_examples=300)
+@given(st.lists(st.tuples(EVENTS, st.floats(0, 5)), max_size=40))
+def test_a_timeout_at_the_deadline_always_moves_the_deadline_on(steps):
+    # The runner sleeps until the earliest deadline and fires it; a deadline that a
+    # Timeout left where it was would wake it at once, for ever (a busy loop, and
+    # under real-time scheduling a stolen core).
+    vh = VirtualHost(config())
+    now = 0.0
+    for event, gap in steps:
+        now += gap
+        vh.handle(event, now)
+        deadline = vh.next_deadline()
+        if deadline is not None and deadline <= now:
+            vh.handle(Timeout(), now)
+            deadline = vh.next_deadline()
+            assert deadline is None or deadline > now
+        elif deadline is not None:
+            vh.handle(Timeout(), deadline)
+            following = vh.next_deadline()
+            assert following is None or following > deadline
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     st.lists(st.integers(0, 254), min_size=2, max_size=4, unique=True),
