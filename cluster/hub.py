@@ -423,7 +423,7 @@ class StatusHub:
         *replies, listed = replies
         if any(isinstance(r, Exception) for r in replies):
             return set(names)
-        connected = _node_connections(listed)
+        connected = statekeys.node_connections(listed)
         changed = set()
         if connected is not None and connected != self._connected:
             if self._connected is not None:
@@ -522,17 +522,6 @@ class StatusHub:
         if fan_out:
             for subscription in list(self._subscribers):
                 subscription.offer(update)
-
-
-def _node_connections(reply: Any) -> frozenset[str] | None:
-    """The nodes' named connections in a CLIENT LIST reply (None: refused)."""
-    if not isinstance(reply, list):
-        return None
-    return frozenset(
-        str(c["name"])
-        for c in reply
-        if isinstance(c, dict) and str(c.get("name", "")).startswith(statekeys.CLIENT_NAME_PREFIX)
-    )
 
 
 def _what_it_says(raw: str | None) -> str:

@@ -285,12 +285,11 @@ def _read_redis(node_names: Sequence[str]) -> _Snapshot:
 
 
 def _client_names(reply: Any) -> frozenset[str] | None:
-    """The named connections in a CLIENT LIST reply; None when it was refused."""
-    if isinstance(reply, ResponseError) or not isinstance(reply, list):
-        if isinstance(reply, Exception) and not isinstance(reply, ResponseError):
-            raise reply
-        return None
-    return frozenset(str(c.get("name")) for c in reply if isinstance(c, dict) and c.get("name"))
+    """The nodes' named connections in a CLIENT LIST reply; None when it was
+    refused. A failure to reach Redis is raised: the snapshot cannot be read."""
+    if isinstance(reply, Exception) and not isinstance(reply, ResponseError):
+        raise reply
+    return statekeys.node_connections(reply)
 
 
 def _connection_gone(heartbeat: statekeys.Heartbeat, snapshot: _Snapshot) -> bool:

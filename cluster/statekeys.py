@@ -705,6 +705,19 @@ def node_client_name(node: str) -> str:
     return f"{CLIENT_NAME_PREFIX}{node}"
 
 
+def node_connections(reply: Any) -> frozenset[str] | None:
+    """The nodes' named connections (`node_client_name`) in a CLIENT LIST reply;
+    None when it is not a list (the command was refused). The status (cluster/live.py)
+    and the status hub (cluster/hub.py) both read a node's liveness from it."""
+    if not isinstance(reply, list):
+        return None
+    return frozenset(
+        str(c["name"])
+        for c in reply
+        if isinstance(c, dict) and str(c.get("name", "")).startswith(CLIENT_NAME_PREFIX)
+    )
+
+
 def sync_client(
     url: str, timeout: float = 1.0, retries: int = 0, client_name: str | None = None
 ) -> Any:
