@@ -122,6 +122,18 @@ class Update:
         body = self.status_json[:-1] + ',"trigger":' + self.trigger_json + "}"
         return f"event: status\ndata: {body}\n\n"
 
+    @cached_property
+    def sse(self) -> bytes:
+        """What every stream sends for this update, encoded once: a ``transition``
+        event per transition of the trigger, then the ``status`` event, as one
+        chunk. Each chunk costs a stream a pass through Django's and uvicorn's
+        send path and a write to its socket, whatever its size (about 0.1 ms
+        each on this project's machines, bench/live_latency.py): one chunk per
+        update halves the fan-out of a transition to a hundred pages."""
+        events = [live.sse("transition", statekeys.message_dict(m)) for m in self.transitions]
+        events.append(self.sse_status())
+        return "".join(events).encode()
+
     def after(self, missed: Update) -> Update:
         """This update for a subscriber that never got ``missed``: its trigger too."""
         trigger = (missed.trigger + self.trigger)[-TRIGGER_LIMIT:]
@@ -680,7 +692,7 @@ def current_data() -> dict[str, Any]:
 # ---- the status page's stream -----------------------------------------------------------
 async def event_stream(
     redis_url: str, status_hub: StatusHub | None = None
-) -> AsyncGenerator[str, None]:
+) -> AsyncGenerator[str | bytes, None]:
     """``status`` events (the body of ``GET /api/v1/status/`` plus ``trigger``,
     the messages that led to it) on connect and at each change, ``transition``
     events as the engines send them. Nothing is computed here: the process's
@@ -707,9 +719,7 @@ async def event_stream(
             if update.seq <= shown:
                 continue  # the first status, queued while it was being sent
             shown = update.seq
-            for message in update.transitions:
-                yield live.sse("transition", statekeys.message_dict(message))
-            yield update.sse_status()
+            yield update.sse  # its transitions, then its status: the same bytes for every stream
             last_sent = loop.time()
 
 
