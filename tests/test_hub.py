@@ -345,6 +345,61 @@ def test_an_update_is_a_status_event_with_its_trigger_without_encoding_the_statu
     }
 
 
+def sse_events(chunk: str | bytes) -> list[tuple[str, Any]]:
+    """The events (name, data) in a chunk of the stream."""
+    text = chunk.decode() if isinstance(chunk, bytes) else chunk
+    found = []
+    for block in text.split("\n\n"):
+        if block.startswith("event: "):
+            head, data = block.split("\n", 1)
+            found.append((head.removeprefix("event: "), json.loads(data.removeprefix("data: "))))
+    return found
+
+
+def test_an_update_reaches_every_stream_as_one_chunk_and_a_slow_stream_gets_what_it_missed(
+    redis_url, engines
+):
+    compute = CountingCompute()
+
+    async def scenario() -> tuple[list[Any], Any, hub.Update]:
+        status_hub = await started(redis_url, compute)
+        quick, slow = (
+            hub.event_stream(redis_url, status_hub),
+            hub.event_stream(redis_url, status_hub),
+        )
+        try:
+            for stream in (quick, slow):
+                assert str(await anext(stream)).startswith("retry:")
+                assert str(await anext(stream)).startswith("event: status")
+            chunks = []
+            for vhid in (1, 2):
+                await asyncio.to_thread(
+                    engines.client.publish, statekeys.EVENTS_CHANNEL, transition(vhid)
+                )
+                chunks.append(await asyncio.wait_for(anext(quick), 5))
+            # The slow stream read nothing meanwhile: one chunk, with both transitions.
+            behind = await asyncio.wait_for(anext(slow), 5)
+            assert status_hub.latest is not None
+            return chunks, behind, status_hub.latest
+        finally:
+            await quick.aclose()
+            await slow.aclose()
+            await status_hub.stop()
+
+    chunks, behind, latest = run(scenario)
+    # Encoded once by the hub: the stream sends the update's own bytes.
+    assert chunks[-1] is latest.sse
+    for vhid, chunk in zip((1, 2), chunks, strict=True):
+        (name, message), (last, status) = sse_events(chunk)
+        assert (name, message["vhid"], last) == ("transition", vhid, "status")
+        assert status["trigger"] == [message]
+    names = [name for name, _ in sse_events(behind)]
+    assert names == ["transition", "transition", "status"]
+    *missed, (_, status) = sse_events(behind)
+    assert [m["vhid"] for _, m in missed] == [1, 2]
+    assert status == {**latest.data, "trigger": [m for _, m in missed]}
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_committed_change_of_the_desired_state_is_announced_to_every_hub(engines, alice, nodes):
     listener = engines.client.pubsub(ignore_subscribe_messages=True)

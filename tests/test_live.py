@@ -392,13 +392,25 @@ def stream_hub(transactional_db: None) -> Iterator[None]:
     hub.reset_shared()
 
 
-async def next_event(stream: AsyncGenerator[str, None], timeout: float = 5.0) -> tuple[str, Any]:
-    """The next event (name, data), skipping ``retry:`` and comments."""
-    while True:
-        chunk = await asyncio.wait_for(anext(stream), timeout)
-        if chunk.startswith("event: "):
-            head, data = chunk.split("\n", 2)[:2]
-            return head.removeprefix("event: "), json.loads(data.removeprefix("data: "))
+class Events:
+    """A stream's events (name, data) in order, whatever chunks they came in (an
+    update's transitions and its status come as one); ``retry:`` and comments
+    skipped."""
+
+    def __init__(self, stream: AsyncGenerator[str | bytes, None]) -> None:
+        self.stream = stream
+        self.pending: list[tuple[str, Any]] = []
+
+    async def next(self, timeout: float = 5.0) -> tuple[str, Any]:
+        while not self.pending:
+            chunk = await asyncio.wait_for(anext(self.stream), timeout)
+            text = chunk.decode() if isinstance(chunk, bytes) else chunk
+            for block in text.split("\n\n"):
+                if block.startswith("event: "):
+                    head, data = block.split("\n", 1)
+                    name, body = head.removeprefix("event: "), data.removeprefix("data: ")
+                    self.pending.append((name, json.loads(body)))
+        return self.pending.pop(0)
 
 
 async def until_subscribed(url: str) -> None:
@@ -422,9 +434,10 @@ def test_the_stream_sends_the_status_then_each_transition_and_the_new_status(
 
     async def scenario() -> list[tuple[str, Any]]:
         stream = hub.event_stream(redis_url)
+        events = Events(stream)
         try:
-            seen = [await next_event(stream)]
-            pending = asyncio.ensure_future(next_event(stream))
+            seen = [await events.next()]
+            pending = asyncio.ensure_future(events.next())
             await until_subscribed(redis_url)
             # The engines: node1 fails over to node2.
             await asyncio.to_thread(engines.report, "node1", {1: "BACKUP"})
@@ -434,7 +447,7 @@ def test_the_stream_sends_the_status_then_each_transition_and_the_new_status(
             receivers = await asyncio.to_thread(engines.publish, "transition", **transition)
             assert receivers == 1
             seen.append(await pending)
-            seen.append(await next_event(stream))
+            seen.append(await events.next())
             return seen
         finally:
             await stream.aclose()
@@ -466,11 +479,12 @@ def test_the_stream_turns_a_node_not_reporting_when_its_heartbeat_expires_withou
 
     async def scenario() -> dict[str, Any]:
         stream = hub.event_stream(redis_url)
+        events = Events(stream)
         try:
-            first = (await next_event(stream))[1]
+            first = (await events.next())[1]
             assert first["nodes"][0]["reporting"] is True
             started = time.monotonic()
-            name, data = await next_event(stream, timeout=3)
+            name, data = await events.next(timeout=3)
             # Recomputed at the expiry, not a tick later.
             assert time.monotonic() - started < 1.0
             assert name == "status"
@@ -490,7 +504,7 @@ def test_the_stream_starts_and_goes_on_without_redis(stream_hub, settings, alias
     async def scenario() -> tuple[str, Any]:
         stream = hub.event_stream(settings.REDIS_URL)
         try:
-            return await next_event(stream)
+            return await Events(stream).next()
         finally:
             await stream.aclose()
 
