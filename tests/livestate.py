@@ -15,6 +15,12 @@ from cluster.carp.types import DemotionSource
 from cluster.checks import CheckStatus
 
 
+def chunk_text(chunk: str | bytes) -> str:
+    """A chunk of the status stream as text (an update's chunk is bytes, encoded
+    once by the hub for every stream; the others are text)."""
+    return chunk.decode() if isinstance(chunk, bytes) else chunk
+
+
 class FakeEngines:
     def __init__(self, url: str) -> None:
         self.client: Any = statekeys.sync_client(url)

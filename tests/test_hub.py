@@ -21,7 +21,7 @@ from cluster import hub, live, services, statekeys
 from cluster.carp.types import DemotionSource, State
 from cluster.lab.redisd import RedisServer
 from tests.factories import alias_data
-from tests.livestate import FakeEngines
+from tests.livestate import FakeEngines, chunk_text
 
 
 class CountingCompute:
@@ -347,7 +347,7 @@ def test_an_update_is_a_status_event_with_its_trigger_without_encoding_the_statu
 
 def sse_events(chunk: str | bytes) -> list[tuple[str, Any]]:
     """The events (name, data) in a chunk of the stream."""
-    text = chunk.decode() if isinstance(chunk, bytes) else chunk
+    text = chunk_text(chunk)
     found = []
     for block in text.split("\n\n"):
         if block.startswith("event: "):
@@ -369,8 +369,8 @@ def test_an_update_reaches_every_stream_as_one_chunk_and_a_slow_stream_gets_what
         )
         try:
             for stream in (quick, slow):
-                assert str(await anext(stream)).startswith("retry:")
-                assert str(await anext(stream)).startswith("event: status")
+                assert chunk_text(await anext(stream)).startswith("retry:")
+                assert chunk_text(await anext(stream)).startswith("event: status")
             chunks = []
             for vhid in (1, 2):
                 await asyncio.to_thread(
@@ -474,12 +474,12 @@ def test_an_announced_cluster_event_reaches_each_open_stream_and_computes_nothin
         streams = [hub.event_stream(redis_url, status_hub) for _ in range(2)]
         try:
             for stream in streams:
-                assert (await anext(stream)).startswith("retry:")
-                assert (await anext(stream)).startswith("event: status\n")
+                assert chunk_text(await anext(stream)).startswith("retry:")
+                assert chunk_text(await anext(stream)).startswith("event: status\n")
             before = compute.calls
             raw = statekeys.encode_message(event)
             await asyncio.to_thread(engines.client.publish, statekeys.EVENTS_CHANNEL, raw)
-            received = [await asyncio.wait_for(anext(s), 5) for s in streams]
+            received = [chunk_text(await asyncio.wait_for(anext(s), 5)) for s in streams]
             await asyncio.sleep(0.3)  # time for a computation, if one were made, to show up
             computations = compute.calls - before
         finally:

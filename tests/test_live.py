@@ -24,6 +24,7 @@ from cluster.carp.types import DemotionSource
 from cluster.checks import CheckStatus
 from cluster.models import IPAlias, Node, Transition
 from tests.factories import alias_data
+from tests.livestate import chunk_text
 
 THREE_TIERS = [
     {"node": "node1", "priority": "primary"},
@@ -404,7 +405,7 @@ class Events:
     async def next(self, timeout: float = 5.0) -> tuple[str, Any]:
         while not self.pending:
             chunk = await asyncio.wait_for(anext(self.stream), timeout)
-            text = chunk.decode() if isinstance(chunk, bytes) else chunk
+            text = chunk_text(chunk)
             for block in text.split("\n\n"):
                 if block.startswith("event: "):
                     head, data = block.split("\n", 1)

@@ -17,6 +17,7 @@ from cluster import hub, live, notify, services
 from cluster.models import ClusterEvent, Delivery
 from cluster.notifier import Notifier
 from tests.factories import make_alias
+from tests.livestate import chunk_text
 from tests.test_hub import subscribed
 
 
@@ -101,12 +102,12 @@ def test_a_stored_event_reaches_an_open_status_stream_as_the_api_shows_it(
         status_hub.start()
         stream = hub.event_stream(redis_url, status_hub)
         try:
-            assert (await anext(stream)).startswith("retry:")
-            assert (await anext(stream)).startswith("event: status\n")
+            assert chunk_text(await anext(stream)).startswith("retry:")
+            assert chunk_text(await anext(stream)).startswith("event: status\n")
             await subscribed(redis_url)
             before = len(calls)
             stored = await sync_to_async(notifier.detect_once)()
-            text = await asyncio.wait_for(anext(stream), 5)
+            text = chunk_text(await asyncio.wait_for(anext(stream), 5))
             return stored, text, len(calls) - before
         finally:
             await stream.aclose()
