@@ -235,8 +235,12 @@ def _log_unreadable(node: str, what: str, error: statekeys.Unreadable) -> None:
     log.warning("unreadable live state from %s (%s): %s", node, what, error)
 
 
-def _read_redis(node_names: Sequence[str]) -> _Snapshot:
-    client = redis_client(settings.REDIS_URL)
+def _read_redis(node_names: Sequence[str], client: Any = None) -> _Snapshot:
+    """``client``: a kept one (the status hub's), left open; by default one of
+    its own for this reading, closed after it."""
+    own = client is None
+    if own:
+        client = redis_client(settings.REDIS_URL)
     try:
         pipe = client.pipeline(transaction=False)
         for name in node_names:
@@ -281,7 +285,8 @@ def _read_redis(node_names: Sequence[str]) -> _Snapshot:
                 vhosts[name][(interface, vhid)] = exc
         return _Snapshot(heartbeats, vhosts, clients)
     finally:
-        client.close()
+        if own:
+            client.close()
 
 
 def _client_names(reply: Any) -> frozenset[str] | None:
@@ -552,19 +557,23 @@ def check_statuses(node_names: Sequence[str]) -> dict[str, dict[str, CheckStatus
 
 
 def compute_status(
-    node_rows: Sequence[Node] | None = None, matrix: Sequence[services.MatrixRow] | None = None
+    node_rows: Sequence[Node] | None = None,
+    matrix: Sequence[services.MatrixRow] | None = None,
+    client: Any = None,
 ) -> Status:
     """The live matrix now: one row per alias, one cell per node, and alerts.
 
     A page that renders the matrix itself passes its nodes and
-    ``services.alias_matrix(nodes)`` so the join is read once."""
+    ``services.alias_matrix(nodes)`` so the join is read once. ``client``: a
+    Redis client the caller keeps (the status hub's), instead of a connection
+    opened for this computation (see ``_read_redis``)."""
     if node_rows is None or matrix is None:
         node_rows = list(Node.objects.all())
         matrix = services.alias_matrix(node_rows)
     snapshot: _Snapshot | None
     error = ""
     try:
-        snapshot = _read_redis([node.name for node in node_rows])
+        snapshot = _read_redis([node.name for node in node_rows], client)
     except (RedisError, OSError) as exc:
         log.warning("live state unavailable: %s", exc)
         snapshot, error = None, f"Redis cannot be reached: {exc}"

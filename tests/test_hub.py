@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -497,3 +498,147 @@ def test_an_announced_cluster_event_reaches_each_open_stream_and_computes_nothin
         assert json.loads(body.removeprefix("data: ")) == event.public()
     assert computations == 0
     assert listeners == 0  # a closed stream leaves nothing behind in the hub
+
+
+class GatedCompute(CountingCompute):
+    """A computation that, once ``hold()`` was called, waits in its next call
+    until ``release()``: the test decides when it ends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self._gate = threading.Event()
+        self._gate.set()
+
+    def hold(self) -> None:
+        self.entered.clear()
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    def __call__(self) -> live.Status:
+        self.entered.set()
+        self._gate.wait(10)
+        return super().__call__()
+
+
+def test_messages_that_came_during_a_computation_start_the_next_one_without_the_window(
+    redis_url, engines
+):
+    compute = GatedCompute()
+    window = 60.0  # a message that waited for it would not be computed within the test
+
+    async def scenario() -> tuple[int, list[int], list[int]]:
+        status_hub = await started(redis_url, compute, coalesce=window)
+        try:
+            with status_hub.subscribe() as updates:
+                compute.hold()
+                status_hub.desired_changed()  # a computation that waits for no message
+                assert await asyncio.to_thread(compute.entered.wait, 5)
+                for vhid in (1, 2):
+                    heard = await asyncio.to_thread(
+                        engines.client.publish, statekeys.EVENTS_CHANNEL, transition(vhid)
+                    )
+                    assert heard == 1  # the hub's subscription has it
+                before = compute.calls
+                compute.release()
+                held = await updates.get(timeout=5)  # the computation that was running
+                following = await updates.get(timeout=5)  # the messages', not after the window
+                assert held is not None
+                assert following is not None
+                return (
+                    compute.calls - before,
+                    [t.vhid for t in held.transitions],
+                    [t.vhid for t in following.transitions],
+                )
+        finally:
+            compute.release()
+            await status_hub.stop()
+
+    computations, held, following = run(scenario)
+    assert held == []
+    assert following == [1, 2]  # both, in one computation
+    assert computations == 2
+
+
+def test_a_message_while_the_hub_is_idle_still_waits_the_window_for_others(redis_url, engines):
+    compute = CountingCompute()
+    window = 60.0
+
+    async def scenario() -> hub.Update | None:
+        status_hub = await started(redis_url, compute, coalesce=window)
+        try:
+            with status_hub.subscribe() as updates:
+                await asyncio.to_thread(
+                    engines.client.publish, statekeys.EVENTS_CHANNEL, transition(1)
+                )
+                return await updates.get(timeout=1)
+        finally:
+            await status_hub.stop()
+
+    assert run(scenario) is None  # still gathering a batch
+
+
+def connections_received(url: str) -> int:
+    client = statekeys.sync_client(url)
+    try:
+        return int(client.info("stats")["total_connections_received"])
+    finally:
+        client.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_hubs_computations_keep_one_redis_connection_through_a_redis_outage(own_redis, nodes):
+    async def scenario() -> tuple[int, int, bool]:
+        status_hub = hub.StatusHub(own_redis.url, resubscribe=0.2)
+        status_hub.start()
+        try:
+            first = await status_hub.wait_latest(timeout=5)
+            assert first is not None
+            assert first.status.available
+            await subscribed(own_redis.url)
+            opened = connections_received(own_redis.url)
+            computations = status_hub.computations
+
+            def computed_since(count: int) -> Callable[[], bool]:
+                return lambda: status_hub.computations > count
+
+            def available() -> bool:
+                latest = status_hub.latest
+                return latest is not None and latest.status.available
+
+            for _ in range(5):
+                status_hub.desired_changed()
+                await until(computed_since(status_hub.computations))
+            reconnections = connections_received(own_redis.url) - opened - 1  # INFO's own
+            await asyncio.to_thread(own_redis.stop)
+            await until(lambda: not available())
+            away = status_hub.running
+            await asyncio.to_thread(own_redis.start)
+            await until(available)
+            # Back: a computation on a new connection says so.
+            return status_hub.computations - computations, reconnections, away
+        finally:
+            await status_hub.stop()
+
+    computed, reconnections, running_while_away = run(scenario)
+    assert computed >= 5
+    assert reconnections == 0  # five computations, no new connection
+    assert running_while_away
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_kept_connection_that_redis_closed_is_replaced_at_the_next_computation(own_redis, nodes):
+    status_hub = hub.StatusHub(own_redis.url)
+    try:
+        assert status_hub._compute_live().available
+        kept = status_hub._redis
+        own_redis.stop()
+        own_redis.start()  # between two computations: the hub saw nothing of it
+        status = status_hub._compute_live()
+        assert status.available, status.error  # not one "unavailable" for the stale one
+        assert status_hub._redis is kept
+        assert [n.name for n in status.nodes] == ["node1", "node2", "node3"]
+    finally:
+        status_hub._release()

@@ -574,3 +574,21 @@ def test_without_client_list_rights_only_the_heartbeats_ttl_tells(engines, redis
     assert row(status).masters == ["node1"]
     # With the right to list connections, the same heartbeat is one of a dead node.
     assert not live.compute_status().nodes[0].reporting
+
+
+def test_a_computation_on_a_given_client_reads_through_it_and_leaves_it_open(
+    engines, redis_url, settings, alias
+):
+    engines.report("node1", {1: "MASTER"})
+    settings.REDIS_URL = "redis+socket:///nonexistent/redis.sock"  # not what it reads
+    client = live.redis_client(redis_url)
+    try:
+        first = live.compute_status(client=client)
+        second = live.compute_status(client=client)
+        assert first.available
+        assert second.available
+        assert states(row(second))["node1"] == live.MASTER
+        assert client.ping()  # still open for the next one
+    finally:
+        client.close()
+    assert live.compute_status().available is False  # without one: settings.REDIS_URL
