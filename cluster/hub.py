@@ -78,7 +78,7 @@ import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, Self
 
 from redis.exceptions import RedisError
@@ -128,16 +128,17 @@ class Update:
     @cached_property
     def sse(self) -> bytes:
         """What every stream sends for this update, encoded once: a ``transition``
-        event per transition of the trigger, then the ``status`` event, as one
-        chunk. Each chunk costs a stream a pass through Django's and uvicorn's
-        send path and a write to its socket, much the same for 100 bytes as for
-        the nine-node demo's 8 KB: with one chunk per update, a transition
+        event per transition of the trigger (each stream had them already as the
+        hub heard them, unless it missed them: see `event_stream`), then the
+        ``status`` event, as one chunk. Each chunk costs a stream a pass through
+        Django's and uvicorn's send path and a write to its socket, much the same
+        for 100 bytes as for the nine-node demo's 8 KB: with one chunk per update, a transition
         reached the last of 100 streams in 0.67 to 0.85 times the time of a
         chunk per event at a load average of 1 to 2, about 0.55 times at 6
         (bench/stream_fanout.py)."""
-        events = [live.sse("transition", statekeys.message_dict(m)) for m in self.transitions]
-        events.append(self.sse_status())
-        return "".join(events).encode()
+        events = [transition_sse(m) for m in self.transitions]
+        events.append(self.sse_status().encode())
+        return b"".join(events)
 
     def after(self, missed: Update) -> Update:
         """This update for a subscriber that never got ``missed``: its trigger too."""
@@ -733,6 +734,14 @@ def current_data() -> dict[str, Any]:
 
 
 # ---- the status page's stream -----------------------------------------------------------
+@lru_cache(maxsize=256)
+def transition_sse(message: statekeys.TransitionMessage) -> bytes:
+    """A transition's ``transition`` event, encoded once for every stream (the
+    message is a frozen dataclass: the same transition is the same key; the
+    hub's early forward and the update's chunk share it)."""
+    return live.sse("transition", statekeys.message_dict(message)).encode()
+
+
 async def event_stream(
     redis_url: str, status_hub: StatusHub | None = None
 ) -> AsyncGenerator[str | bytes, None]:
@@ -743,7 +752,20 @@ async def event_stream(
     recompute nothing. Nothing is computed here: the process's
     status hub (cluster/hub.py) computes once for every stream and hands each
     the newest status; a stream that falls behind skips to it. Redis going away
-    is survived by the hub: the status says so until it returns."""
+    is survived by the hub: the status says so until it returns.
+
+    A transition comes twice (issue 11): as the hub hears it (`_Announced`,
+    before and apart from the computation it starts, so that the page shows it
+    at once), and again in the chunk of the status computed after it
+    (`Update.sse`), which the page ignores as a repeat (the same node, vhid,
+    interface and ``at``). The second is what a stream that subscribed after the
+    hub heard it, or whose queue of announced messages overflowed, still gets:
+    no transition is lost silently, and a slow stream's status merges the
+    transitions of those it skipped (`Update.after`). When a status and an
+    announced message are both waiting, the status goes first: it was computed
+    before the hub heard the message (the hub reads ``carp:events`` between its
+    computations) or it reflects it (then the message is a repeat), so a
+    transition is never followed by a status older than it."""
     if status_hub is None:
         status_hub = ensure_shared(redis_url)
     loop = asyncio.get_running_loop()
@@ -757,47 +779,66 @@ async def event_stream(
         last_sent = loop.time()
         while True:
             keepalive = max(0.0, live.KEEPALIVE - (loop.time() - last_sent))
-            update, event = await announced.next(updates, keepalive)
-            if event is not None:
-                yield live.sse("cluster_event", event.public())
+            update, message = await announced.next(updates, keepalive)
+            if update is None and message is None:
+                yield ": keepalive\n\n"
                 last_sent = loop.time()
-            if update is None:
-                if event is None:
-                    yield ": keepalive\n\n"
-                    last_sent = loop.time()
                 continue
-            if update.seq <= shown:
-                continue  # the first status, queued while it was being sent
-            shown = update.seq
-            yield update.sse  # its transitions, then its status: the same bytes for every stream
-            last_sent = loop.time()
+            # (An update not newer than ``shown``: the first status, queued while
+            # it was being sent.)
+            if update is not None and update.seq > shown:
+                shown = update.seq
+                yield update.sse  # its transitions, then its status: the same bytes for all
+                last_sent = loop.time()
+            if message is not None:
+                # The hub offers a batch's messages at once: one chunk for them all
+                # (each chunk costs a pass through the server's send path).
+                yield b"".join(map(_announced_sse, [message, *announced.waiting()]))
+                last_sent = loop.time()
 
 
-ANNOUNCED_QUEUED = 100  # cluster events a stream holds for its browser, newest kept
+ANNOUNCED_QUEUED = 100  # announced messages a stream holds for its browser, newest kept
+
+AnnouncedMessage = statekeys.TransitionMessage | statekeys.ClusterEventMessage
+
+
+def _announced_sse(message: AnnouncedMessage) -> bytes:
+    if isinstance(message, statekeys.TransitionMessage):
+        return transition_sse(message)
+    return live.sse("cluster_event", message.public()).encode()
 
 
 class _Announced:
-    """A stream's cluster events, as the notifiers announce them: a hub listener
-    (it never waits; a stream that falls behind loses the oldest) while the
-    stream runs, and the stream's wait for the next status or event."""
+    """A stream's transitions and cluster events, as the hub hears them from the
+    engines and the notifiers: a hub listener (called for every message of a
+    batch before any computation; it never waits; a stream that falls behind
+    loses the oldest, and finds its transitions in the next status's chunk)
+    while the stream runs, and the stream's wait for the next status or message."""
 
     def __init__(self, status_hub: StatusHub) -> None:
         self._hub = status_hub
-        self._queue: asyncio.Queue[statekeys.ClusterEventMessage] = asyncio.Queue(ANNOUNCED_QUEUED)
+        self._queue: asyncio.Queue[AnnouncedMessage] = asyncio.Queue(ANNOUNCED_QUEUED)
         # Both waits are kept from one round to the next: neither is cancelled
         # half-way while the other answers.
         self._update: asyncio.Task[Update | None] | None = None
-        self._event: asyncio.Task[statekeys.ClusterEventMessage] | None = None
+        self._event: asyncio.Task[AnnouncedMessage] | None = None
 
     def offer(self, message: statekeys.Message) -> None:
-        if isinstance(message, statekeys.ClusterEventMessage):
+        if isinstance(message, statekeys.TransitionMessage | statekeys.ClusterEventMessage):
             if self._queue.full():
                 self._queue.get_nowait()
             self._queue.put_nowait(message)
 
+    def waiting(self) -> list[AnnouncedMessage]:
+        """The messages queued now, which the stream has not taken yet."""
+        found = []
+        while not self._queue.empty():
+            found.append(self._queue.get_nowait())
+        return found
+
     async def next(
         self, updates: Subscription, timeout: float
-    ) -> tuple[Update | None, statekeys.ClusterEventMessage | None]:
+    ) -> tuple[Update | None, AnnouncedMessage | None]:
         """Whichever came first (both if both did), or (None, None) after ``timeout``."""
         if self._update is None:
             self._update = asyncio.ensure_future(updates.get())

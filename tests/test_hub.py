@@ -11,7 +11,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -357,6 +357,15 @@ def sse_events(chunk: str | bytes) -> list[tuple[str, Any]]:
     return found
 
 
+async def status_chunk(stream: Any) -> Any:
+    """The stream's next chunk with a status, past the transitions the hub
+    forwarded as it heard them (a chunk of their own)."""
+    while True:
+        chunk = await asyncio.wait_for(anext(stream), 5)
+        if "status" in [name for name, _ in sse_events(chunk)]:
+            return chunk
+
+
 def test_an_update_reaches_every_stream_as_one_chunk_and_a_slow_stream_gets_what_it_missed(
     redis_url, engines
 ):
@@ -377,7 +386,7 @@ def test_an_update_reaches_every_stream_as_one_chunk_and_a_slow_stream_gets_what
                 await asyncio.to_thread(
                     engines.client.publish, statekeys.EVENTS_CHANNEL, transition(vhid)
                 )
-                chunks.append(await asyncio.wait_for(anext(quick), 5))
+                chunks.append(await status_chunk(quick))
             # The slow stream read nothing meanwhile: one chunk, with both transitions.
             behind = await asyncio.wait_for(anext(slow), 5)
             assert status_hub.latest is not None
@@ -461,6 +470,17 @@ def test_a_killed_nodes_closed_connection_is_news_at_the_next_heartbeat_of_anoth
     assert after_close == 1
 
 
+async def open_streams(
+    redis_url: str, status_hub: hub.StatusHub, count: int
+) -> list[AsyncGenerator[str | bytes, None]]:
+    """``count`` status streams, each past its ``retry:`` and its first status."""
+    streams = [hub.event_stream(redis_url, status_hub) for _ in range(count)]
+    for stream in streams:
+        assert chunk_text(await anext(stream)).startswith("retry:")
+        assert chunk_text(await anext(stream)).startswith("event: status\n")
+    return streams
+
+
 def test_an_announced_cluster_event_reaches_each_open_stream_and_computes_nothing(
     redis_url, engines
 ):
@@ -472,11 +492,8 @@ def test_an_announced_cluster_event_reaches_each_open_stream_and_computes_nothin
 
     async def scenario() -> tuple[list[str], int, int]:
         status_hub = await started(redis_url, compute)
-        streams = [hub.event_stream(redis_url, status_hub) for _ in range(2)]
+        streams = await open_streams(redis_url, status_hub, 2)
         try:
-            for stream in streams:
-                assert chunk_text(await anext(stream)).startswith("retry:")
-                assert chunk_text(await anext(stream)).startswith("event: status\n")
             before = compute.calls
             raw = statekeys.encode_message(event)
             await asyncio.to_thread(engines.client.publish, statekeys.EVENTS_CHANNEL, raw)
@@ -521,6 +538,80 @@ class GatedCompute(CountingCompute):
         self.entered.set()
         self._gate.wait(10)
         return super().__call__()
+
+
+def test_a_transition_reaches_each_open_stream_as_the_hub_hears_it_before_its_computation_ends(
+    redis_url, engines
+):
+    """The page shows an engine's transition without waiting for the status it
+    starts: the stream forwards it while that computation still runs, and the
+    status that follows carries it again (a stream that missed it loses nothing)."""
+    compute = GatedCompute()
+
+    async def scenario() -> tuple[list[list[tuple[str, Any]]], list[list[tuple[str, Any]]], int]:
+        status_hub = await started(redis_url, compute)
+        streams = await open_streams(redis_url, status_hub, 2)
+        try:
+            before = compute.calls
+            compute.hold()
+            await asyncio.to_thread(
+                engines.client.publish, statekeys.EVENTS_CHANNEL, transition(3, at=1234.5)
+            )
+            early = [sse_events(await asyncio.wait_for(anext(s), 5)) for s in streams]
+            # The computation the transition started has begun and not ended.
+            assert await asyncio.to_thread(compute.entered.wait, 5)
+            running = compute.calls - before
+            compute.release()
+            confirmed = [sse_events(await asyncio.wait_for(anext(s), 5)) for s in streams]
+            return early, confirmed, running
+        finally:
+            compute.release()
+            for stream in streams:
+                await stream.aclose()
+            await status_hub.stop()
+
+    early, confirmed, running = run(scenario)
+    assert running == 0
+    message = statekeys.message_dict(statekeys.decode_message(transition(3, at=1234.5)))
+    assert early == [[("transition", message)]] * 2
+    for events in confirmed:
+        (name, again), (last, status) = events
+        assert (name, again, last) == ("transition", message, "status")
+        assert status["trigger"] == [message]
+
+
+def test_a_batchs_transitions_reach_a_stream_as_one_chunk_after_a_status_older_than_them(
+    redis_url, engines
+):
+    """The hub hands a batch's messages to the listeners at once, after the
+    status computed before it: a stream that finds both waiting sends that status
+    first (the page must not go back to a state older than a transition it
+    showed), then the batch's transitions in one chunk (each chunk costs the
+    server a pass through its send path)."""
+    compute = CountingCompute()
+    messages = [statekeys.decode_message(transition(vhid)) for vhid in (1, 2)]
+
+    async def scenario() -> list[list[tuple[str, Any]]]:
+        status_hub = await started(redis_url, compute)
+        (stream,) = await open_streams(redis_url, status_hub, 1)
+        try:
+            # The stream is not read meanwhile: a new status, then the batch.
+            seq = status_hub.latest.seq if status_hub.latest else 0
+            status_hub.desired_changed()
+            await until(lambda: status_hub.latest is not None and status_hub.latest.seq > seq)
+            for message in messages:  # as StatusHub._news hands out a batch
+                for listener in list(status_hub.listeners):
+                    listener(message)
+            return [sse_events(await asyncio.wait_for(anext(stream), 5)) for _ in range(2)]
+        finally:
+            await stream.aclose()
+            await status_hub.stop()
+
+    (older,), forwarded = run(scenario)
+    assert older[0] == "status"
+    assert older[1]["trigger"] == []
+    expected = [("transition", statekeys.message_dict(m)) for m in messages]
+    assert forwarded == expected
 
 
 def test_messages_that_came_during_a_computation_start_the_next_one_without_the_window(

@@ -2,7 +2,8 @@
 //
 // The server pushes server-sent events (cluster/hub.py, event_stream):
 // "status" carries the whole status (the body of GET /api/v1/status/),
-// "transition" one engine transition and "cluster_event" one cluster event a
+// "transition" one engine transition (as soon as the server hears it: its
+// node's cell shows it before the status confirms it) and "cluster_event" one cluster event a
 // notifier stored (as GET /api/v1/events/ shows it). Every text shown comes from the server
 // (summaries, alert messages); this file only puts values where the page's
 // data- attributes say. The page is complete without it: it is rendered with
@@ -192,7 +193,48 @@
     return (n < 10 ? "0" : "") + n;
   }
 
+  // Each transition comes as the server hears it, then again with the status
+  // computed after it (cluster/hub.py, event_stream): shown once. The keys are
+  // kept for as many transitions as a status's trigger holds (hub.TRIGGER_LIMIT).
+  var seenTransitions = new Set();
+  var seenOrder = [];
+  var maxSeen = 500;
+
+  function firstSighting(message) {
+    var key = [message.node, message.vhid, message.interface, message.at].join("|");
+    if (seenTransitions.has(key)) {
+      return false;
+    }
+    seenTransitions.add(key);
+    seenOrder.push(key);
+    while (seenOrder.length > maxSeen) {
+      seenTransitions.delete(seenOrder.shift());
+    }
+    return true;
+  }
+
+  // The node's cell for that VIP takes the new state at once; the owner
+  // columns, the alerts and the cell's details wait for the status that follows,
+  // which writes every cell again.
+  function showTransitionCell(message) {
+    var state = String(message.to).toUpperCase();
+    var cells = document.querySelectorAll('#cluster-matrix td.cell[data-node="' + message.node +
+      '"][data-vhid="' + message.vhid + '"]');
+    Array.prototype.forEach.call(cells, function (td) {
+      if (message.interface && td.getAttribute("data-interface") !== message.interface) {
+        return;
+      }
+      td.setAttribute("data-state", state);
+      td.setAttribute("data-stale", "false");
+      setText(td.querySelector(".state"), state);
+    });
+  }
+
   function showTransition(message) {
+    if (!firstSighting(message)) {
+      return;
+    }
+    showTransitionCell(message);
     var sections = document.querySelectorAll('.timeline[data-vhid="' + message.vhid + '"]');
     Array.prototype.forEach.call(sections, function (section) {
       var iface = section.getAttribute("data-interface");

@@ -18,6 +18,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from cluster import statekeys
+from cluster.carp.types import State
 from tests.showcase import ALIASES, NODES, Showcase, chromium
 
 WIDTH = 1280
@@ -196,6 +197,65 @@ def test_an_announced_cluster_event_is_listed_at_once_in_order_and_the_panel_sta
     expect(rows).to_have_count(int(panel.get_attribute("data-max-events") or 0))
     shown = rows.evaluate_all("rows => rows.map(r => r.dataset.eventId)")
     assert shown == [str(pk) for pk in range(28, 8, -1)]
+
+
+def test_a_transition_shows_in_its_cell_before_the_status_it_starts_and_once_in_the_timeline(
+    show: Showcase, page: Page
+) -> None:
+    """The page applies an engine's transition to the node's cell as the stream
+    forwards it, before the status computed after it arrives (which, here, shows
+    the state Redis still holds: the transition is one the engines never wrote)."""
+    assert show.scene is not None
+    # The page's own stream counts, before live.js sees each, its statuses and
+    # those whose trigger has a transition to INIT (the one published below).
+    page.add_init_script(
+        """window.__statuses = 0;
+        window.__confirmed = 0;
+        window.EventSource = class extends window.EventSource {
+            constructor(...args) {
+                super(...args);
+                this.addEventListener('status', event => {
+                    window.__statuses += 1;
+                    const trigger = JSON.parse(event.data).trigger;
+                    if (trigger.some(m => m.kind === 'transition' && m.to === 'INIT')) {
+                        window.__confirmed += 1;
+                    }
+                });
+            }
+        };"""
+    )
+    open_status(show, page)
+    page.wait_for_function("() => window.__statuses > 0")
+    target = page.evaluate(
+        """() => {
+            const td = Array.from(document.querySelectorAll('#cluster-matrix td.cell'))
+                .find(c => c.dataset.state === 'MASTER' || c.dataset.state === 'BACKUP');
+            window.__states = [];
+            new MutationObserver(() => window.__states.push(
+                [td.dataset.state, td.querySelector('.state').textContent, window.__confirmed]
+            )).observe(td, {attributes: true, attributeFilter: ['data-state']});
+            return [td.dataset.node, Number(td.dataset.vhid), td.dataset.interface,
+                    td.dataset.state];
+        }"""
+    )
+    node, vhid, interface, state = target
+    message = statekeys.TransitionMessage(
+        node, interface, vhid, State(state), State.INIT, "master_down", time.time()
+    )
+    show.scene.client.publish(statekeys.EVENTS_CHANNEL, statekeys.encode_message(message))
+    # The status computed after it puts Redis's state back.
+    page.wait_for_function("() => window.__confirmed > 0")
+    cell = page.locator(f'#cluster-matrix td.cell[data-node="{node}"][data-vhid="{vhid}"]')
+    expect(cell).to_have_attribute("data-state", state)
+    states = page.evaluate("() => window.__states")
+    # The cell showed it before the status that confirms it came; then that status.
+    shown = [entry for entry in states if entry[0] == "INIT"]
+    assert shown, states
+    assert shown[0] == ["INIT", "INIT", 0], states
+    assert states[-1][0] == state, states
+    timeline = page.locator(f'.timeline[data-vhid="{vhid}"][data-interface="{interface}"]')
+    entries = timeline.locator(f'.timeline-entries li[data-node="{node}"][data-to="INIT"]')
+    expect(entries).to_have_count(1)
 
 
 # Last: it kills a node of the module's showcase.
