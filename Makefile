@@ -75,11 +75,14 @@ test: venv debian-deps
 		|| { echo "make test FAILED: see the steps marked Error above"; exit 1; }
 	@echo "make test passed"
 
-# The checks, at a lower CPU priority: the namespace tests beside them run daemons whose
-# timers must not wait for a core while mypy or the Django tests hold it. They run one
-# after the other: -j2 counts jobs over the whole make tree, and pytest-netns holds one.
+# The checks, one after the other, at a lower CPU priority: the namespace tests beside
+# them run daemons whose timers must not wait for a core while mypy or the Django tests
+# hold it. The sub-make gets MAKEFLAGS without -j and the jobserver (-k, -n and
+# variables stay): with them it would take a free job slot and run two checks at once,
+# and pytest-netns could wait for its slot behind them.
 checks:
-	@nice -n 10 $(MAKE) --no-print-directory lint typecheck djcheck pytest-sqlite pytest-pg
+	@MAKEFLAGS='$(filter-out -j% --jobserver-auth=%,$(MAKEFLAGS))' nice -n 10 \
+		$(MAKE) --no-print-directory lint typecheck djcheck pytest-sqlite pytest-pg
 
 format: venv
 	.venv/bin/ruff check --fix .
