@@ -8,7 +8,7 @@ VENV_STAMP := .venv/.installed
 # PostgreSQL for the second run of the suite; scripts/ensure-postgres.sh starts one if needed.
 PG_URL ?= postgres://postgres:postgres@127.0.0.1:5432/appliance
 
-.PHONY: demo demo-root demo-fail demo-restore demo-mail-stop demo-mail-start screenshots test lint typecheck djcheck pytest pytest-sqlite pytest-pg debian-deps venv bench format clean
+.PHONY: demo demo-root demo-fail demo-restore demo-mail-stop demo-mail-start screenshots test checks lint typecheck djcheck pytest pytest-netns pytest-sqlite pytest-pg debian-deps venv bench format clean
 
 venv: $(VENV_STAMP)
 
@@ -41,8 +41,13 @@ djcheck: venv
 	$(PY) manage.py makemigrations --check --dry-run
 	$(PY) manage.py spectacular --validate --fail-on-warn --file /dev/null
 
+# The namespace tests (root; SQLite: the demo lab's database is a file of its own) and the
+# rest of the suite on SQLite: together, the whole suite on SQLite.
+pytest-netns: venv debian-deps
+	env -u DATABASE_URL .venv/bin/pytest -m netns
+
 pytest-sqlite: venv debian-deps
-	env -u DATABASE_URL .venv/bin/pytest
+	env -u DATABASE_URL .venv/bin/pytest -m "not netns"
 
 # The PostgreSQL run is everything that touches the database: the Django suite and the
 # node host's tests (tests/node: read_database, the history, the outage at start).
@@ -55,9 +60,29 @@ pytest-pg: venv
 	DATABASE_URL=$(PG_URL) .venv/bin/pytest -m "not netns" --ignore=tests/carp \
 		--ignore=tests/pages/test_nine_nodes_browser.py --ignore=tests/api/test_schema_fuzz.py
 
-pytest: pytest-sqlite pytest-pg
+pytest: pytest-netns pytest-sqlite pytest-pg
 
-test: lint typecheck djcheck pytest
+# The suite in two lanes side by side (-j2), about 8 minutes each: the namespace tests
+# mostly wait on protocol timers, the checks (lint, types, Django checks, the other
+# tests on SQLite and PostgreSQL) mostly use the CPU. They share nothing: each pytest
+# run has its own redis-server and temporary directory, the namespaces and ports are
+# unique to the run. Each step's output is held back (--output-sync) and printed whole
+# when the step ends, so the lanes never interleave. -k: every step runs, so one run
+# shows every failure; any failure fails make test.
+test: venv debian-deps
+	@echo "make test: the namespace tests run beside the checks; each step prints when it ends"
+	@$(MAKE) --no-print-directory -j2 -k --output-sync=target pytest-netns checks \
+		|| { echo "make test FAILED: see the steps marked Error above"; exit 1; }
+	@echo "make test passed"
+
+# The checks, one after the other, at a lower CPU priority: the namespace tests beside
+# them run daemons whose timers must not wait for a core while mypy or the Django tests
+# hold it. The sub-make gets MAKEFLAGS without -j and the jobserver (-k, -n and
+# variables stay): with them it would take a free job slot and run two checks at once,
+# and pytest-netns could wait for its slot behind them.
+checks:
+	@MAKEFLAGS='$(filter-out -j% --jobserver-auth=%,$(MAKEFLAGS))' nice -n 10 \
+		$(MAKE) --no-print-directory lint typecheck djcheck pytest-sqlite pytest-pg
 
 format: venv
 	.venv/bin/ruff check --fix .

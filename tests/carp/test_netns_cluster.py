@@ -79,7 +79,7 @@ def test_three_nodes_elect_the_primary_and_only_it_advertises(cluster):
 
 
 def test_the_backup_takes_over_when_the_master_is_killed(cluster):
-    primary = cluster.carp(1, addr=[VIP], advskew=0)
+    primary = in_backup(cluster, cluster.carp(1, addr=[VIP], advskew=0))
     cluster.carp(2, addr=[VIP], advskew=50)
     cluster.carp(3, addr=[VIP], advskew=100)
     cluster.wait_holder(VIP, 1, ELECTION)
@@ -99,7 +99,7 @@ def test_the_backup_takes_over_when_the_master_is_killed(cluster):
 
 
 def test_the_primary_returns_cleans_up_and_preempts(cluster):
-    cluster.carp(2, addr=[VIP], advskew=50)
+    in_backup(cluster, cluster.carp(2, addr=[VIP], advskew=50))
     cluster.wait_holder(VIP, 2, ELECTION)
     # A crash of an earlier run left the VIP on node 1: the new run must remove it.
     cluster_ns1 = cluster.ns(1)
@@ -114,7 +114,7 @@ def test_the_primary_returns_cleans_up_and_preempts(cluster):
 
 
 def test_a_graceful_stop_bows_out_and_the_backup_takes_over_at_once(cluster):
-    primary = cluster.carp(1, addr=[VIP], advskew=0)
+    primary = in_backup(cluster, cluster.carp(1, addr=[VIP], advskew=0))
     backup = cluster.carp(2, addr=[VIP], advskew=50)
     cluster.wait_holder(VIP, 1, ELECTION)
     cap = cluster.capture()
@@ -130,7 +130,7 @@ def test_a_graceful_stop_bows_out_and_the_backup_takes_over_at_once(cluster):
 
 
 def test_link_down_on_the_master_hands_over_and_link_up_takes_it_back(cluster):
-    primary = cluster.carp(1, addr=[VIP], advskew=0)
+    primary = in_backup(cluster, cluster.carp(1, addr=[VIP], advskew=0))
     cluster.carp(2, addr=[VIP], advskew=50)
     cluster.wait_holder(VIP, 1, ELECTION)
     cluster.set_link(1, up=False)
@@ -184,7 +184,7 @@ def test_an_ipv6_vip_fails_over_with_unsolicited_neighbour_advertisements(cluste
 def test_several_addresses_on_one_vhid_move_together(cluster):
     vips = ["192.0.2.100", "192.0.2.101/24", "2001:db8::100/64"]
     bare = ["192.0.2.100", "192.0.2.101", "2001:db8::100"]
-    primary = cluster.carp(1, addr=vips, advskew=0)
+    primary = in_backup(cluster, cluster.carp(1, addr=vips, advskew=0))
     cluster.carp(2, addr=vips, advskew=50)
     cap = cluster.capture()
     wait_until(

@@ -32,6 +32,9 @@ CHROMIUM_ARGS = ["--disable-gpu", "--disable-background-networking",
 VHID, ADDRESS = 20, "192.0.2.120"
 PRIMARY, SECONDARY = "node2", "node3"
 TAKEOVER = 15_000  # ms: the supervisor kills the node, then the master-down interval
+# ms: Swagger UI fetches the schema (generated on the first request) and parses 1.6 MB
+# of script before it draws; with the CPU busy that outlasts Playwright's 5 s.
+LINKED_PAGE = 20_000
 
 
 @pytest.fixture
@@ -136,9 +139,9 @@ def test_failing_the_primary_turns_the_secondary_master_live(
     # The pages the console links to that are not its own: Swagger UI draws the
     # API from the schema, the admin its change list with its scripts.
     page.goto(url + "/api/docs/")
-    expect(page.locator(".swagger-ui .opblock").first).to_be_visible()
+    expect(page.locator(".swagger-ui .opblock").first).to_be_visible(timeout=LINKED_PAGE)
     page.goto(url + "/admin/cluster/ipalias/")
-    expect(page.locator("#result_list")).to_contain_text(ADDRESS)
+    expect(page.locator("#result_list")).to_contain_text(ADDRESS, timeout=LINKED_PAGE)
     page.locator("#action-toggle").check()  # actions.js, one of the admin's scripts
     expect(page.locator(".action-counter")).to_contain_text("selected")
     assert violations == []

@@ -148,6 +148,10 @@ def test_adding_an_address_to_one_alias_does_not_disturb_another_alias(console):
     changed = create_held(console, 12, "node1", "node2")
     create_held(console, 13, "node2", "node3")
     other_master = node_ip(lab.index("node2"))
+    # node2 holds the VIP once its engine has added it; the engine publishes the
+    # transition to Redis afterwards, off its loop: the baseline is the published MASTER.
+    wait_until(lambda: cell(console.status(), 13, "node2")["state"] == "MASTER", 10,
+               interval=0.1, what="the status to show node2 MASTER of VHID 13")  # fmt: skip
     last_at = cell(console.status(), 13, "node2")["last_at"]
     capture = CheckedCapture.on(lab, 13, f"e2e-secret-{13}", ["192.0.2.113/24"])
     try:
