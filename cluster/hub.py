@@ -1,8 +1,11 @@
 """One live computation per process, fanned out to every viewer (issue 11).
 
-`StatusHub` is one asyncio task that subscribes to ``carp:events`` and
-recomputes ``live.compute_status()`` in a worker thread of its own (never the
-server's thread for synchronous views) once per change:
+`StatusHub` is two asyncio tasks: a reader that subscribes to ``carp:events``
+and hands each message, as it arrives, to the listeners (each open stream
+forwards transitions and cluster events to its page at once, even while a
+computation runs) and then to the computation loop, which recomputes
+``live.compute_status()`` in a worker thread of its own (never the server's
+thread for synchronous views) once per change:
 
 - a message on ``carp:events`` (a transition, a virtual host's new values, an
   engine started or stopped, a ``desired`` change written by the services);
@@ -94,6 +97,7 @@ RETRY_AFTER_FAILURE = 1.0  # seconds before computing again when a computation f
 MIN_GAP = 0.05  # an expiry already due is looked at again no sooner than this
 EXPIRY_MARGIN = 0.01  # past the key's TTL, so that Redis reads it as gone
 TRIGGER_LIMIT = 500  # messages kept in one update's trigger (a slow subscriber's merge)
+READ_POLL = 1.0  # seconds the reader waits in one read of the channel (then reads again)
 
 Listener = Callable[[statekeys.Message], None]
 
@@ -109,6 +113,7 @@ class Update:
     trigger: tuple[statekeys.Message, ...]
     computed_at: float  # time.time() when the computation finished
     desired_generation: int = 0  # ``desired_changed()`` calls it had seen when it began
+    heard: int = 0  # transitions the hub had heard when its computation began
 
     @property
     def transitions(self) -> list[statekeys.TransitionMessage]:
@@ -215,6 +220,12 @@ class StatusHub:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
+        # The reader task's hand-over to the computation loop: the messages heard
+        # since the loop last took them, and whether the subscription was lost.
+        self._queued: list[statekeys.Message] = []
+        self._lost = False
+        self._arrived = asyncio.Event()
+        self.transitions_heard = 0  # by the reader, since the start
         self._changed = threading.Condition()
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="status-hub"
@@ -302,64 +313,130 @@ class StatusHub:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._wake.set)
 
-    # ---- the task ----------------------------------------------------------------------
+    # ---- the tasks ---------------------------------------------------------------------
     async def run(self) -> None:
+        """The computation loop; the channel has a reader task of its own (`_read`)."""
         loop = asyncio.get_running_loop()
         if self._wake is None:
             self._wake = asyncio.Event()
         client = statekeys.async_client(self.redis_url, timeout=live.REDIS_TIMEOUT)
         self._client = client
-        pubsub: Any = None
-        next_subscribe = 0.0
+        self._arrived = asyncio.Event()
+        attempted = asyncio.Event()
+        reader = loop.create_task(self._read(client, attempted), name="status-hub-reader")
+        # A reader that fails ends the hub (``running`` says so), as a failure in
+        # the loop does: it must not go on computing, deaf to the engines.
+        main = asyncio.current_task()
+
+        def ended(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and main is not None:
+                log.error("the status hub's reader failed", exc_info=task.exception())
+                main.cancel()
+
+        reader.add_done_callback(ended)
         dirty = True
         not_before = 0.0  # after a failed computation, when to try again
         try:
+            # Subscribed (or tried to) before the first computation: nothing the
+            # engines publish after it is missed.
+            await attempted.wait()
             while True:
-                if pubsub is None and loop.time() >= next_subscribe:
-                    pubsub = await _subscribe(client)
-                    next_subscribe = loop.time() + self.resubscribe
-                    # Messages were lost while unsubscribed: look again.
-                    dirty = dirty or pubsub is not None
                 if dirty and loop.time() >= not_before:
                     if await self._recompute():
                         dirty = False
                     else:
                         not_before = loop.time() + RETRY_AFTER_FAILURE
-                timeout = self._timeout(loop, dirty, not_before, pubsub, next_subscribe)
-                try:
-                    batch = await self._wait(pubsub, timeout)
-                except (RedisError, OSError, TimeoutError) as exc:
-                    log.warning("the status hub lost Redis: %r", exc)
-                    await _close(pubsub)
-                    pubsub, dirty = None, True
-                    continue
+                batch = await self._take(self._timeout(loop, dirty, not_before))
                 if self._wake.is_set():
                     self._wake.clear()
                     dirty = True
+                if self._lost:
+                    # Messages were lost while unsubscribed: look again.
+                    self._lost, dirty = False, True
                 if batch:
                     dirty = await self._news(client, batch) or dirty
                 if self._expired():
                     dirty = True
         finally:
-            await _close(pubsub)
+            reader.cancel()
+            await asyncio.wait([reader])  # its failure, if any, was logged by ``ended``
             with contextlib.suppress(RedisError, OSError):
                 await client.aclose()
 
-    def _timeout(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        dirty: bool,
-        not_before: float,
-        pubsub: Any,
-        next_subscribe: float,
-    ) -> float:
-        """How long to wait for messages: until the next heartbeat expiry, a retry
-        after a failure, or the next attempt to subscribe."""
+    async def _read(self, client: Any, attempted: asyncio.Event) -> None:
+        """The reader task: each message on ``carp:events`` as it arrives, to the
+        listeners at once (each open stream forwards transitions and cluster
+        events to its page without waiting for a computation under way), then
+        to the computation loop's queue. Resubscribes every ``resubscribe``
+        seconds while Redis is away; the computation loop then recomputes (the
+        status says ``available: false``) and again once it is back."""
+        loop = asyncio.get_running_loop()
+        pubsub: Any = None
+        next_subscribe = 0.0
+        try:
+            while True:
+                if pubsub is None:
+                    # One attempt every ``resubscribe`` seconds at most.
+                    await asyncio.sleep(max(0.0, next_subscribe - loop.time()))
+                    pubsub = await _subscribe(client)
+                    next_subscribe = loop.time() + self.resubscribe
+                    if pubsub is not None and attempted.is_set():
+                        self._stir(lost=True)  # messages were lost while unsubscribed
+                    attempted.set()
+                    continue
+                try:
+                    # Bounded by a timeout of its own: redis-py's pub/sub retries a
+                    # lost connection inside get_message, for seconds.
+                    async with asyncio.timeout(READ_POLL + live.REDIS_TIMEOUT + 1):
+                        message = await pubsub.get_message(timeout=READ_POLL)
+                except (RedisError, OSError, TimeoutError) as exc:
+                    log.warning("the status hub lost Redis: %r", exc)
+                    await _close(pubsub)
+                    pubsub = None
+                    self._stir(lost=True)
+                    continue
+                decoded: list[statekeys.Message] = []
+                if message is not None and _decode(message, decoded):
+                    self._heard(decoded[0])
+        finally:
+            await _close(pubsub)
+
+    def _heard(self, message: statekeys.Message) -> None:
+        """In the reader task: hand one message to the listeners, then queue it."""
+        for listener in self.listeners:
+            try:
+                listener(message)
+            except Exception:
+                log.exception("a status hub listener failed")
+        if isinstance(message, statekeys.TransitionMessage):
+            self.transitions_heard += 1
+        self._queued.append(message)
+        self._stir()
+
+    def _stir(self, lost: bool = False) -> None:
+        self._lost = self._lost or lost
+        self._arrived.set()
+
+    async def _take(self, timeout: float) -> list[statekeys.Message]:
+        """The queued messages as one batch: at once those that came while the
+        loop was busy (a computation, its fan-out, the reading of heartbeats);
+        otherwise, after waiting up to ``timeout`` for the first, those within
+        ``coalesce`` of it. Returns early when ``desired_changed`` wakes us."""
+        assert self._wake is not None
+        if not self._arrived.is_set():
+            await _either(timeout, self._arrived, self._wake)
+            if self._queued and not self._wake.is_set():
+                await _either(self.coalesce, self._wake)
+        batch, self._queued = self._queued, []
+        self._arrived.clear()
+        return batch
+
+    def _timeout(self, loop: asyncio.AbstractEventLoop, dirty: bool, not_before: float) -> float:
+        """How long to wait for messages: until the next heartbeat expiry, or a
+        retry after a failure."""
         waits = [3600.0]
         if dirty:
             waits.append(not_before - loop.time())
-        if pubsub is None:
-            waits.append(next_subscribe - loop.time())
         if self._expiries:
             waits.append(min(self._expiries.values()) + EXPIRY_MARGIN - time.time())
         return max(0.0, min(waits))
@@ -368,54 +445,9 @@ class StatusHub:
         expiries = self._expiries.values()
         return bool(expiries) and time.time() >= min(expiries) + EXPIRY_MARGIN
 
-    async def _wait(self, pubsub: Any, timeout: float) -> list[statekeys.Message]:
-        """The next batch of messages (the first and those within ``coalesce`` of it),
-        or none after ``timeout``; returns early when ``desired_changed`` wakes us."""
-        assert self._wake is not None
-        if pubsub is None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._wake.wait()
-            return []
-        batch: list[statekeys.Message] = []
-        # Bounded by a timeout of its own: redis-py's pub/sub retries a lost
-        # connection inside get_message, for seconds.
-        async with asyncio.timeout(live.REDIS_TIMEOUT + 1):
-            # What came while the hub was busy (a computation, its fan-out, the
-            # reading of heartbeats) is a batch already: no coalescing window
-            # after it, the next computation starts at once.
-            while len(batch) < TRIGGER_LIMIT:
-                message = await pubsub.get_message(timeout=0)
-                if message is None:
-                    break
-                _decode(message, batch)
-        if batch:
-            return batch
-        wake = asyncio.ensure_future(self._wake.wait())
-        try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            async with asyncio.timeout(timeout + self.coalesce + live.REDIS_TIMEOUT + 1):
-                while (left := deadline - loop.time()) > 0 and not wake.done():
-                    message = await pubsub.get_message(timeout=min(left, 0.25))
-                    if message is None or not _decode(message, batch):
-                        if batch and loop.time() >= deadline:
-                            break
-                        continue
-                    if len(batch) == 1:
-                        deadline = loop.time() + self.coalesce
-            return batch
-        finally:
-            wake.cancel()
-
     async def _news(self, client: Any, batch: Sequence[statekeys.Message]) -> bool:
-        """Whether ``batch`` changes the status; keeps what it says for the trigger."""
-        for message in batch:
-            for listener in self.listeners:
-                try:
-                    listener(message)
-                except Exception:
-                    log.exception("a status hub listener failed")
+        """Whether ``batch`` changes the status; keeps what it says for the trigger.
+        (The listeners had each message as the reader heard it.)"""
         beats = [m for m in batch if isinstance(m, statekeys.HeartbeatMessage)]
         # A stored cluster event changes nothing the status shows: the listeners
         # (each open stream's, in event_stream) have had it; no recomputation.
@@ -492,6 +524,7 @@ class StatusHub:
         """One computation in the worker thread, then the fan-out; False if it failed."""
         trigger, self._pending = tuple(self._pending), []
         generation = desired_generation()
+        heard = self.transitions_heard
         loop = asyncio.get_running_loop()
         try:
             status, data, text, shown = await loop.run_in_executor(self._executor, self._compute)
@@ -500,7 +533,7 @@ class StatusHub:
             self._pending[:0] = trigger
             return False
         self.computations += 1
-        self._fan_out(status, data, text, shown, trigger, generation)
+        self._fan_out(status, data, text, shown, trigger, generation, heard)
         # After the fan-out: the readers need not wait for this round trip.
         self._expiries = await self._key_expiries([n.name for n in status.nodes if n.reporting])
         for node in status.nodes:
@@ -516,6 +549,7 @@ class StatusHub:
         shown: str,
         trigger: tuple[statekeys.Message, ...],
         generation: int,
+        heard: int,
     ) -> None:
         if (
             self.latest is not None
@@ -530,7 +564,7 @@ class StatusHub:
             return
         self._shown = shown
         self._seq += 1
-        update = Update(self._seq, status, data, text, trigger, time.time(), generation)
+        update = Update(self._seq, status, data, text, trigger, time.time(), generation, heard)
         self._publish(update, fan_out=True)
 
     def _compute(self) -> tuple[live.Status, dict[str, Any], str, str]:
@@ -617,6 +651,16 @@ def _close_db() -> None:
     from django.db import connections
 
     connections.close_all()
+
+
+async def _either(timeout: float, *events: asyncio.Event) -> None:
+    """Wait until one of ``events`` is set, or ``timeout`` seconds."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 async def _subscribe(client: Any) -> Any:
@@ -754,18 +798,21 @@ async def event_stream(
     the newest status; a stream that falls behind skips to it. Redis going away
     is survived by the hub: the status says so until it returns.
 
-    A transition comes twice (issue 11): as the hub hears it (`_Announced`,
-    before and apart from the computation it starts, so that the page shows it
-    at once), and again in the chunk of the status computed after it
+    A transition comes twice (issue 11): as the hub's reader hears it
+    (`_Announced`, apart from any computation, so that the page shows it at
+    once), and again in the chunk of the status computed after it
     (`Update.sse`), which the page ignores as a repeat (the same node, vhid,
     interface and ``at``). The second is what a stream that subscribed after the
     hub heard it, or whose queue of announced messages overflowed, still gets:
     no transition is lost silently, and a slow stream's status merges the
-    transitions of those it skipped (`Update.after`). When a status and an
-    announced message are both waiting, the status goes first: it was computed
-    before the hub heard the message (the hub reads ``carp:events`` between its
-    computations) or it reflects it (then the message is a repeat), so a
-    transition is never followed by a status older than it."""
+    transitions of those it skipped (`Update.after`). A transition is never
+    followed by a status older than it: when a status and an announced message
+    are both waiting, the status goes first (it was fanned out before the hub
+    heard the message); a status whose computation began before the hub heard a
+    transition this stream sent already (``Update.heard``) is held back and
+    merged into the next, which that transition starts at once (up to
+    ``HOLD_LIMIT`` in a row, so that a storm of transitions cannot starve the
+    page of statuses)."""
     if status_hub is None:
         status_hub = ensure_shared(redis_url)
     loop = asyncio.get_running_loop()
@@ -777,6 +824,8 @@ async def event_stream(
         shown = first.seq
         yield live.sse("status", {**first.data, "trigger": []})
         last_sent = loop.time()
+        sent_heard = 0  # the hub's count of transitions heard when this stream last sent one
+        held: Update | None = None  # a status perhaps older than a transition sent
         while True:
             keepalive = max(0.0, live.KEEPALIVE - (loop.time() - last_sent))
             update, message = await announced.next(updates, keepalive)
@@ -787,16 +836,29 @@ async def event_stream(
             # (An update not newer than ``shown``: the first status, queued while
             # it was being sent.)
             if update is not None and update.seq > shown:
-                shown = update.seq
-                yield update.sse  # its transitions, then its status: the same bytes for all
-                last_sent = loop.time()
+                if held is not None:
+                    update, held = update.after(held), None
+                if update.heard < sent_heard and update.seq - shown <= HOLD_LIMIT:
+                    # Its computation began before the hub heard a transition this
+                    # stream sent: it may not show it, and the page would go back
+                    # to the older state. The next status, which the hub computes
+                    # at once for that transition, goes instead (with this one's trigger).
+                    held = update
+                else:
+                    shown = update.seq
+                    yield update.sse  # its transitions, then its status: the same bytes for all
+                    last_sent = loop.time()
             if message is not None:
-                # The hub offers a batch's messages at once: one chunk for them all
+                # Those that came while the stream was busy: one chunk for them all
                 # (each chunk costs a pass through the server's send path).
-                yield b"".join(map(_announced_sse, [message, *announced.waiting()]))
+                messages = [message, *announced.waiting()]
+                if any(isinstance(m, statekeys.TransitionMessage) for m in messages):
+                    sent_heard = status_hub.transitions_heard
+                yield b"".join(map(_announced_sse, messages))
                 last_sent = loop.time()
 
 
+HOLD_LIMIT = 3  # statuses a stream holds back in a row for a transition it sent (see event_stream)
 ANNOUNCED_QUEUED = 100  # announced messages a stream holds for its browser, newest kept
 
 AnnouncedMessage = statekeys.TransitionMessage | statekeys.ClusterEventMessage
@@ -810,8 +872,8 @@ def _announced_sse(message: AnnouncedMessage) -> bytes:
 
 class _Announced:
     """A stream's transitions and cluster events, as the hub hears them from the
-    engines and the notifiers: a hub listener (called for every message of a
-    batch before any computation; it never waits; a stream that falls behind
+    engines and the notifiers: a hub listener (called by the hub's reader for
+    every message as it arrives; it never waits; a stream that falls behind
     loses the oldest, and finds its transitions in the next status's chunk)
     while the stream runs, and the stream's wait for the next status or message."""
 

@@ -540,6 +540,22 @@ class GatedCompute(CountingCompute):
         return super().__call__()
 
 
+def shown_early_then_confirmed(
+    early: list[list[tuple[str, Any]]], later: list[list[tuple[str, Any]]], raw: str
+) -> list[Any]:
+    """Each stream's statuses, after asserting that it sent the transition alone
+    first, then again with the status that carries it in its trigger."""
+    message = statekeys.message_dict(statekeys.decode_message(raw))
+    assert early == [[("transition", message)]] * len(early)
+    statuses = []
+    for events in later:
+        (name, again), (last, status) = events
+        assert (name, again, last) == ("transition", message, "status")
+        assert status["trigger"] == [message]
+        statuses.append(status)
+    return statuses
+
+
 def test_a_transition_reaches_each_open_stream_as_the_hub_hears_it_before_its_computation_ends(
     redis_url, engines
 ):
@@ -572,19 +588,54 @@ def test_a_transition_reaches_each_open_stream_as_the_hub_hears_it_before_its_co
 
     early, confirmed, running = run(scenario)
     assert running == 0
-    message = statekeys.message_dict(statekeys.decode_message(transition(3, at=1234.5)))
-    assert early == [[("transition", message)]] * 2
-    for events in confirmed:
-        (name, again), (last, status) = events
-        assert (name, again, last) == ("transition", message, "status")
-        assert status["trigger"] == [message]
+    shown_early_then_confirmed(early, confirmed, transition(3, at=1234.5))
+
+
+def test_a_transition_heard_during_a_computation_reaches_each_open_stream_before_it_ends(
+    redis_url, engines
+):
+    """The hub reads ``carp:events`` in a task of its own: a transition the
+    engines send while a computation runs (one that no message started) reaches
+    the open streams at once, not after that computation. That computation's
+    status may be older than the transition (it began before the hub heard it):
+    a stream that sent the transition sends instead the next status, which the
+    transition starts at once, and the page never goes back to the older state."""
+    compute = GatedCompute()
+
+    async def scenario() -> tuple[list[list[tuple[str, Any]]], int, list[Any], int]:
+        status_hub = await started(redis_url, compute)
+        streams = await open_streams(redis_url, status_hub, 2)
+        try:
+            compute.hold()
+            status_hub.desired_changed()  # a computation that waits for no message
+            assert await asyncio.to_thread(compute.entered.wait, 5)
+            before = compute.calls  # the held call counts itself once released
+            await asyncio.to_thread(
+                engines.client.publish, statekeys.EVENTS_CHANNEL, transition(5, at=1240.0)
+            )
+            early = [sse_events(await asyncio.wait_for(anext(s), 5)) for s in streams]
+            running = compute.calls - before
+            compute.release()
+            later = [sse_events(await asyncio.wait_for(anext(s), 5)) for s in streams]
+            return early, running, later, before
+        finally:
+            compute.release()
+            for stream in streams:
+                await stream.aclose()
+            await status_hub.stop()
+
+    early, running, later, before = run(scenario)
+    assert running == 0  # the computation was still held when the streams had it
+    statuses = shown_early_then_confirmed(early, later, transition(5, at=1240.0))
+    # Not the held computation's status (before + 1): the one after it.
+    assert [s["alerts"][0]["message"] for s in statuses] == [f"computation {before + 2}"] * 2
 
 
 def test_a_batchs_transitions_reach_a_stream_as_one_chunk_after_a_status_older_than_them(
     redis_url, engines
 ):
-    """The hub hands a batch's messages to the listeners at once, after the
-    status computed before it: a stream that finds both waiting sends that status
+    """The hub's reader hands a burst of messages to the listeners, after the
+    status computed before them: a stream that finds both waiting sends that status
     first (the page must not go back to a state older than a transition it
     showed), then the batch's transitions in one chunk (each chunk costs the
     server a pass through its send path)."""
@@ -599,7 +650,7 @@ def test_a_batchs_transitions_reach_a_stream_as_one_chunk_after_a_status_older_t
             seq = status_hub.latest.seq if status_hub.latest else 0
             status_hub.desired_changed()
             await until(lambda: status_hub.latest is not None and status_hub.latest.seq > seq)
-            for message in messages:  # as StatusHub._news hands out a batch
+            for message in messages:  # as the hub's reader hands out a burst
                 for listener in list(status_hub.listeners):
                     listener(message)
             return [sse_events(await asyncio.wait_for(anext(stream), 5)) for _ in range(2)]
@@ -669,6 +720,27 @@ def test_a_message_while_the_hub_is_idle_still_waits_the_window_for_others(redis
             await status_hub.stop()
 
     assert run(scenario) is None  # still gathering a batch
+
+
+def test_a_hub_whose_reader_fails_stops_instead_of_computing_deaf_to_the_engines(
+    redis_url, engines, monkeypatch
+):
+    compute = CountingCompute()
+
+    def broken(message: dict[str, Any], batch: list[statekeys.Message]) -> bool:
+        raise RuntimeError("a bug in the reader")
+
+    async def scenario() -> bool:
+        status_hub = await started(redis_url, compute)
+        try:
+            monkeypatch.setattr(hub, "_decode", broken)
+            await asyncio.to_thread(engines.client.publish, statekeys.EVENTS_CHANNEL, transition(1))
+            await until(lambda: not status_hub.running)
+            return status_hub.running
+        finally:
+            await status_hub.stop()  # cleanly, all the same
+
+    assert run(scenario) is False
 
 
 def connections_received(url: str) -> int:
