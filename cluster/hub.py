@@ -97,6 +97,10 @@ RETRY_AFTER_FAILURE = 1.0  # seconds before computing again when a computation f
 MIN_GAP = 0.05  # an expiry already due is looked at again no sooner than this
 EXPIRY_MARGIN = 0.01  # past the key's TTL, so that Redis reads it as gone
 TRIGGER_LIMIT = 500  # messages kept in one update's trigger (a slow subscriber's merge)
+# Messages the reader queues for a computation loop that is busy, at most: beyond it
+# the oldest go (a computation reads every node's state from Redis anyway, so the
+# status loses nothing; only the trigger does) and the loop is told to look again.
+QUEUED_LIMIT = 4 * TRIGGER_LIMIT
 READ_POLL = 1.0  # seconds the reader waits in one read of the channel (then reads again)
 
 Listener = Callable[[statekeys.Message], None]
@@ -411,7 +415,10 @@ class StatusHub:
         if isinstance(message, statekeys.TransitionMessage):
             self.transitions_heard += 1
         self._queued.append(message)
-        self._stir()
+        overflow = len(self._queued) > QUEUED_LIMIT
+        if overflow:
+            del self._queued[:-QUEUED_LIMIT]
+        self._stir(lost=overflow)
 
     def _stir(self, lost: bool = False) -> None:
         self._lost = self._lost or lost

@@ -805,3 +805,20 @@ def test_a_kept_connection_that_redis_closed_is_replaced_at_the_next_computation
         assert [n.name for n in status.nodes] == ["node1", "node2", "node3"]
     finally:
         status_hub._release()
+
+
+def test_a_busy_loops_backlog_keeps_the_newest_messages_and_makes_the_loop_look_again():
+    """The reader queues at most QUEUED_LIMIT messages for a busy computation loop:
+    the oldest go, and the loop is told that some were lost (it recomputes)."""
+    status_hub = hub.StatusHub("redis://unused")
+    try:
+        for vhid in range(hub.QUEUED_LIMIT + 5):
+            status_hub._heard(statekeys.decode_message(transition(vhid % 255 + 1, at=vhid)))
+        assert len(status_hub._queued) == hub.QUEUED_LIMIT
+        kept = [m.at for m in status_hub._queued if isinstance(m, statekeys.TransitionMessage)]
+        assert kept[0] == 5
+        assert kept[-1] == hub.QUEUED_LIMIT + 4
+        assert status_hub._lost
+        assert status_hub.transitions_heard == hub.QUEUED_LIMIT + 5
+    finally:
+        status_hub.close()
