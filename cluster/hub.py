@@ -399,9 +399,9 @@ class StatusHub:
                     pubsub = None
                     self._stir(lost=True)
                     continue
-                decoded: list[statekeys.Message] = []
-                if message is not None and _decode(message, decoded):
-                    self._heard(decoded[0])
+                decoded = _decode(message) if message is not None else None
+                if decoded is not None:
+                    self._heard(decoded)
         finally:
             await _close(pubsub)
 
@@ -616,16 +616,15 @@ class StatusHub:
                 subscription.offer(update)
 
 
-def _decode(message: dict[str, Any], batch: list[statekeys.Message]) -> bool:
-    """Append a pub/sub message of ours to ``batch``; False for anything else."""
+def _decode(message: dict[str, Any]) -> statekeys.Message | None:
+    """A pub/sub message of ours, decoded; None for anything else."""
     if message.get("type") != "message":
-        return False
+        return None
     try:
-        batch.append(statekeys.decode_message(message["data"]))
+        return statekeys.decode_message(message["data"])
     except ValueError as exc:
         log.warning("ignoring a message that is not ours (%s): %.200r", exc, message["data"])
-        return False
-    return True
+        return None
 
 
 def _what_it_says(raw: str | None) -> str:
@@ -769,18 +768,24 @@ def _wake_shared() -> None:
 desired.listen(_wake_shared)
 
 
+def current_update() -> Update | None:
+    """The newest update of this process's running hub, one computed after this
+    process's own last desired change (`StatusHub.current`); None when no hub runs
+    here (the test client, a management command) or it has none in time."""
+    hub = shared()
+    return hub.current() if hub is not None else None
+
+
 def current_status() -> live.Status:
     """The newest status for a synchronous reader: the hub's when one runs in this
     process, else computed here (the test client, runserver without a stream yet)."""
-    hub = shared()
-    update = hub.current() if hub is not None else None
+    update = current_update()
     return update.status if update is not None else live.compute_status()
 
 
 def current_data() -> dict[str, Any]:
     """``current_status().as_dict()``, without converting the hub's again."""
-    hub = shared()
-    update = hub.current() if hub is not None else None
+    update = current_update()
     return update.data if update is not None else live.compute_status().as_dict()
 
 

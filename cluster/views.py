@@ -96,8 +96,7 @@ def hub_status() -> live.Status | None:
     once per change for every page and stream), one computed after this
     process's own last desired change; None when no hub runs here (the test
     client, a management command) or it has none in time."""
-    shared = hub.shared()
-    update = shared.current() if shared is not None else None
+    update = hub.current_update()
     return update.status if update is not None else None
 
 
@@ -490,11 +489,8 @@ def live_check_statuses(node_names: Sequence[str]) -> Mapping[str, Mapping[str, 
             for node in status.nodes
             if node.name in wanted and node.reporting and not node.unreadable
         }
-    provider = getattr(live, "check_statuses", None)
-    if provider is None:
-        return {}
     try:
-        found = provider(node_names)
+        found = live.check_statuses(node_names)
     except Exception:
         logger.warning("health checks page: live check statuses unavailable", exc_info=True)
         return {}

@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         configs,
         hooks=Hooks(upscript, downscript, xparam=args.xparam),
         neutral=args.neutral,
-        on_spin=lambda: realtime.leave("the loop stopped sleeping"),
+        on_spin=realtime.on_spin,
     )
     gc_pauses = GcPauses()
     signals_seen = 0

@@ -112,6 +112,10 @@ class Realtime:
             extra={"event": "realtime", "priority": 0, "reason": why},
         )
 
+    def on_spin(self) -> None:
+        """The runner's ``on_spin``: its loop stopped sleeping, so leave real-time."""
+        self.leave("the loop stopped sleeping")
+
     def guard_cpu(self, limit: float = CPU_LIMIT) -> bool:
         """Leave real-time scheduling if the loop runs ``limit`` s of CPU without sleeping
         (RLIMIT_RTTIME, SIGXCPU). Main thread only; True when the guard is set."""

@@ -132,7 +132,7 @@ class Engine:
         self.runner = ports.runner(
             [],
             publisher=NodePublisher(self.state, self.history),
-            on_spin=lambda: self.realtime.leave("the loop stopped sleeping"),
+            on_spin=self.realtime.on_spin,
         )
         # Set from the health thread, as maintenance is from the config thread: the
         # runner's controls are a queue, so neither ever blocks the protocol loop.
